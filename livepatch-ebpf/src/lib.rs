@@ -1,0 +1,117 @@
+//! Plain `#[repr(C)]` types shared by klpscope's eBPF programs and user space.
+//!
+//! Both sides compile this file, so a layout change cannot drift between them.
+#![no_std]
+
+/// How many patched functions one loaded object can count at once: one fentry
+/// program per slot, since a loaded program attaches to exactly one function.
+pub const CALL_SLOTS: usize = 16;
+
+/// Length of a function name read from the kernel (`KSYM_NAME_LEN` is larger,
+/// but livepatch function names are far shorter in practice).
+pub const FUNC_NAME_LEN: usize = 64;
+
+pub const TASK_COMM_LEN: usize = 16;
+
+/// Which version of a patched function a call ran, as the counter keys it.
+pub const VERSION_OLD: usize = 0;
+pub const VERSION_NEW: usize = 1;
+
+/// Index into the per-CPU call counter array.
+pub const fn call_index(slot: usize, version: usize) -> u32 {
+    (slot * 2 + version) as u32
+}
+
+/// `klp_check_and_switch_task`'s results, negated errno values.
+pub const CHECK_SWITCHED: i32 = 0;
+pub const CHECK_RUNNING: i32 = -16; // -EBUSY
+pub const CHECK_UNRELIABLE_STACK: i32 = -22; // -EINVAL
+pub const CHECK_FUNCTION_ON_STACK: i32 = -98; // -EADDRINUSE
+
+/// Offsets into `struct task_struct`, read from the kernel's BTF at run time
+/// and handed to the programs as globals: Rust eBPF cannot emit CO-RE
+/// relocations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOffsets {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: u32,
+    pub flags: u32,
+    pub patch_state: u32,
+}
+
+/// The kernel's latest verdict on one task, kept per thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TaskCheck {
+    pub first_failure_ns: u64,
+    pub last_failure_ns: u64,
+    pub failed_checks: u32,
+    pub last_result: i32,
+    pub tgid: u32,
+    pub kthread: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub function: [u8; FUNC_NAME_LEN],
+}
+
+/// What a [`TraceEvent`] reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A task's verdict from `klp_check_and_switch_task` changed; `result`
+    /// holds it.
+    Check = 1,
+    /// `klp_start_transition`.
+    Start = 2,
+    /// One retry round ended; `result` is 1 when the transition completed and
+    /// `duration_ns` how long the round took.
+    Round = 3,
+    /// A task switched itself (`klp_update_patch_state`).
+    SelfSwitch = 4,
+    Reverse = 5,
+    Force = 6,
+    Complete = 7,
+    Cancel = 8,
+}
+
+impl EventKind {
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            1 => Self::Check,
+            2 => Self::Start,
+            3 => Self::Round,
+            4 => Self::SelfSwitch,
+            5 => Self::Reverse,
+            6 => Self::Force,
+            7 => Self::Complete,
+            8 => Self::Cancel,
+            _ => return None,
+        })
+    }
+}
+
+/// One event sent from the tracer to user space through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TraceEvent {
+    pub timestamp_ns: u64,
+    pub duration_ns: u64,
+    pub kind: u32,
+    pub tid: u32,
+    pub tgid: u32,
+    pub result: i32,
+    pub kthread: u32,
+    pub failed_checks: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub function: [u8; FUNC_NAME_LEN],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C) plain data with no padding-dependent
+    // invariants; any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::TaskOffsets {}
+    unsafe impl aya::Pod for super::TaskCheck {}
+    unsafe impl aya::Pod for super::TraceEvent {}
+}

@@ -1,0 +1,95 @@
+//! Counts calls to the functions of a patch, split by the version that runs.
+//!
+//! One fentry program per slot: a loaded program attaches to one function, and
+//! user space attaches slot N to the N-th function it was asked about.
+use aya_ebpf::{
+    helpers::bpf_get_current_task,
+    macros::{fentry, map},
+    maps::{Array, LruHashMap, PerCpuArray},
+    programs::FEntryContext,
+};
+use livepatch_ebpf::{CALL_SLOTS, VERSION_NEW, VERSION_OLD, call_index};
+
+use super::task;
+
+/// Calls per slot and version, indexed by [`call_index`].
+#[map]
+static CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries((CALL_SLOTS * 2) as u32, 0);
+
+/// Per slot: 1 if the function is patched right now. Only consulted outside
+/// a transition, when every task's patch_state is -1.
+#[map]
+static SLOT_PATCHED: Array<u32> = Array::with_max_entries(CALL_SLOTS as u32, 0);
+
+/// Per thread id: calls that still ran the old version during a transition.
+#[map]
+static OLD_CALLS_BY_TASK: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn count(slot: usize) -> u32 {
+    let current = unsafe { bpf_get_current_task() } as *const u8;
+    let version = match task::patch_state(current) {
+        0 => VERSION_OLD,
+        1 => VERSION_NEW,
+        _ => match SLOT_PATCHED.get(slot as u32) {
+            Some(&1) => VERSION_NEW,
+            _ => VERSION_OLD,
+        },
+    };
+    if let Some(counter) = CALLS.get_ptr_mut(call_index(slot, version)) {
+        unsafe { *counter += 1 };
+    }
+    if version == VERSION_OLD && task::patch_state(current) == 0 {
+        let tid = task::pid(current);
+        match OLD_CALLS_BY_TASK.get_ptr_mut(&tid) {
+            Some(calls) => unsafe { *calls += 1 },
+            None => {
+                let _ = OLD_CALLS_BY_TASK.insert(&tid, &1, 0);
+            }
+        }
+    }
+    0
+}
+
+macro_rules! call_slots {
+    ($($name:ident = $slot:literal),* $(,)?) => {
+        $(
+            #[fentry]
+            pub fn $name(_ctx: FEntryContext) -> u32 {
+                count($slot)
+            }
+        )*
+    };
+}
+
+call_slots!(
+    count_calls_0 = 0,
+    count_calls_1 = 1,
+    count_calls_2 = 2,
+    count_calls_3 = 3,
+    count_calls_4 = 4,
+    count_calls_5 = 5,
+    count_calls_6 = 6,
+    count_calls_7 = 7,
+    count_calls_8 = 8,
+    count_calls_9 = 9,
+    count_calls_10 = 10,
+    count_calls_11 = 11,
+    count_calls_12 = 12,
+    count_calls_13 = 13,
+    count_calls_14 = 14,
+    count_calls_15 = 15,
+);
+
+/// The floor for an fentry's cost: one per-CPU increment and nothing else.
+/// The call-counter benchmark compares against it.
+#[map]
+static FLOOR_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[fentry]
+pub fn count_calls_floor(_ctx: FEntryContext) -> u32 {
+    if let Some(counter) = FLOOR_CALLS.get_ptr_mut(0) {
+        unsafe { *counter += 1 };
+    }
+    0
+}

@@ -1,0 +1,36 @@
+//! `cargo xtask lint` and `cargo xtask test`.
+use std::process::{Command, ExitCode};
+
+use anyhow::Result;
+
+use crate::{build, cache, setup};
+
+pub fn lint() -> Result<()> {
+    let toolchain = setup::run()?;
+    build::ebpf(&toolchain)?;
+    build::checked(
+        Command::new("cargo")
+            .current_dir(cache::workspace_root())
+            .args(["fmt", "--all", "--check"]),
+        "cargo fmt --check",
+    )?;
+    build::checked(
+        build::user_cargo("clippy").args(["--workspace", "--all-targets", "--", "-D", "warnings"]),
+        "clippy (host)",
+    )?;
+    build::checked(
+        build::ebpf_cargo(&toolchain, "clippy").args(["--", "-D", "warnings"]),
+        "clippy (eBPF crate, bpf target)",
+    )?;
+    println!("lint: clean");
+    Ok(())
+}
+
+pub fn all() -> Result<ExitCode> {
+    lint()?;
+    build::checked(
+        build::user_cargo("test").args(["--workspace"]),
+        "unit and integration tests",
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
