@@ -1,35 +1,16 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-/// eBPF-assisted livepatch readiness and transition tracing.
-#[derive(Parser)]
-#[command(name = "klpscope", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// The loaded livepatches and their state.
-    Status,
-    /// Before applying a patch: can it apply here, and who would block it?
-    Check,
-    /// Follow a transition live.
-    Watch,
-    /// Explain a stuck transition: blockers, why, and what to do.
-    Diagnose,
-}
+use clap::Parser;
+use livepatch_user::{cli, commands};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let name = match cli.command {
-        Command::Status => "status",
-        Command::Check => "check",
-        Command::Watch => "watch",
-        Command::Diagnose => "diagnose",
-    };
-    eprintln!("klpscope {name}: not implemented yet");
-    ExitCode::FAILURE
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            // One line naming the cause: the chain, not a backtrace.
+            eprintln!("klpscope: {error:#}");
+            commands::EXIT_ERROR.into()
+        }
+    }
 }

@@ -1,0 +1,8 @@
+//! The typed picture of the kernel's livepatch state that every command
+//! reasons over. Plain data: readers fill it, analysis reads it, views render
+//! what analysis makes of it.
+mod snapshot;
+mod trace;
+
+pub use snapshot::*;
+pub use trace::*;

@@ -1,0 +1,144 @@
+use serde::Serialize;
+
+/// A value the reader could not get, and why (not root, malformed, gone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Known<T> {
+    Value(T),
+    Unknown { unknown: String },
+}
+
+impl<T> Known<T> {
+    pub fn unknown(reason: impl Into<String>) -> Self {
+        Known::Unknown {
+            unknown: reason.into(),
+        }
+    }
+
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Known::Value(v) => Some(v),
+            Known::Unknown { .. } => None,
+        }
+    }
+}
+
+/// Everything klpscope knows about the kernel's livepatch state at one time.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    pub kernel: Kernel,
+    pub patches: Vec<Patch>,
+    pub tasks: Vec<Task>,
+    pub transition: Option<Transition>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Kernel {
+    pub release: String,
+    pub livepatch_supported: bool,
+    /// Why livepatching (or klpscope's view of it) is limited here, one line
+    /// each.
+    pub problems: Vec<String>,
+    pub reliable_stacktrace: Option<bool>,
+    pub ftrace_enabled: Option<bool>,
+    /// The active lockdown mode: none, integrity or confidentiality.
+    pub lockdown: Option<String>,
+    pub taint: Vec<TaintFlag>,
+    pub btf: bool,
+    pub module_sig_enforce: Option<bool>,
+    pub tracefs: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TaintFlag {
+    pub letter: char,
+    pub bit: u32,
+    pub meaning: &'static str,
+}
+
+/// One livepatch, from /sys/kernel/livepatch/<name>.
+#[derive(Clone, Debug, Serialize)]
+pub struct Patch {
+    pub name: String,
+    pub enabled: Known<bool>,
+    pub transition: Known<bool>,
+    pub force: Known<bool>,
+    /// None on kernels before 6.11, which have no `replace` file.
+    pub replace: Option<Known<bool>>,
+    pub objects: Vec<PatchObject>,
+    /// The patch's directory vanished while it was being read.
+    pub gone: bool,
+}
+
+/// A patched object: `vmlinux` or a module name.
+#[derive(Clone, Debug, Serialize)]
+pub struct PatchObject {
+    pub name: String,
+    pub patched: Known<bool>,
+    pub functions: Vec<PatchFunction>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PatchFunction {
+    pub name: String,
+    /// The symbol's position among same-named symbols; 0 means unique.
+    pub sympos: u32,
+}
+
+/// One thread, from /proc/<pid>/task/<tid>.
+#[derive(Clone, Debug, Serialize)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub kthread: bool,
+    /// The scheduler state letter from `stat` (R, S, D, ...).
+    pub state: char,
+    pub patch_state: Known<PatchState>,
+    /// Kernel stack from /proc/.../stack: needs root.
+    pub stack: Known<Vec<StackFrame>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchState {
+    /// -1: no transition in progress.
+    Idle,
+    /// 0: the task still runs the old (unpatched) code.
+    Unpatched,
+    /// 1: the task runs the new (patched) code.
+    Patched,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StackFrame {
+    pub function: String,
+    pub offset: u64,
+    pub size: u64,
+    pub module: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Patching,
+    Unpatching,
+}
+
+impl Direction {
+    /// The patch_state every task must reach.
+    pub fn target(self) -> PatchState {
+        match self {
+            Direction::Patching => PatchState::Patched,
+            Direction::Unpatching => PatchState::Unpatched,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    pub patch: String,
+    pub direction: Direction,
+    pub tasks_total: usize,
+    pub tasks_pending: usize,
+}

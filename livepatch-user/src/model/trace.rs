@@ -1,0 +1,58 @@
+use serde::Serialize;
+
+/// Why the kernel could not switch a task, from `klp_check_and_switch_task`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockReason {
+    /// -EBUSY: running on another CPU.
+    Running,
+    /// -EADDRINUSE: a function of the patch is on its stack.
+    FunctionOnStack,
+    /// -EINVAL: its stack could not be walked reliably.
+    UnreliableStack,
+}
+
+/// What the transition tracer saw, decoded from the eBPF ring buffer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TraceEvent {
+    /// The kernel's verdict on a task changed.
+    Check {
+        timestamp_ns: u64,
+        tid: u32,
+        tgid: u32,
+        comm: String,
+        kthread: bool,
+        /// None: the task switched.
+        reason: Option<BlockReason>,
+        function: Option<String>,
+        failed_checks: u32,
+    },
+    Start {
+        timestamp_ns: u64,
+    },
+    Round {
+        timestamp_ns: u64,
+        duration_ns: u64,
+        complete: bool,
+    },
+    SelfSwitch {
+        timestamp_ns: u64,
+        tid: u32,
+        tgid: u32,
+        comm: String,
+        kthread: bool,
+    },
+    Reverse {
+        timestamp_ns: u64,
+    },
+    Force {
+        timestamp_ns: u64,
+    },
+    Complete {
+        timestamp_ns: u64,
+    },
+    Cancel {
+        timestamp_ns: u64,
+    },
+}
