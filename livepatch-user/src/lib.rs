@@ -7,3 +7,7 @@
 pub mod cli;
 pub mod commands;
 pub mod model;
+pub mod analysis;
+pub mod kernel;
+pub mod probes;
+pub mod views;

@@ -1,0 +1,1 @@
+//! klpscope's eBPF programs from user space: loading, capabilities, events.

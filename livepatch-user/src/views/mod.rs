@@ -1,0 +1,2 @@
+//! Rendering of analysis results: text, JSON and the TUI. Views never reach
+//! back into the kernel.
