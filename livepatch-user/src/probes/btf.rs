@@ -1,0 +1,188 @@
+//! Just enough of a BTF reader to find `struct task_struct`'s field offsets.
+//!
+//! Rust eBPF cannot emit CO-RE relocations, so the programs read task fields
+//! at offsets that user space computes from the running kernel's BTF.
+use std::collections::HashMap;
+
+use livepatch_ebpf::TaskOffsets;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BtfError {
+    #[error("not BTF data (bad magic or header)")]
+    BadHeader,
+    #[error("BTF data is truncated")]
+    Truncated,
+    #[error("unknown BTF kind {0}")]
+    UnknownKind(u32),
+    #[error("struct {0} is not in the kernel's BTF")]
+    NoStruct(&'static str),
+    #[error("struct task_struct has no field `{0}` in the kernel's BTF")]
+    NoField(&'static str),
+}
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+
+/// task_struct offsets, except `patch_state`, which exists only with
+/// CONFIG_LIVEPATCH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskLayout {
+    pub offsets: TaskOffsets,
+    pub has_patch_state: bool,
+}
+
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    bit_offset: u32,
+}
+
+struct Composite {
+    name_off: u32,
+    members: Vec<Member>,
+}
+
+struct Types<'a> {
+    strings: &'a [u8],
+    /// Indexed by type id; only structs and unions are kept.
+    composites: HashMap<u32, Composite>,
+}
+
+fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
+    data.get(at..at + 4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .ok_or(BtfError::Truncated)
+}
+
+impl<'a> Types<'a> {
+    fn parse(data: &'a [u8]) -> Result<Self, BtfError> {
+        let magic = data
+            .get(0..2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .ok_or(BtfError::BadHeader)?;
+        if magic != BTF_MAGIC {
+            return Err(BtfError::BadHeader);
+        }
+        let hdr_len = u32_at(data, 4)? as usize;
+        let type_off = u32_at(data, 8)? as usize;
+        let type_len = u32_at(data, 12)? as usize;
+        let str_off = u32_at(data, 16)? as usize;
+        let str_len = u32_at(data, 20)? as usize;
+        let types = data
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or(BtfError::Truncated)?;
+        let strings = data
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or(BtfError::Truncated)?;
+
+        let mut composites = HashMap::new();
+        let mut at = 0;
+        let mut id = 1;
+        while at < types.len() {
+            let name_off = u32_at(types, at)?;
+            let info = u32_at(types, at + 4)?;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            let kflag = info >> 31 == 1;
+            at += 12;
+            let extra = match kind {
+                1 | 14 | 17 => 4,             // int, var, decl_tag
+                3 => 12,                      // array
+                4 | 5 | 15 | 19 => vlen * 12, // struct, union, datasec, enum64
+                6 | 13 => vlen * 8,           // enum, func_proto
+                2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, qualifiers, func, float, type_tag
+                other => return Err(BtfError::UnknownKind(other)),
+            };
+            if kind == KIND_STRUCT || kind == KIND_UNION {
+                let members = (0..vlen)
+                    .map(|i| {
+                        let m = at + i * 12;
+                        let offset = u32_at(types, m + 8)?;
+                        Ok(Member {
+                            name_off: u32_at(types, m)?,
+                            type_id: u32_at(types, m + 4)?,
+                            bit_offset: if kflag { offset & 0x00ff_ffff } else { offset },
+                        })
+                    })
+                    .collect::<Result<_, BtfError>>()?;
+                composites.insert(id, Composite { name_off, members });
+            }
+            at += extra;
+            id += 1;
+        }
+        Ok(Self {
+            strings,
+            composites,
+        })
+    }
+
+    fn name(&self, off: u32) -> &[u8] {
+        let rest = self.strings.get(off as usize..).unwrap_or_default();
+        &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
+    }
+
+    fn struct_named(&self, name: &str) -> Option<&Composite> {
+        self.composites
+            .values()
+            .find(|c| self.name(c.name_off) == name.as_bytes())
+    }
+
+    /// A field's byte offset, looking through anonymous structs and unions
+    /// (randomized layouts and unions wrap fields in them).
+    fn field_offset(&self, composite: &Composite, field: &str) -> Option<u32> {
+        for member in &composite.members {
+            let name = self.name(member.name_off);
+            if name == field.as_bytes() {
+                return Some(member.bit_offset / 8);
+            }
+            if name.is_empty() {
+                let inner = self.composites.get(&member.type_id)?;
+                if let Some(offset) = self.field_offset(inner, field) {
+                    return Some(member.bit_offset / 8 + offset);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Reads task_struct's layout from raw BTF (e.g. /sys/kernel/btf/vmlinux).
+pub fn task_layout(btf: &[u8]) -> Result<TaskLayout, BtfError> {
+    let types = Types::parse(btf)?;
+    let task = types
+        .struct_named("task_struct")
+        .ok_or(BtfError::NoStruct("task_struct"))?;
+    let field = |name: &'static str| {
+        types
+            .field_offset(task, name)
+            .ok_or(BtfError::NoField(name))
+    };
+    let patch_state = types.field_offset(task, "patch_state");
+    Ok(TaskLayout {
+        offsets: TaskOffsets {
+            pid: field("pid")?,
+            tgid: field("tgid")?,
+            comm: field("comm")?,
+            flags: field("flags")?,
+            patch_state: patch_state.unwrap_or(0),
+        },
+        has_patch_state: patch_state.is_some(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_what_is_not_btf() {
+        assert_eq!(task_layout(b"").unwrap_err(), BtfError::BadHeader);
+        assert_eq!(
+            task_layout(b"\x9f\xeb\x01\x00").unwrap_err(),
+            BtfError::Truncated
+        );
+        assert_eq!(task_layout(&[0u8; 64]).unwrap_err(), BtfError::BadHeader);
+    }
+}

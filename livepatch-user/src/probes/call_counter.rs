@@ -1,0 +1,120 @@
+//! Calls per patched function, split by the version that ran.
+use aya::{
+    Btf, Ebpf,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+};
+use livepatch_ebpf::{CALL_SLOTS, VERSION_NEW, VERSION_OLD, call_index};
+use serde::Serialize;
+
+use super::{
+    capabilities::Capabilities,
+    loader::{Hook, attach},
+};
+
+pub struct CallCounter {
+    /// Function per slot; None where attaching failed.
+    slots: Vec<Option<String>>,
+    calls: PerCpuArray<MapData, u64>,
+    slot_patched: Array<MapData, u32>,
+    // An LRU hash map in the kernel; aya reads it as a HashMap.
+    old_calls_by_task: HashMap<MapData, u32, u64>,
+}
+
+/// Total calls so far of one function, per version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallCount {
+    pub function: String,
+    pub old: u64,
+    pub new: u64,
+}
+
+fn map_named<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T, MapError> {
+    let map = ebpf.take_map(name).ok_or(MapError::InvalidName {
+        name: name.to_string(),
+    })?;
+    T::try_from(map)
+}
+
+impl CallCounter {
+    /// Attaches one slot program per function; a function that cannot be
+    /// traced is reported in `caps` and left uncounted.
+    pub(super) fn attach(
+        ebpf: &mut Ebpf,
+        btf: &Btf,
+        functions: &[String],
+        caps: &mut Capabilities,
+    ) -> Result<Self, MapError> {
+        let mut slots = Vec::new();
+        for (slot, function) in functions.iter().enumerate() {
+            let name = format!("calls:{function}");
+            if slot >= CALL_SLOTS {
+                caps.missing(
+                    name,
+                    format!("klpscope counts at most {CALL_SLOTS} functions at once"),
+                );
+                continue;
+            }
+            match attach(
+                ebpf,
+                btf,
+                &format!("count_calls_{slot}"),
+                function,
+                Hook::Entry,
+            ) {
+                Ok(()) => {
+                    caps.available(name);
+                    slots.push(Some(function.clone()));
+                }
+                Err(reason) => {
+                    caps.missing(name, reason);
+                    slots.push(None);
+                }
+            }
+        }
+        Ok(Self {
+            slots,
+            calls: map_named(ebpf, "CALLS")?,
+            slot_patched: map_named(ebpf, "SLOT_PATCHED")?,
+            old_calls_by_task: map_named(ebpf, "OLD_CALLS_BY_TASK")?,
+        })
+    }
+
+    /// Tells the counter which functions are patched, for calls made outside
+    /// a transition (when every task's patch_state is -1).
+    pub fn set_patched(&mut self, function: &str, patched: bool) -> Result<(), MapError> {
+        for (slot, name) in self.slots.iter().enumerate() {
+            if name.as_deref() == Some(function) {
+                self.slot_patched.set(slot as u32, patched as u32, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Running totals per counted function.
+    pub fn counts(&self) -> Result<Vec<CallCount>, MapError> {
+        let sum =
+            |index: u32| -> Result<u64, MapError> { Ok(self.calls.get(&index, 0)?.iter().sum()) };
+        let mut out = Vec::new();
+        for (slot, function) in self.slots.iter().enumerate() {
+            if let Some(function) = function {
+                out.push(CallCount {
+                    function: function.clone(),
+                    old: sum(call_index(slot, VERSION_OLD))?,
+                    new: sum(call_index(slot, VERSION_NEW))?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Per thread id: calls that ran the old version during a transition.
+    pub fn old_calls_by_task(&self) -> Vec<(u32, u64)> {
+        self.old_calls_by_task
+            .iter()
+            .filter_map(Result::ok)
+            .collect()
+    }
+}

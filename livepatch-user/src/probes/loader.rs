@@ -1,0 +1,261 @@
+//! Loads klpscope's eBPF object, attaches what the kernel allows, and says
+//! what it could not.
+use std::{os::unix::fs::MetadataExt, path::Path};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{FEntry, FExit, ProgramError},
+};
+
+use super::{
+    btf::task_layout, call_counter::CallCounter, capabilities::Capabilities,
+    tracer::TransitionTracer,
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/livepatch.bpf.o"));
+
+/// A vmlinux function present on every kernel klpscope supports, used to
+/// learn whether fentry programs may attach at all.
+const FENTRY_PROBE_FUNCTION: &str = "cmdline_proc_show";
+
+/// What the caller wants traced.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeRequest {
+    /// Attach the transition tracer.
+    pub tracer: bool,
+    /// vmlinux functions whose calls to count, one slot each.
+    pub count_calls: Vec<String>,
+}
+
+/// Loaded and attached programs. Dropping it detaches every program: aya
+/// owns the links, and they are never pinned.
+pub struct Probes {
+    pub tracer: Option<TransitionTracer>,
+    pub call_counter: Option<CallCounter>,
+    /// Owns the attached programs: they stay attached while this lives.
+    _ebpf: Ebpf,
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum Hook {
+    Entry,
+    Exit,
+}
+
+/// The transition tracer's programs and the kernel function each attaches to.
+const TRACER_HOOKS: [(&str, &str, Hook); 10] = [
+    (
+        "klp_check_and_switch_task",
+        "klp_check_and_switch_task",
+        Hook::Exit,
+    ),
+    ("klp_start_transition", "klp_start_transition", Hook::Entry),
+    (
+        "klp_try_complete_transition_entry",
+        "klp_try_complete_transition",
+        Hook::Entry,
+    ),
+    (
+        "klp_try_complete_transition_exit",
+        "klp_try_complete_transition",
+        Hook::Exit,
+    ),
+    (
+        "klp_update_patch_state_entry",
+        "klp_update_patch_state",
+        Hook::Entry,
+    ),
+    (
+        "klp_update_patch_state_exit",
+        "klp_update_patch_state",
+        Hook::Exit,
+    ),
+    (
+        "klp_reverse_transition",
+        "klp_reverse_transition",
+        Hook::Entry,
+    ),
+    ("klp_force_transition", "klp_force_transition", Hook::Entry),
+    (
+        "klp_complete_transition",
+        "klp_complete_transition",
+        Hook::Entry,
+    ),
+    (
+        "klp_cancel_transition",
+        "klp_cancel_transition",
+        Hook::Entry,
+    ),
+];
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Loads and attaches what `request` asks for. Returns no probes when an
+/// essential piece is missing; the capabilities say why, one reason each.
+pub fn load(root: &Path, request: &ProbeRequest) -> (Option<Probes>, Capabilities) {
+    let mut caps = Capabilities::default();
+    let probes = try_load(root, request, &mut caps);
+    (probes, caps)
+}
+
+fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Option<Probes> {
+    if root != Path::new("/") {
+        caps.missing(
+            "root",
+            "eBPF is off: --root points at another tree, not this kernel",
+        );
+        return None;
+    }
+    if !is_root() {
+        caps.missing("root", "not root: loading eBPF needs root (run with sudo)");
+        return None;
+    }
+    caps.available("root");
+
+    let btf_path = root.join("sys/kernel/btf/vmlinux");
+    let layout = match std::fs::read(&btf_path) {
+        Ok(raw) => match task_layout(&raw) {
+            Ok(layout) => layout,
+            Err(e) => {
+                caps.missing("btf", format!("{}: {e}", btf_path.display()));
+                return None;
+            }
+        },
+        Err(e) => {
+            caps.missing(
+                "btf",
+                format!(
+                    "no kernel BTF at {} ({e}): the kernel needs CONFIG_DEBUG_INFO_BTF",
+                    btf_path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    let btf = match Btf::from_sys_fs() {
+        Ok(btf) => btf,
+        Err(e) => {
+            caps.missing("btf", format!("cannot parse the kernel's BTF: {e}"));
+            return None;
+        }
+    };
+    caps.available("btf");
+    if layout.has_patch_state {
+        caps.available("task_patch_state");
+    } else {
+        caps.missing(
+            "task_patch_state",
+            "task_struct has no patch_state: this kernel has no CONFIG_LIVEPATCH",
+        );
+    }
+
+    let mut ebpf = match EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global("TASK_OFFSETS", &layout.offsets, true)
+        .load(OBJECT)
+    {
+        Ok(ebpf) => ebpf,
+        Err(e) => {
+            caps.missing(
+                "ebpf_object",
+                format!("cannot load klpscope's eBPF object: {e}"),
+            );
+            return None;
+        }
+    };
+    caps.available("ebpf_object");
+
+    match attach(
+        &mut ebpf,
+        &btf,
+        "count_calls_floor",
+        FENTRY_PROBE_FUNCTION,
+        Hook::Entry,
+    ) {
+        Ok(()) => caps.available("fentry"),
+        Err(reason) => {
+            caps.missing("fentry", format!("fentry programs are refused: {reason}"));
+            return None;
+        }
+    }
+
+    let tracer = request.tracer.then(|| {
+        for (program, function, hook) in TRACER_HOOKS {
+            let name = format!("tracer:{program}");
+            match attach(&mut ebpf, &btf, program, function, hook) {
+                Ok(()) => caps.available(name),
+                Err(reason) => caps.missing(name, reason),
+            }
+        }
+        TransitionTracer::take(&mut ebpf)
+    });
+    let tracer = match tracer {
+        Some(Ok(tracer)) => Some(tracer),
+        Some(Err(e)) => {
+            caps.missing("tracer", format!("transition tracer maps: {e}"));
+            None
+        }
+        None => None,
+    };
+
+    let call_counter = if request.count_calls.is_empty() {
+        None
+    } else {
+        match CallCounter::attach(&mut ebpf, &btf, &request.count_calls, caps) {
+            Ok(counter) => Some(counter),
+            Err(e) => {
+                caps.missing("call_counter", format!("call counter maps: {e}"));
+                None
+            }
+        }
+    };
+
+    Some(Probes {
+        tracer,
+        call_counter,
+        _ebpf: ebpf,
+    })
+}
+
+/// Loads `program` against kernel function `function` and attaches it.
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &str,
+    function: &str,
+    hook: Hook,
+) -> Result<(), String> {
+    let Some(prog) = ebpf.program_mut(program) else {
+        return Err(format!(
+            "program {program} is missing from klpscope's eBPF object"
+        ));
+    };
+    let result = match hook {
+        Hook::Entry => <&mut FEntry>::try_from(prog)
+            .map_err(ProgramError::from)
+            .and_then(|p| p.load(function, btf).and_then(|()| p.attach().map(drop))),
+        Hook::Exit => <&mut FExit>::try_from(prog)
+            .map_err(ProgramError::from)
+            .and_then(|p| p.load(function, btf).and_then(|()| p.attach().map(drop))),
+    };
+    result.map_err(|e| describe(function, &e))
+}
+
+fn describe(function: &str, error: &ProgramError) -> String {
+    if let ProgramError::Btf(_) = error {
+        return format!("{function} is not in the kernel's BTF (absent, inlined, or in a module)");
+    }
+    if let ProgramError::LoadError { io_error, .. } = error {
+        if io_error.raw_os_error() == Some(EPERM) {
+            return format!(
+                "the kernel refused a tracing program on {function} (EPERM): \
+                 fentry/fexit are blocked here (lockdown, LSM or kernel policy)"
+            );
+        }
+    }
+    format!("cannot attach to {function}: {error}")
+}
+
+const EPERM: i32 = 1;
