@@ -1,1 +1,3 @@
 //! Pure functions from the model to progress, blockers and verdicts.
+pub mod advice;
+pub mod blockers;
