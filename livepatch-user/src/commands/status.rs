@@ -1,9 +1,39 @@
-use std::{path::Path, process::ExitCode};
+use std::{io::Write, path::Path, process::ExitCode};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
 
-use crate::cli::StatusArgs;
+use crate::{
+    cli::StatusArgs,
+    kernel::{read_kernel, read_patches, scan_patch_states, transition},
+    views::status::{StatusView, render_json, render_text},
+};
 
-pub fn run(_root: &Path, _args: &StatusArgs) -> Result<ExitCode> {
-    bail!("status: not implemented yet")
+/// Kernel facts and patches; threads are scanned (patch_state only) just when
+/// a patch is in transition, to count the pending ones.
+pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
+    let kernel = read_kernel(root);
+    let patches = read_patches(root).context("reading /sys/kernel/livepatch")?;
+    let in_transition = patches
+        .iter()
+        .any(|patch| patch.transition.value() == Some(&true));
+    let transition = if in_transition {
+        let threads = scan_patch_states(root).context("scanning /proc for patch_state")?;
+        transition(&patches, threads.iter().map(|thread| &thread.patch_state))
+    } else {
+        None
+    };
+    let view = StatusView {
+        kernel: &kernel,
+        patches: &patches,
+        transition: transition.as_ref(),
+    };
+    let text = if args.json {
+        render_json(&view)
+    } else {
+        render_text(&view)
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,2 +1,42 @@
 //! Readers of the kernel's state: the only code (with `probes`) that touches
 //! the kernel. Each takes a root path, so tests can point it at a fixture tree.
+mod attr;
+pub mod kallsyms;
+pub mod kernel_config;
+pub mod kernel_facts;
+pub mod procfs_tasks;
+pub mod snapshot;
+pub mod sysfs_livepatch;
+mod taint;
+
+use std::{io, path::Path};
+
+pub use kallsyms::{
+    FilterFunctions, KernelSymbol, SymbolTable, read_filter_functions, read_kallsyms,
+};
+pub use kernel_facts::{read_kernel, tracefs_mount};
+pub use procfs_tasks::{
+    Stacks, ThreadFile, ThreadFileReader, ThreadId, list_threads, read_task, read_tasks,
+    scan_patch_states,
+};
+pub use snapshot::{read_snapshot, transition};
+pub use sysfs_livepatch::{read_patch, read_patches};
+
+/// A listing the readers cannot do without (/proc, /sys/kernel/livepatch)
+/// failed for a reason other than absence.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct ReadError {
+    pub path: String,
+    #[source]
+    pub source: io::Error,
+}
+
+impl ReadError {
+    fn new(root: &Path, path: &str, source: io::Error) -> Self {
+        ReadError {
+            path: root.join(path).display().to_string(),
+            source,
+        }
+    }
+}

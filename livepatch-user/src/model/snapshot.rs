@@ -81,7 +81,8 @@ pub struct PatchObject {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PatchFunction {
     pub name: String,
-    /// The symbol's position among same-named symbols; 0 means unique.
+    /// The symbol's position among same-named symbols in its object. sysfs
+    /// shows 1 for a unique symbol (a patch's sympos 0).
     pub sympos: u32,
 }
 
@@ -97,6 +98,14 @@ pub struct Task {
     pub patch_state: Known<PatchState>,
     /// Kernel stack from /proc/.../stack: needs root.
     pub stack: Known<Vec<StackFrame>>,
+}
+
+/// One thread's patch_state alone: what the once-a-second scan reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThreadPatchState {
+    pub pid: u32,
+    pub tid: u32,
+    pub patch_state: Known<PatchState>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

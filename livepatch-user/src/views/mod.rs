@@ -1,2 +1,3 @@
 //! Rendering of analysis results: text, JSON and the TUI. Views never reach
 //! back into the kernel.
+pub mod status;

@@ -1,0 +1,135 @@
+//! `klpscope status`: the kernel line, the patch table and the transition
+//! line as text, or the same data as one JSON document.
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::model::{Direction, Kernel, Known, Patch, Transition};
+
+/// What status shows. Tasks are left out: they are many, and only their
+/// counts matter here (in `transition`).
+#[derive(Debug, Serialize)]
+pub struct StatusView<'a> {
+    pub kernel: &'a Kernel,
+    pub patches: &'a [Patch],
+    pub transition: Option<&'a Transition>,
+}
+
+pub fn render_json(view: &StatusView) -> String {
+    // Plain data with string keys: serialisation cannot fail.
+    serde_json::to_string_pretty(view).expect("status view serialises") + "\n"
+}
+
+pub fn render_text(view: &StatusView) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = write_text(&mut out, view);
+    out
+}
+
+fn write_text(out: &mut String, view: &StatusView) -> std::fmt::Result {
+    let kernel = view.kernel;
+    let release = if kernel.release.is_empty() {
+        "?"
+    } else {
+        &kernel.release
+    };
+    let support = if kernel.livepatch_supported {
+        "supported"
+    } else {
+        "unsupported"
+    };
+    writeln!(out, "kernel      {release}, livepatch {support}")?;
+    for (index, problem) in kernel.problems.iter().enumerate() {
+        let label = if index == 0 { "problems" } else { "" };
+        writeln!(out, "{label:<11} {problem}")?;
+    }
+
+    if view.patches.is_empty() {
+        writeln!(out, "patches     none loaded")?;
+    } else {
+        let width = view
+            .patches
+            .iter()
+            .map(|p| p.name.len())
+            .max()
+            .unwrap_or(0)
+            .max("PATCH".len());
+        writeln!(
+            out,
+            "\n{:<width$}  {:<7}  {:<10}  {:<5}  {:<7}",
+            "PATCH", "ENABLED", "TRANSITION", "FORCE", "REPLACE"
+        )?;
+        for patch in view.patches {
+            write_patch(out, patch, width)?;
+        }
+    }
+
+    match view.transition {
+        None => writeln!(out, "\ntransition  none")?,
+        Some(transition) => {
+            let direction = match transition.direction {
+                Direction::Patching => "patching",
+                Direction::Unpatching => "unpatching",
+            };
+            writeln!(
+                out,
+                "\ntransition  {} {direction}: {} of {} tasks pending",
+                transition.patch, transition.tasks_pending, transition.tasks_total
+            )?;
+        }
+    }
+    if has_unknowns(view.patches) {
+        writeln!(out, "(? = unknown; --json gives the reason)")?;
+    }
+    Ok(())
+}
+
+fn write_patch(out: &mut String, patch: &Patch, width: usize) -> std::fmt::Result {
+    let replace = patch.replace.as_ref().map_or("-", yes_no);
+    let gone = if patch.gone {
+        "  (gone: unloaded while read)"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "{:<width$}  {:<7}  {:<10}  {:<5}  {replace:<7}{gone}",
+        patch.name,
+        yes_no(&patch.enabled),
+        yes_no(&patch.transition),
+        yes_no(&patch.force),
+    )
+    .map(|_| ())?;
+    for object in &patch.objects {
+        let patched = match object.patched {
+            Known::Value(true) => "patched",
+            Known::Value(false) => "not patched",
+            Known::Unknown { .. } => "patched ?",
+        };
+        writeln!(out, "  {} ({patched})", object.name)?;
+        for function in &object.functions {
+            writeln!(out, "    {},{}", function.name, function.sympos)?;
+        }
+    }
+    Ok(())
+}
+
+fn yes_no(value: &Known<bool>) -> &'static str {
+    match value {
+        Known::Value(true) => "yes",
+        Known::Value(false) => "no",
+        Known::Unknown { .. } => "?",
+    }
+}
+
+fn has_unknowns(patches: &[Patch]) -> bool {
+    let unknown = |value: &Known<bool>| value.value().is_none();
+    patches.iter().any(|patch| {
+        unknown(&patch.enabled)
+            || unknown(&patch.transition)
+            || unknown(&patch.force)
+            || patch.replace.as_ref().is_some_and(unknown)
+            || patch.objects.iter().any(|object| unknown(&object.patched))
+    })
+}
