@@ -4,6 +4,7 @@ mod attr;
 pub mod kallsyms;
 pub mod kernel_config;
 pub mod kernel_facts;
+pub mod kernel_log;
 pub mod procfs_tasks;
 pub mod snapshot;
 pub mod sysfs_livepatch;

@@ -1,0 +1,170 @@
+//! The kernel's livepatch messages from /dev/kmsg: when a transition
+//! started, whether the kernel has signalled the remaining tasks or was
+//! forced, and how the last transition ended. (Reversal is only logged at
+//! debug level, so the tracer or sysfs must tell it.)
+//!
+//! kmsg timestamps are CLOCK_MONOTONIC, the clock of eBPF's
+//! `bpf_ktime_get_ns`, so the two can be compared directly.
+use std::{
+    fs::OpenOptions,
+    io::{ErrorKind, Read},
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+};
+
+use serde::Serialize;
+
+use crate::model::Known;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LivepatchMessage {
+    /// "'<patch>': starting patching transition" (or unpatching).
+    Starting { patch: String, unpatching: bool },
+    /// "'<patch>': patching complete" (or unpatching).
+    Complete { patch: String, unpatching: bool },
+    /// "signaling remaining tasks".
+    Signaling,
+    /// "forcing remaining tasks to the patched state".
+    Forcing,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogEntry {
+    /// Microseconds since boot, CLOCK_MONOTONIC.
+    pub timestamp_us: u64,
+    pub message: LivepatchMessage,
+}
+
+const O_NONBLOCK: i32 = 0o4000;
+
+/// Every livepatch message still in the kernel's ring buffer. Needs root
+/// unless `kernel.dmesg_restrict` is 0.
+pub fn read_livepatch_log(root: &Path) -> Known<Vec<LogEntry>> {
+    let path = root.join("dev/kmsg");
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(e) => return Known::unknown(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut entries = Vec::new();
+    // One read returns one record; EAGAIN marks the end of the buffer.
+    let mut record = vec![0u8; 8192];
+    loop {
+        match file.read(&mut record) {
+            Ok(0) => break,
+            Ok(n) => entries.extend(parse_record(&String::from_utf8_lossy(&record[..n]))),
+            // Records overwritten while reading: kmsg skips ahead.
+            Err(e) if e.raw_os_error() == Some(32) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => return Known::unknown(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+    Known::Value(entries)
+}
+
+/// Parses one kmsg record, `pri,seq,ts_usec,flags;message`.
+pub fn parse_record(record: &str) -> Option<LogEntry> {
+    let (header, text) = record.split_once(';')?;
+    let timestamp_us = header.split(',').nth(2)?.parse().ok()?;
+    let text = text.lines().next()?.trim();
+    Some(LogEntry {
+        timestamp_us,
+        message: parse_message(text)?,
+    })
+}
+
+fn parse_message(text: &str) -> Option<LivepatchMessage> {
+    if text.contains("signaling remaining tasks") {
+        return Some(LivepatchMessage::Signaling);
+    }
+    if text.contains("forcing remaining tasks to the patched state") {
+        return Some(LivepatchMessage::Forcing);
+    }
+    let rest = text
+        .find("livepatch: '")
+        .map(|at| &text[at + "livepatch: '".len()..])?;
+    let (patch, what) = rest.split_once("': ")?;
+    let patch = patch.to_string();
+    Some(match what.trim() {
+        "starting patching transition" => LivepatchMessage::Starting {
+            patch,
+            unpatching: false,
+        },
+        "starting unpatching transition" => LivepatchMessage::Starting {
+            patch,
+            unpatching: true,
+        },
+        "patching complete" => LivepatchMessage::Complete {
+            patch,
+            unpatching: false,
+        },
+        "unpatching complete" => LivepatchMessage::Complete {
+            patch,
+            unpatching: true,
+        },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn livepatch_records_are_recognised() {
+        let start = parse_record(
+            "6,1234,15600123,-;livepatch: 'klp_test_patch_target': starting patching transition\n",
+        )
+        .unwrap();
+        assert_eq!(start.timestamp_us, 15_600_123);
+        assert_eq!(
+            start.message,
+            LivepatchMessage::Starting {
+                patch: "klp_test_patch_target".into(),
+                unpatching: false
+            }
+        );
+        assert_eq!(
+            parse_record("6,1,2,-;livepatch: signaling remaining tasks")
+                .unwrap()
+                .message,
+            LivepatchMessage::Signaling
+        );
+        assert_eq!(
+            parse_record("6,1,2,-;livepatch: 'p': unpatching complete")
+                .unwrap()
+                .message,
+            LivepatchMessage::Complete {
+                patch: "p".into(),
+                unpatching: true
+            }
+        );
+        assert_eq!(
+            parse_record("4,1,2,-;livepatch: forcing remaining tasks to the patched state")
+                .unwrap()
+                .message,
+            LivepatchMessage::Forcing
+        );
+    }
+
+    #[test]
+    fn other_records_and_garbage_are_ignored() {
+        assert_eq!(parse_record("6,1,2,-;usb 1-1: new device"), None);
+        assert_eq!(parse_record("garbage"), None);
+        assert_eq!(
+            parse_record("6,1,notanumber,-;livepatch: signaling remaining tasks"),
+            None
+        );
+        assert_eq!(parse_record(""), None);
+    }
+
+    #[test]
+    fn a_missing_kmsg_is_unknown_with_the_reason() {
+        let log = read_livepatch_log(Path::new("/nonexistent-root"));
+        assert!(matches!(log, Known::Unknown { unknown } if unknown.contains("dev/kmsg")));
+    }
+}
