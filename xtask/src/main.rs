@@ -2,6 +2,7 @@ mod build;
 mod cache;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,15 @@ enum Command {
     Lint,
     /// Every test of the project: lint, unit, integration and VM scenarios.
     Test,
+    /// Boot a Debian kernel in qemu with klpscope and the test modules; run a script as root.
+    VmRun(vm::RunArgs),
+    /// Run every VM scenario and the harness self-checks.
+    VmTest {
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: vm::Kernels,
+    },
+    /// Boot the VM with a script, then an interactive console.
+    Demo(vm::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +55,9 @@ fn main() -> ExitCode {
         Command::Run { release, args } => build::run(release, &args),
         Command::Lint => test::lint().map(|_| ExitCode::SUCCESS),
         Command::Test => test::all(),
+        Command::VmRun(args) => vm::run(args),
+        Command::VmTest { kernel } => vm::test(kernel).map(|_| ExitCode::SUCCESS),
+        Command::Demo(args) => vm::demo(args),
     };
     match result {
         Ok(code) => code,

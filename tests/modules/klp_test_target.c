@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * klp_test_target: functions where klpscope's tests park tasks on demand.
+ *
+ * /sys/kernel/debug/klp_test_target/
+ *   park     read: sleeps in klp_test_park_wait() until the next release, then
+ *            returns "original" or "patched" (which version released it)
+ *   release  write anything: wakes every parked reader
+ *   parked   read: how many tasks sleep in the park function now
+ *   busy     write 1: start kthread "klp_test_busy", looping in
+ *            klp_test_busy_loop() until 0 is written; read: its pid, or 0
+ */
+#include <linux/completion.h>
+#include <linux/debugfs.h>
+#include <linux/fs.h>
+#include <linux/kthread.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/uaccess.h>
+
+#include "klp_test.h"
+
+static struct klp_test_park park = {
+	.wq = __WAIT_QUEUE_HEAD_INITIALIZER(park.wq),
+};
+
+static struct klp_test_busy busy;
+static struct task_struct *busy_task;
+static DECLARE_COMPLETION(busy_done);
+static DEFINE_MUTEX(busy_lock);
+static struct dentry *dir;
+
+/*
+ * Both functions are livepatched by klp_test_patch_target. noipa forbids
+ * inlining, cloning and signature changes, so the symbol livepatch looks up
+ * is exactly the code that runs and stays on the sleeping task's stack.
+ */
+static __attribute__((__noipa__)) int klp_test_park_wait(struct klp_test_park *p)
+{
+	return klp_test_park_sleep(p, KLP_TEST_ORIGINAL);
+}
+
+static __attribute__((__noipa__)) int klp_test_busy_loop(struct klp_test_busy *b)
+{
+	return klp_test_busy_spin(b, KLP_TEST_ORIGINAL);
+}
+
+static ssize_t park_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+{
+	const char *version;
+	int ret;
+
+	if (*pos)
+		return 0;
+	ret = klp_test_park_wait(&park);
+	if (ret < 0)
+		return ret;
+	version = ret == KLP_TEST_PATCHED ? "patched\n" : "original\n";
+	return simple_read_from_buffer(buf, len, pos, version, strlen(version));
+}
+
+static ssize_t release_write(struct file *file, const char __user *buf, size_t len, loff_t *pos)
+{
+	WRITE_ONCE(park.generation, park.generation + 1);
+	wake_up_all(&park.wq);
+	return len;
+}
+
+static ssize_t parked_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+{
+	char text[16];
+	int n = scnprintf(text, sizeof(text), "%d\n", atomic_read(&park.parked));
+
+	return simple_read_from_buffer(buf, len, pos, text, n);
+}
+
+static int busy_thread(void *unused)
+{
+	klp_test_busy_loop(&busy);
+	kthread_complete_and_exit(&busy_done, 0);
+}
+
+/* Called with busy_lock held. */
+static void busy_stop(void)
+{
+	if (!busy_task)
+		return;
+	WRITE_ONCE(busy.stop, true);
+	wait_for_completion(&busy_done);
+	busy_task = NULL;
+}
+
+static ssize_t busy_write(struct file *file, const char __user *buf, size_t len, loff_t *pos)
+{
+	bool start;
+	int ret = kstrtobool_from_user(buf, len, &start);
+
+	if (ret)
+		return ret;
+	mutex_lock(&busy_lock);
+	if (start && !busy_task) {
+		WRITE_ONCE(busy.stop, false);
+		reinit_completion(&busy_done);
+		busy_task = kthread_run(busy_thread, NULL, "klp_test_busy");
+		if (IS_ERR(busy_task)) {
+			ret = PTR_ERR(busy_task);
+			busy_task = NULL;
+		}
+	} else if (!start) {
+		busy_stop();
+	}
+	mutex_unlock(&busy_lock);
+	return ret ? ret : len;
+}
+
+static ssize_t busy_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+{
+	char text[16];
+	int n;
+
+	mutex_lock(&busy_lock);
+	n = scnprintf(text, sizeof(text), "%d\n", busy_task ? task_pid_nr(busy_task) : 0);
+	mutex_unlock(&busy_lock);
+	return simple_read_from_buffer(buf, len, pos, text, n);
+}
+
+static const struct file_operations park_fops = { .owner = THIS_MODULE, .read = park_read };
+static const struct file_operations release_fops = { .owner = THIS_MODULE, .write = release_write };
+static const struct file_operations parked_fops = { .owner = THIS_MODULE, .read = parked_read };
+static const struct file_operations busy_fops = {
+	.owner = THIS_MODULE,
+	.read = busy_read,
+	.write = busy_write,
+};
+
+static int __init klp_test_target_init(void)
+{
+	dir = debugfs_create_dir("klp_test_target", NULL);
+	debugfs_create_file("park", 0400, dir, NULL, &park_fops);
+	debugfs_create_file("release", 0200, dir, NULL, &release_fops);
+	debugfs_create_file("parked", 0400, dir, NULL, &parked_fops);
+	debugfs_create_file("busy", 0600, dir, NULL, &busy_fops);
+	return 0;
+}
+
+static void __exit klp_test_target_exit(void)
+{
+	debugfs_remove_recursive(dir);
+	mutex_lock(&busy_lock);
+	busy_stop();
+	mutex_unlock(&busy_lock);
+}
+
+module_init(klp_test_target_init);
+module_exit(klp_test_target_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("klpscope test target: functions that park tasks on demand");

@@ -1,0 +1,3 @@
+# Self-check: a script that never ends must fail the run at its time bound.
+echo "selfcheck: hanging"
+sleep 600

@@ -1,0 +1,69 @@
+//! What goes into the guest: busybox, /init, klpscope with its shared
+//! libraries, the test modules, the scenario library and the script.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::initramfs::Initramfs;
+
+/// Where scenarios find the test modules, lib.sh and (as run.sh) the script.
+pub const TEST_DIR: &str = "/lib/klpscope-test";
+const BUSYBOX: &str = "/bin/busybox";
+
+pub struct Guest<'a> {
+    pub klpscope: &'a Path,
+    pub modules: &'a [PathBuf],
+    pub script: &'a Path,
+    /// Extra host files and their guest paths.
+    pub files: &'a [(PathBuf, String)],
+}
+
+impl Guest<'_> {
+    pub fn pack(&self, out: &Path) -> Result<()> {
+        let mut image = Initramfs::default();
+        image.bytes("init", include_str!("init.sh"), 0o755);
+        image.char_device("dev/console", 5, 1);
+        for dir in ["proc", "sys", "dev", "tmp", "root"] {
+            image.dir(dir);
+        }
+        image.file(BUSYBOX, Path::new(BUSYBOX), 0o755);
+        image.file("/bin/klpscope", self.klpscope, 0o755);
+        for lib in shared_libraries(self.klpscope)? {
+            image.file(&lib, Path::new(&lib), 0o755);
+        }
+        for module in self.modules {
+            let name = module.file_name().unwrap_or_default().to_string_lossy();
+            image.file(&format!("{TEST_DIR}/{name}"), module, 0o644);
+        }
+        let scenarios = crate::cache::workspace_root().join("tests/scenarios");
+        image.file(
+            &format!("{TEST_DIR}/lib.sh"),
+            &scenarios.join("lib.sh"),
+            0o644,
+        );
+        image.file(&format!("{TEST_DIR}/run.sh"), self.script, 0o755);
+        for (host, guest) in self.files {
+            image.file(guest, host, 0o755);
+        }
+        image.write(out)
+    }
+}
+
+/// The absolute paths `ldd` lists for a dynamically linked binary.
+fn shared_libraries(binary: &Path) -> Result<Vec<String>> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("cannot run ldd")?;
+    if !out.status.success() {
+        bail!("ldd {} failed", binary.display());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+        .map(str::to_string)
+        .collect())
+}

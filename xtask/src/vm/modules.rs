@@ -1,0 +1,91 @@
+//! Our test kernel modules (tests/modules), built against a kernel's cached
+//! headers and cached by kernel release and source hash.
+use std::{fs, path::PathBuf, process::Command, time::Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::kernel::Kernel;
+use crate::cache;
+
+/// Builds (or reuses) the modules; returns the .ko files.
+pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
+    let sources = cache::workspace_root().join("tests/modules");
+    let files = source_files(&sources)?;
+    let mut hash = Fnv::default();
+    for file in &files {
+        hash.add(file.file_name().unwrap_or_default().as_encoded_bytes());
+        hash.add(&fs::read(file)?);
+    }
+    let dir = cache::dir()
+        .join("modules")
+        .join(format!("{}-{:016x}", kernel.release(), hash.0));
+    let stamp = dir.join("built");
+    if !stamp.exists() {
+        let started = Instant::now();
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        for file in &files {
+            fs::copy(file, dir.join(file.file_name().unwrap_or_default()))?;
+        }
+        let out = Command::new("make")
+            .arg("-C")
+            .arg(kernel.headers())
+            .arg(format!("M={}", dir.display()))
+            .args(["-j2", "modules"])
+            .output()
+            .context("cannot run make: is it installed?")?;
+        if !out.status.success() {
+            let log = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            for line in tail.iter().rev() {
+                eprintln!("  {line}");
+            }
+            bail!(
+                "building the test modules against {} failed",
+                kernel.release()
+            );
+        }
+        fs::write(&stamp, "")?;
+        println!(
+            "vm: test modules built for {} ({:.1}s)",
+            kernel.release(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let mut modules: Vec<PathBuf> = fs::read_dir(&dir)?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "ko"))
+        .collect();
+    modules.sort();
+    Ok(modules)
+}
+
+fn source_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// FNV-1a: a cache key that stays the same across Rust releases, unlike
+/// std's hasher.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn add(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separates consecutive inputs: ("ab", "c") differs from ("a", "bc").
+        self.0 = (self.0 ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    }
+}

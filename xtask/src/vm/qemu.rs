@@ -1,0 +1,149 @@
+//! Boots a kernel and initramfs in qemu (TCG), streams the serial console,
+//! and turns it into an outcome: the script's exit status, a crash or a
+//! timeout. KVM is not used: on these machines the guest dies during kernel
+//! decompression under KVM.
+use std::{
+    collections::VecDeque,
+    io::{BufRead, BufReader, Read},
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+/// What /init prints after the script, followed by its exit status.
+pub const MARKER: &str = "KLPSCOPE-VM-RESULT exit=";
+/// Console lines that mean the guest kernel is broken.
+const CRASHES: [&str; 4] = ["Kernel panic", "Oops:", "BUG:", "general protection fault"];
+/// After a crash line, how long to keep reading the trace that follows.
+const CRASH_GRACE: Duration = Duration::from_secs(5);
+const TAIL_LINES: usize = 60;
+
+pub enum Outcome {
+    /// The script finished with this status.
+    Exited(i32),
+    /// The guest kernel crashed; the first crash line.
+    Crashed(String),
+    TimedOut,
+    /// qemu ended without a result marker.
+    Vanished(ExitStatus),
+}
+
+pub struct Report {
+    pub outcome: Outcome,
+    /// The last console lines, for failure reports.
+    pub tail: VecDeque<String>,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    pub fn print_tail(&self) {
+        eprintln!("---- last {} console lines ----", self.tail.len());
+        for line in &self.tail {
+            eprintln!("| {line}");
+        }
+        eprintln!("---- end of console ----");
+    }
+}
+
+fn command(vmlinuz: &Path, initrd: &Path, append: &str) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!("console=ttyS0 quiet panic=-1 {append}"));
+    cmd
+}
+
+/// Boots with the console on the user's terminal (Ctrl-A X quits qemu).
+pub fn interactive(vmlinuz: &Path, initrd: &Path) -> Result<ExitStatus> {
+    command(vmlinuz, initrd, "klpscope_interactive=1")
+        .status()
+        .context("cannot start qemu-system-x86_64")
+}
+
+/// Boots and waits for the result marker, at most `timeout`. `echo` streams
+/// the console to stdout.
+pub fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, echo: bool) -> Result<Report> {
+    let started = Instant::now();
+    let mut child = command(vmlinuz, initrd, "")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+    let (sender, lines) = mpsc::channel();
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let stderr = child.stderr.take().context("qemu stderr")?;
+    forward(stdout, sender.clone());
+    forward(stderr, sender);
+
+    let mut tail = VecDeque::new();
+    let mut deadline = started + timeout;
+    let mut outcome = None;
+    loop {
+        let line = match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait()?;
+                outcome.get_or_insert(Outcome::Vanished(status));
+                break;
+            }
+        };
+        if echo {
+            println!("{line}");
+        }
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.clone());
+        if outcome.is_some() {
+            continue;
+        }
+        if CRASHES.iter().any(|c| line.contains(c)) {
+            outcome = Some(Outcome::Crashed(line.clone()));
+            deadline = Instant::now() + CRASH_GRACE;
+        } else if let Some(status) = line.split(MARKER).nth(1) {
+            let status = status.trim().parse().unwrap_or(-1);
+            outcome = Some(Outcome::Exited(status));
+            // Leave time for poweroff; a clean exit needs nothing more.
+            deadline = Instant::now() + Duration::from_secs(10);
+        }
+    }
+    stop(&mut child);
+    Ok(Report {
+        outcome: outcome.unwrap_or(Outcome::TimedOut),
+        tail,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn forward(stream: impl Read + Send + 'static, sender: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+            if sender.send(line).is_err() {
+                return;
+            }
+            buf.clear();
+        }
+    });
+}
+
+/// Kills qemu if it still runs (only our own child).
+fn stop(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}

@@ -1,0 +1,169 @@
+//! `cargo xtask vm-test`: every scenario of tests/scenarios on each kernel,
+//! one boot each, then self-checks proving the harness catches a failing
+//! script, a guest panic and a hang.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+
+use super::{Lab, Series, kernel, qemu};
+use crate::cache;
+
+/// Bounds one scenario boot; a warm one takes well under a minute.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(150);
+/// Bounds the hang self-check: enough to boot and start the script.
+const HANG_TIMEOUT: Duration = Duration::from_secs(40);
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Kernels {
+    #[value(name = "6.12")]
+    V6_12,
+    #[value(name = "6.1")]
+    V6_1,
+    All,
+}
+
+impl Kernels {
+    fn series(self) -> Vec<Series> {
+        match self {
+            Kernels::V6_12 => vec![Series::V6_12],
+            Kernels::V6_1 => vec![Series::V6_1],
+            Kernels::All => Series::ALL.to_vec(),
+        }
+    }
+}
+
+/// A broken script and the failure the harness must report for it.
+struct SelfCheck {
+    script: &'static str,
+    expect: fn(&qemu::Outcome) -> bool,
+    /// Console text proving the tail reached the report.
+    console: &'static str,
+    timeout: Duration,
+}
+
+const SELF_CHECKS: [SelfCheck; 3] = [
+    SelfCheck {
+        script: "exit-1.sh",
+        expect: |o| matches!(o, qemu::Outcome::Exited(1)),
+        console: "selfcheck: exiting with status 1",
+        timeout: SCENARIO_TIMEOUT,
+    },
+    SelfCheck {
+        script: "panic.sh",
+        expect: |o| matches!(o, qemu::Outcome::Crashed(_)),
+        console: "Kernel panic",
+        timeout: SCENARIO_TIMEOUT,
+    },
+    SelfCheck {
+        script: "hang.sh",
+        expect: |o| matches!(o, qemu::Outcome::TimedOut),
+        console: "selfcheck: hanging",
+        timeout: HANG_TIMEOUT,
+    },
+];
+
+pub fn describe(outcome: &qemu::Outcome) -> String {
+    match outcome {
+        qemu::Outcome::Exited(status) => format!("script exited with status {status}"),
+        qemu::Outcome::Crashed(line) => format!("guest kernel crashed: {}", line.trim()),
+        qemu::Outcome::TimedOut => "timed out: no result from the guest".to_string(),
+        qemu::Outcome::Vanished(status) => format!("qemu ended ({status}) without a result"),
+    }
+}
+
+pub fn test(kernels: Kernels) -> Result<()> {
+    let started = Instant::now();
+    let lab = Lab::prepare()?;
+    let dir = cache::workspace_root().join("tests/scenarios");
+    let scenarios = scenario_scripts(&dir)?;
+    let (mut passed, mut failed) = (0, 0);
+    let mut first = true;
+    for series in kernels.series() {
+        let kernel = kernel::prepare(series)?;
+        println!("vm-test: Debian kernel {}", kernel.release());
+        for script in &scenarios {
+            let name = script.file_stem().unwrap_or_default().to_string_lossy();
+            let report = boot(&lab, &kernel, script, SCENARIO_TIMEOUT)?;
+            let secs = report.elapsed.as_secs_f64();
+            if matches!(report.outcome, qemu::Outcome::Exited(0)) {
+                passed += 1;
+                println!("PASS {name} on {} ({secs:.1}s)", kernel.release());
+            } else {
+                failed += 1;
+                report.print_tail();
+                println!(
+                    "FAIL {name} on {}: {} ({secs:.1}s)",
+                    kernel.release(),
+                    describe(&report.outcome)
+                );
+            }
+        }
+        // The harness does not depend on the kernel: check it on one.
+        if first {
+            first = false;
+            for check in &SELF_CHECKS {
+                let name = format!("selfcheck/{}", check.script);
+                let script = dir.join("selfcheck").join(check.script);
+                let report = boot(&lab, &kernel, &script, check.timeout)?;
+                let secs = report.elapsed.as_secs_f64();
+                let caught = (check.expect)(&report.outcome)
+                    && report.tail.iter().any(|l| l.contains(check.console))
+                    && report.elapsed < check.timeout + Duration::from_secs(15);
+                if caught {
+                    passed += 1;
+                    println!(
+                        "PASS {name}: the harness reported \"{}\" with the console tail ({secs:.1}s)",
+                        describe(&report.outcome)
+                    );
+                } else {
+                    failed += 1;
+                    report.print_tail();
+                    println!(
+                        "FAIL {name}: expected the harness to catch it, got \"{}\" ({secs:.1}s)",
+                        describe(&report.outcome)
+                    );
+                }
+            }
+        }
+    }
+    println!("vm-test: {:.1}s in all", started.elapsed().as_secs_f64());
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("vm-test: {failed} failed");
+    }
+    Ok(())
+}
+
+fn boot(
+    lab: &Lab,
+    kernel: &kernel::Kernel,
+    script: &Path,
+    timeout: Duration,
+) -> Result<qemu::Report> {
+    let initramfs = lab.initramfs(kernel, script, &[])?;
+    let report = qemu::boot(&kernel.vmlinuz(), &initramfs, timeout, false);
+    let _ = fs::remove_file(&initramfs);
+    report
+}
+
+/// `NN-name.sh` files, in order.
+fn scenario_scripts(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut scripts: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.ends_with(".sh") && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        })
+        .collect();
+    scripts.sort();
+    if scripts.is_empty() {
+        bail!("no scenarios (NN-name.sh) in {}", dir.display());
+    }
+    Ok(scripts)
+}
