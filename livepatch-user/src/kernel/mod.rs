@@ -1,6 +1,7 @@
 //! Readers of the kernel's state: the only code (with `probes`) that touches
 //! the kernel. Each takes a root path, so tests can point it at a fixture tree.
 mod attr;
+pub mod clock;
 pub mod kallsyms;
 pub mod kernel_config;
 pub mod kernel_facts;

@@ -57,8 +57,8 @@ fn write_text(out: &mut String, view: &StatusView) -> std::fmt::Result {
             .max("PATCH".len());
         writeln!(
             out,
-            "\n{:<width$}  {:<7}  {:<10}  {:<5}  {:<7}",
-            "PATCH", "ENABLED", "TRANSITION", "FORCE", "REPLACE"
+            "\n{:<width$}  {:<7}  {:<10}  {:<5}  REPLACE",
+            "PATCH", "ENABLED", "TRANSITION", "FORCE"
         )?;
         for patch in view.patches {
             write_patch(out, patch, width)?;
@@ -92,15 +92,14 @@ fn write_patch(out: &mut String, patch: &Patch, width: usize) -> std::fmt::Resul
     } else {
         ""
     };
-    writeln!(
-        out,
+    let row = format!(
         "{:<width$}  {:<7}  {:<10}  {:<5}  {replace:<7}{gone}",
         patch.name,
         yes_no(&patch.enabled),
         yes_no(&patch.transition),
         yes_no(&patch.force),
-    )
-    .map(|_| ())?;
+    );
+    writeln!(out, "{}", row.trim_end())?;
     for object in &patch.objects {
         let patched = match object.patched {
             Known::Value(true) => "patched",
