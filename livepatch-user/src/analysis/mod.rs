@@ -1,3 +1,5 @@
 //! Pure functions from the model to progress, blockers and verdicts.
 pub mod advice;
 pub mod blockers;
+pub mod diagnosis;
+pub mod transition_progress;

@@ -1,9 +1,148 @@
-use std::{path::Path, process::ExitCode};
+//! `klpscope diagnose`: read the state, watch the kernel decide for up to two
+//! retry rounds, explain every blocker.
+use std::{
+    path::Path,
+    process::ExitCode,
+    thread,
+    time::{Duration, Instant},
+};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
-use crate::cli::DiagnoseArgs;
+use crate::{
+    analysis::{
+        blockers::{PatchedCode, find_blockers},
+        diagnosis::{diagnose_idle, diagnose_transition},
+    },
+    cli::DiagnoseArgs,
+    kernel::{clock::monotonic_ns, kernel_log::read_livepatch_log, read_snapshot},
+    model::{Snapshot, TraceEvent},
+    probes::{self, ProbeRequest, TaskVerdict},
+    views::diagnose_report::{DiagnoseView, render_json, render_text},
+};
 
-pub fn run(_root: &Path, _args: &DiagnoseArgs) -> Result<ExitCode> {
-    bail!("diagnose: not implemented yet")
+/// Two of the kernel's retry rounds (one a second), with some slack.
+const OBSERVE_FOR: Duration = Duration::from_millis(2500);
+
+pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
+    let snapshot = read_snapshot(root)?;
+    if !snapshot.kernel.livepatch_supported {
+        let reason = snapshot
+            .kernel
+            .problems
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "livepatch is not supported".into());
+        if args.json {
+            let doc = serde_json::json!({
+                "in_transition": false,
+                "livepatch_supported": false,
+                "reason": reason,
+                "blockers": [],
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            println!("nothing to diagnose: {reason}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(wanted) = &args.patch {
+        if !snapshot.patches.iter().any(|p| &p.name == wanted) {
+            anyhow::bail!(
+                "no livepatch named '{wanted}' is loaded (see `klpscope status` for the list)"
+            );
+        }
+    }
+
+    let in_transition = |snapshot: &Snapshot| {
+        snapshot
+            .transition
+            .as_ref()
+            .is_some_and(|t| args.patch.as_ref().is_none_or(|p| p == &t.patch))
+    };
+
+    let (snapshot, verdicts, ebpf_unavailable) = if in_transition(&snapshot) && !args.no_ebpf {
+        match observe(root) {
+            Ok(verdicts) => (read_snapshot(root)?, Some(verdicts), None),
+            Err(reason) => (snapshot, None, Some(reason)),
+        }
+    } else {
+        let reason = args
+            .no_ebpf
+            .then(|| "--no-ebpf: verdicts inferred from /proc and /sys".to_string());
+        (snapshot, None, reason)
+    };
+
+    let log = read_livepatch_log(root);
+    let log = log.value().map(Vec::as_slice);
+    let diagnosis = match snapshot
+        .transition
+        .as_ref()
+        .filter(|_| in_transition(&snapshot))
+    {
+        None => diagnose_idle(log, args.patch.as_deref()),
+        Some(transition) => {
+            let patch = snapshot
+                .patches
+                .iter()
+                .find(|p| p.name == transition.patch)
+                .expect("the transition's patch is among the patches read with it");
+            let code = PatchedCode {
+                patch,
+                direction: transition.direction,
+            };
+            let blockers =
+                find_blockers(&snapshot.tasks, &code, verdicts.as_deref(), monotonic_ns());
+            diagnose_transition(transition, blockers, log, monotonic_ns() / 1000)
+        }
+    };
+    let view = DiagnoseView {
+        diagnosis: &diagnosis,
+        ebpf_unavailable: ebpf_unavailable.as_deref(),
+    };
+    if args.json {
+        print!("{}", render_json(&view));
+    } else {
+        print!("{}", render_text(&view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Attaches the tracer and collects the kernel's verdicts over two retry
+/// rounds. Err is the one-line reason eBPF could not be used.
+fn observe(root: &Path) -> Result<Vec<TaskVerdict>, String> {
+    let request = ProbeRequest {
+        tracer: true,
+        count_calls: Vec::new(),
+    };
+    let (probes, caps) = probes::load(root, &request);
+    let check_hook = caps.get("tracer:klp_check_and_switch_task");
+    // `probes` owns the attached programs: it must outlive the observation.
+    let mut probes = match (probes, check_hook) {
+        (Some(probes), Some(hook)) if hook.available => probes,
+        _ => {
+            return Err(caps
+                .unavailable_reason()
+                .or_else(|| check_hook.and_then(|c| c.reason.clone()))
+                .unwrap_or_else(|| "the transition tracer could not attach".into()));
+        }
+    };
+    let Some(tracer) = probes.tracer.as_mut() else {
+        return Err("the transition tracer's maps are missing".into());
+    };
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < OBSERVE_FOR && rounds < 2 {
+        thread::sleep(Duration::from_millis(100));
+        for event in tracer.drain() {
+            match event {
+                TraceEvent::Round { complete: true, .. } | TraceEvent::Complete { .. } => {
+                    return Ok(tracer.verdicts());
+                }
+                TraceEvent::Round { .. } => rounds += 1,
+                _ => {}
+            }
+        }
+    }
+    Ok(tracer.verdicts())
 }

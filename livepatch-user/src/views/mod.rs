@@ -1,3 +1,4 @@
 //! Rendering of analysis results: text, JSON and the TUI. Views never reach
 //! back into the kernel.
 pub mod status;
+pub mod diagnose_report;

@@ -1,0 +1,267 @@
+//! A stuck transition explained: its state, its blockers with advice, and
+//! what the kernel will do next.
+use serde::Serialize;
+
+use super::{
+    advice::{Advice, SIGNALS_AFTER_ROUNDS, advise},
+    blockers::{Blocker, VerdictSource},
+};
+use crate::{
+    kernel::kernel_log::{LivepatchMessage, LogEntry},
+    model::{Direction, Transition},
+};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Diagnosis {
+    pub in_transition: bool,
+    pub patch: Option<String>,
+    pub direction: Option<Direction>,
+    /// Since the kernel logged the transition's start; None if the log has
+    /// no such line (rotated out, or unreadable).
+    pub elapsed_secs: Option<f64>,
+    /// The kernel retries once a second.
+    pub retry_rounds: Option<u64>,
+    pub tasks_total: usize,
+    pub tasks_pending: usize,
+    /// None when the kernel log could not be read.
+    pub signals_sent: Option<bool>,
+    pub next: String,
+    pub verdicts_from: VerdictSource,
+    pub blockers: Vec<BlockerReport>,
+    /// With no transition in progress: how the last one ended, if logged.
+    pub last_outcome: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockerReport {
+    #[serde(flatten)]
+    pub blocker: Blocker,
+    #[serde(flatten)]
+    pub advice: Advice,
+}
+
+/// The log entries of the current transition: from its last start on.
+fn current_run<'a>(log: &'a [LogEntry], patch: &str) -> Option<&'a [LogEntry]> {
+    let start = log.iter().rposition(
+        |entry| matches!(&entry.message, LivepatchMessage::Starting { patch: p, .. } if p == patch),
+    )?;
+    Some(&log[start..])
+}
+
+/// The transition in progress, explained. `now_us` is CLOCK_MONOTONIC, the
+/// kernel log's clock.
+pub fn diagnose_transition(
+    transition: &Transition,
+    mut blockers: Vec<Blocker>,
+    log: Option<&[LogEntry]>,
+    now_us: u64,
+) -> Diagnosis {
+    let run = log.and_then(|log| current_run(log, &transition.patch));
+    let elapsed_secs = run.map(|run| now_us.saturating_sub(run[0].timestamp_us) as f64 / 1e6);
+    let signals_sent = match (log, run) {
+        (None, _) => None,
+        (Some(_), None) => Some(false),
+        (Some(_), Some(run)) => Some(
+            run.iter()
+                .any(|entry| entry.message == LivepatchMessage::Signaling),
+        ),
+    };
+    // Every pending task has been pending since the transition started:
+    // patch_state only ever moves to the target.
+    if let Some(elapsed) = elapsed_secs {
+        for blocker in &mut blockers {
+            blocker.blocked_secs = Some(blocker.blocked_secs.map_or(elapsed, |b| b.max(elapsed)));
+        }
+    }
+    let verdicts_from = if blockers.iter().any(|b| b.source == VerdictSource::Kernel) {
+        VerdictSource::Kernel
+    } else {
+        VerdictSource::Inferred
+    };
+    let next = next_step(elapsed_secs, signals_sent, blockers.is_empty());
+    let blockers = blockers
+        .into_iter()
+        .map(|blocker| BlockerReport {
+            advice: advise(&blocker, transition.direction, &transition.patch),
+            blocker,
+        })
+        .collect();
+    Diagnosis {
+        in_transition: true,
+        patch: Some(transition.patch.clone()),
+        direction: Some(transition.direction),
+        elapsed_secs,
+        retry_rounds: elapsed_secs.map(|e| e as u64),
+        tasks_total: transition.tasks_total,
+        tasks_pending: transition.tasks_pending,
+        signals_sent,
+        next,
+        verdicts_from,
+        blockers,
+        last_outcome: None,
+    }
+}
+
+fn next_step(elapsed: Option<f64>, signals_sent: Option<bool>, no_blockers: bool) -> String {
+    if no_blockers {
+        return "no task blocks right now: the pending tasks switch at the next retry round \
+                (within a second) or on their way back to user space"
+            .into();
+    }
+    match (signals_sent, elapsed) {
+        (Some(true), _) => format!(
+            "the kernel has already sent fake signals; it retries every second and signals \
+             again every {SIGNALS_AFTER_ROUNDS} rounds, but never gives up by itself"
+        ),
+        (_, Some(elapsed)) if elapsed < SIGNALS_AFTER_ROUNDS as f64 => format!(
+            "the kernel retries every second and sends fake signals to the remaining tasks \
+             in about {:.0} s",
+            SIGNALS_AFTER_ROUNDS as f64 - elapsed
+        ),
+        _ => format!(
+            "the kernel retries every second and signals the remaining tasks every \
+             {SIGNALS_AFTER_ROUNDS} rounds; it never gives up by itself"
+        ),
+    }
+}
+
+/// No transition in progress: say how the last one ended, if the log tells.
+pub fn diagnose_idle(log: Option<&[LogEntry]>, patch: Option<&str>) -> Diagnosis {
+    let last_outcome = log.and_then(|log| {
+        log.iter().rev().find_map(|entry| match &entry.message {
+            LivepatchMessage::Complete {
+                patch: p,
+                unpatching,
+            } if patch.is_none_or(|wanted| wanted == p) => {
+                let what = if *unpatching {
+                    "unpatching"
+                } else {
+                    "patching"
+                };
+                Some(format!(
+                    "'{p}': {what} complete at {:.1} s after boot",
+                    entry.timestamp_us as f64 / 1e6
+                ))
+            }
+            _ => None,
+        })
+    });
+    Diagnosis {
+        in_transition: false,
+        patch: patch.map(str::to_string),
+        direction: None,
+        elapsed_secs: None,
+        retry_rounds: None,
+        tasks_total: 0,
+        tasks_pending: 0,
+        signals_sent: None,
+        next: "nothing to do: no transition in progress".into(),
+        verdicts_from: VerdictSource::Inferred,
+        blockers: Vec::new(),
+        last_outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BlockReason;
+
+    fn entry(ts_s: u64, message: LivepatchMessage) -> LogEntry {
+        LogEntry {
+            timestamp_us: ts_s * 1_000_000,
+            message,
+        }
+    }
+
+    fn starting(patch: &str) -> LivepatchMessage {
+        LivepatchMessage::Starting {
+            patch: patch.into(),
+            unpatching: false,
+        }
+    }
+
+    fn transition() -> Transition {
+        Transition {
+            patch: "p".into(),
+            direction: Direction::Patching,
+            tasks_total: 100,
+            tasks_pending: 1,
+        }
+    }
+
+    fn blocker() -> Blocker {
+        Blocker {
+            pid: 5,
+            tid: 5,
+            comm: "cat".into(),
+            kthread: false,
+            reason: BlockReason::FunctionOnStack,
+            function: Some("f".into()),
+            stack: vec![],
+            marked_frame: None,
+            blocked_secs: None,
+            failed_checks: None,
+            source: VerdictSource::Inferred,
+        }
+    }
+
+    #[test]
+    fn elapsed_time_and_signals_come_from_the_latest_start() {
+        let log = vec![
+            entry(10, starting("p")),
+            entry(25, LivepatchMessage::Signaling),
+            entry(100, starting("p")),
+        ];
+        let d = diagnose_transition(&transition(), vec![blocker()], Some(&log), 106_000_000);
+        assert_eq!(d.elapsed_secs, Some(6.0));
+        assert_eq!(d.retry_rounds, Some(6));
+        assert_eq!(
+            d.signals_sent,
+            Some(false),
+            "the old run's signal does not count"
+        );
+        assert_eq!(d.blockers[0].blocker.blocked_secs, Some(6.0));
+        assert!(d.next.contains("in about 9 s"), "{}", d.next);
+    }
+
+    #[test]
+    fn after_the_signal_the_kernel_keeps_retrying_forever() {
+        let log = vec![
+            entry(10, starting("p")),
+            entry(25, LivepatchMessage::Signaling),
+        ];
+        let d = diagnose_transition(&transition(), vec![blocker()], Some(&log), 40_000_000);
+        assert_eq!(d.signals_sent, Some(true));
+        assert!(d.next.contains("never gives up"));
+    }
+
+    #[test]
+    fn an_unreadable_log_leaves_time_and_signals_unknown() {
+        let d = diagnose_transition(&transition(), vec![blocker()], None, 1);
+        assert_eq!(d.elapsed_secs, None);
+        assert_eq!(d.signals_sent, None);
+        assert_eq!(d.blockers.len(), 1);
+    }
+
+    #[test]
+    fn idle_reports_the_last_outcome() {
+        let log = vec![
+            entry(10, starting("p")),
+            entry(
+                11,
+                LivepatchMessage::Complete {
+                    patch: "p".into(),
+                    unpatching: false,
+                },
+            ),
+        ];
+        let d = diagnose_idle(Some(&log), None);
+        assert!(!d.in_transition);
+        assert_eq!(
+            d.last_outcome.as_deref(),
+            Some("'p': patching complete at 11.0 s after boot")
+        );
+        assert_eq!(diagnose_idle(Some(&log), Some("other")).last_outcome, None);
+    }
+}
