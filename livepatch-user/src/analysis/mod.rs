@@ -3,3 +3,4 @@ pub mod advice;
 pub mod blockers;
 pub mod diagnosis;
 pub mod transition_progress;
+pub mod transition_progress;

@@ -1,0 +1,967 @@
+//! What `watch` knows about transitions, built from a stream of
+//! observations: periodic polls of sysfs and procfs, tracer events, kernel
+//! log messages and call counts. Pure: every observation carries its own
+//! CLOCK_MONOTONIC time, so tests replay any history.
+//!
+//! Each observation may produce `WatchEvent`s: the same events feed the
+//! TUI's event log and the plain and JSON lines.
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::Serialize;
+
+use super::{advice::SIGNALS_AFTER_ROUNDS, blockers::Blocker};
+use crate::{
+    kernel::kernel_log::LivepatchMessage,
+    model::{BlockReason, Direction, Known, Patch, TraceEvent, Transition},
+    probes::CallCount,
+};
+
+/// How many samples of calls per second the sparklines keep.
+pub const CALL_HISTORY: usize = 60;
+/// How many events the log keeps for the TUI.
+const LOG_LEN: usize = 200;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum WatchEvent {
+    Start {
+        patch: String,
+        direction: Direction,
+        tasks_total: usize,
+    },
+    /// Tasks switched since the last progress event: in bulk, once a poll.
+    Progress {
+        patch: String,
+        tasks_pending: usize,
+        tasks_total: usize,
+        switched: usize,
+    },
+    Blocker {
+        pid: u32,
+        tid: u32,
+        comm: String,
+        kthread: bool,
+        reason: BlockReason,
+        function: Option<String>,
+    },
+    BlockerCleared {
+        pid: u32,
+        tid: u32,
+        comm: String,
+    },
+    /// The kernel sent fake signals (user tasks) and wake-ups (kthreads) to
+    /// the remaining tasks.
+    Signals {
+        patch: String,
+        seen_in: SignalsSeen,
+    },
+    /// The transition turned around; `direction` is its new goal.
+    Reverse {
+        patch: String,
+        direction: Direction,
+    },
+    Force {
+        patch: String,
+    },
+    /// The transition ended. `reversed`: it ended in the opposite direction
+    /// from where it started. `secs` is None for a transition that began and
+    /// ended between two polls.
+    Complete {
+        patch: String,
+        direction: Direction,
+        reversed: bool,
+        forced: bool,
+        secs: Option<f64>,
+    },
+    /// The patch left /sys/kernel/livepatch (disabled and freed, or
+    /// unloaded).
+    Gone {
+        patch: String,
+    },
+    Timeout {
+        secs: f64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalsSeen {
+    /// The kernel logged "signaling remaining tasks".
+    KernelLog,
+    /// The tracer counted the failed rounds after which the kernel signals.
+    FailedRounds,
+}
+
+/// What fed the view: the kernel's own verdicts, or polling alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Feed {
+    Ebpf,
+    Polling { reason: String },
+}
+
+/// One poll of sysfs and procfs.
+#[derive(Clone, Debug)]
+pub struct Poll {
+    pub at_ns: u64,
+    /// Only the patches being watched.
+    pub patches: Vec<Patch>,
+    pub transition: Option<Transition>,
+    pub blockers: Vec<Blocker>,
+    /// How many threads the poll scanned, when it scanned them.
+    pub threads: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Observation {
+    Poll(Poll),
+    Trace(TraceEvent),
+    KernelLog(LivepatchMessage),
+    Calls {
+        at_ns: u64,
+        counts: Vec<CallCount>,
+    },
+    /// Watch itself wrote 1 to `force`, after the user confirmed.
+    ForceWritten,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransitionProgress {
+    pub patch: String,
+    pub direction: Direction,
+    pub initial_direction: Direction,
+    pub started_ns: u64,
+    pub tasks_total: usize,
+    pub tasks_pending: usize,
+    pub signals: Option<SignalsSeen>,
+    pub forced: bool,
+    /// The blockers worth showing, with `blocked_secs` filled in.
+    pub blockers: Vec<Blocker>,
+}
+
+/// How the last transition ended, shown until the next one starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub patch: String,
+    pub direction: Direction,
+    pub reversed: bool,
+    pub forced: bool,
+    pub secs: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedEvent {
+    pub at_ns: u64,
+    pub event: WatchEvent,
+}
+
+/// Calls per second of one patched function, oldest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FunctionCalls {
+    pub function: String,
+    pub old_per_sec: VecDeque<u64>,
+    pub new_per_sec: VecDeque<u64>,
+    last: Option<(u64, u64, u64)>,
+}
+
+/// Retry rounds as the tracer counts them (reset when a transition starts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rounds {
+    pub total: u32,
+    pub failed: u32,
+}
+
+/// A task found blocking, not necessarily shown yet.
+#[derive(Clone, Debug)]
+struct Candidate {
+    first_seen_ns: u64,
+    polls: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct WatchState {
+    pub kernel_release: String,
+    pub feed: Feed,
+    /// Patches as last polled; a patch that left stays with `gone` set.
+    pub patches: Vec<Patch>,
+    pub transition: Option<TransitionProgress>,
+    pub last_outcome: Option<Outcome>,
+    /// From the tracer; None when only polling feeds the view.
+    pub rounds: Option<Rounds>,
+    pub calls: Vec<FunctionCalls>,
+    /// Patched functions whose calls cannot be counted, with the reason.
+    pub uncounted: Vec<(String, String)>,
+    pub log: VecDeque<LoggedEvent>,
+    pub started_ns: Option<u64>,
+    pub now_ns: u64,
+    polls: u64,
+    tracer_start_ns: Option<u64>,
+    candidates: BTreeMap<u32, Candidate>,
+}
+
+impl WatchState {
+    pub fn new(kernel_release: impl Into<String>, feed: Feed) -> Self {
+        WatchState {
+            kernel_release: kernel_release.into(),
+            rounds: matches!(feed, Feed::Ebpf).then(Rounds::default),
+            feed,
+            patches: Vec::new(),
+            transition: None,
+            last_outcome: None,
+            calls: Vec::new(),
+            uncounted: Vec::new(),
+            log: VecDeque::new(),
+            started_ns: None,
+            now_ns: 0,
+            polls: 0,
+            tracer_start_ns: None,
+            candidates: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one observation; returns the events it produced, also kept in
+    /// the log.
+    pub fn apply(&mut self, observation: Observation) -> Vec<WatchEvent> {
+        let mut events = Vec::new();
+        match observation {
+            Observation::Poll(poll) => self.on_poll(poll, &mut events),
+            Observation::Trace(event) => self.on_trace(event, &mut events),
+            Observation::KernelLog(message) => self.on_kernel_log(message, &mut events),
+            Observation::Calls { at_ns, counts } => self.on_calls(at_ns, &counts),
+            Observation::ForceWritten => self.forced(&mut events),
+        }
+        self.record(&events);
+        events
+    }
+
+    /// An event the watcher itself decided (a timeout), logged like the rest.
+    pub fn note(&mut self, event: WatchEvent) {
+        self.record(std::slice::from_ref(&event));
+    }
+
+    /// Seconds since the transition on screen started.
+    pub fn elapsed_secs(&self) -> Option<f64> {
+        let transition = self.transition.as_ref()?;
+        Some(secs_between(transition.started_ns, self.now_ns))
+    }
+
+    /// Retry rounds so far: counted by the tracer, or estimated from the
+    /// elapsed time (the kernel retries once a second). The flag says
+    /// whether it is an estimate.
+    pub fn retry_rounds(&self) -> Option<(u32, bool)> {
+        let elapsed = self.elapsed_secs()?;
+        Some(match self.rounds {
+            Some(rounds) => (rounds.total, false),
+            None => (elapsed as u32, true),
+        })
+    }
+
+    /// The kernel signals after this many failed rounds; with only an
+    /// estimate of the rounds, it is only likely.
+    pub fn signals_expected(&self) -> bool {
+        self.retry_rounds()
+            .is_some_and(|(rounds, _)| rounds >= SIGNALS_AFTER_ROUNDS)
+    }
+
+    fn record(&mut self, events: &[WatchEvent]) {
+        for event in events {
+            if self.log.len() == LOG_LEN {
+                self.log.pop_front();
+            }
+            self.log.push_back(LoggedEvent {
+                at_ns: self.now_ns,
+                event: event.clone(),
+            });
+        }
+    }
+
+    fn on_poll(&mut self, poll: Poll, events: &mut Vec<WatchEvent>) {
+        self.now_ns = self.now_ns.max(poll.at_ns);
+        self.started_ns.get_or_insert(poll.at_ns);
+        let first_poll = self.polls == 0;
+        self.polls += 1;
+
+        let continuing = matches!(
+            (&self.transition, &poll.transition),
+            (Some(current), Some(seen)) if current.patch == seen.patch
+        );
+        if !continuing {
+            if let Some(ended) = self.transition.take() {
+                self.end(ended, &poll.patches, events);
+            }
+            if let Some(seen) = &poll.transition {
+                self.begin(seen, events);
+            } else if !first_poll {
+                self.quick_transitions(&poll, events);
+            }
+        }
+        if let (Some(current), Some(seen)) = (self.transition.as_mut(), &poll.transition) {
+            if seen.direction != current.direction {
+                current.direction = seen.direction;
+                events.push(WatchEvent::Reverse {
+                    patch: current.patch.clone(),
+                    direction: seen.direction,
+                });
+            }
+            if seen.tasks_pending != current.tasks_pending {
+                events.push(WatchEvent::Progress {
+                    patch: current.patch.clone(),
+                    tasks_pending: seen.tasks_pending,
+                    tasks_total: seen.tasks_total,
+                    switched: current.tasks_pending.saturating_sub(seen.tasks_pending),
+                });
+            }
+            current.tasks_pending = seen.tasks_pending;
+            current.tasks_total = seen.tasks_total;
+        }
+        self.track_blockers(poll.blockers, poll.at_ns, events);
+        self.update_patches(poll.patches, events);
+    }
+
+    fn begin(&mut self, seen: &Transition, events: &mut Vec<WatchEvent>) {
+        // The tracer saw the start before the poll did: count from there.
+        let started_ns = self
+            .tracer_start_ns
+            .take()
+            .filter(|&at| at <= self.now_ns)
+            .unwrap_or(self.now_ns);
+        self.transition = Some(TransitionProgress {
+            patch: seen.patch.clone(),
+            direction: seen.direction,
+            initial_direction: seen.direction,
+            started_ns,
+            tasks_total: seen.tasks_total,
+            tasks_pending: seen.tasks_pending,
+            signals: None,
+            forced: false,
+            blockers: Vec::new(),
+        });
+        self.candidates.clear();
+        events.push(WatchEvent::Start {
+            patch: seen.patch.clone(),
+            direction: seen.direction,
+            tasks_total: seen.tasks_total,
+        });
+    }
+
+    fn end(&mut self, ended: TransitionProgress, patches: &[Patch], events: &mut Vec<WatchEvent>) {
+        // `enabled` names where the transition ended, even if a reversal
+        // happened between polls; a patch that left ended disabled.
+        let direction = match patches
+            .iter()
+            .find(|p| p.name == ended.patch && !p.gone)
+            .map(|p| &p.enabled)
+        {
+            Some(Known::Value(true)) => Direction::Patching,
+            Some(Known::Value(false)) | None => Direction::Unpatching,
+            Some(Known::Unknown { .. }) => ended.direction,
+        };
+        for blocker in &ended.blockers {
+            events.push(cleared(blocker));
+        }
+        self.candidates.clear();
+        let outcome = Outcome {
+            patch: ended.patch,
+            direction,
+            reversed: direction != ended.initial_direction,
+            forced: ended.forced,
+            secs: Some(secs_between(ended.started_ns, self.now_ns)),
+        };
+        events.push(complete(&outcome));
+        self.last_outcome = Some(outcome);
+    }
+
+    /// A patch that appeared enabled and settled between two polls had its
+    /// whole transition unseen: report it, so scripts waiting for it end.
+    fn quick_transitions(&mut self, poll: &Poll, events: &mut Vec<WatchEvent>) {
+        for patch in &poll.patches {
+            let known = self.patches.iter().any(|p| p.name == patch.name && !p.gone);
+            let settled = patch.enabled == Known::Value(true)
+                && patch.transition == Known::Value(false)
+                && !patch.gone;
+            if known || !settled {
+                continue;
+            }
+            events.push(WatchEvent::Start {
+                patch: patch.name.clone(),
+                direction: Direction::Patching,
+                tasks_total: poll.threads.unwrap_or(0),
+            });
+            let outcome = Outcome {
+                patch: patch.name.clone(),
+                direction: Direction::Patching,
+                reversed: false,
+                forced: false,
+                secs: None,
+            };
+            events.push(complete(&outcome));
+            self.last_outcome = Some(outcome);
+        }
+    }
+
+    /// Which blockers to show. A function on the stack blocks for sure; a
+    /// running task or an unreliable stack is usually gone by the next
+    /// round, so it shows only once seen in two polls in a row (or failed
+    /// twice by the kernel's count).
+    fn track_blockers(&mut self, blockers: Vec<Blocker>, at_ns: u64, events: &mut Vec<WatchEvent>) {
+        let Some(transition) = self.transition.as_mut() else {
+            return;
+        };
+        let mut shown = Vec::new();
+        let mut candidates = BTreeMap::new();
+        for mut blocker in blockers {
+            let mut candidate = self.candidates.remove(&blocker.tid).unwrap_or(Candidate {
+                first_seen_ns: at_ns,
+                polls: 0,
+            });
+            candidate.polls += 1;
+            let persistent = blocker.reason == BlockReason::FunctionOnStack
+                || candidate.polls >= 2
+                || blocker.failed_checks.is_some_and(|checks| checks >= 2);
+            if persistent {
+                blocker
+                    .blocked_secs
+                    .get_or_insert(secs_between(candidate.first_seen_ns, at_ns));
+                let previous = transition.blockers.iter().find(|b| b.tid == blocker.tid);
+                if previous
+                    .is_none_or(|p| p.reason != blocker.reason || p.function != blocker.function)
+                {
+                    events.push(WatchEvent::Blocker {
+                        pid: blocker.pid,
+                        tid: blocker.tid,
+                        comm: blocker.comm.clone(),
+                        kthread: blocker.kthread,
+                        reason: blocker.reason,
+                        function: blocker.function.clone(),
+                    });
+                }
+                shown.push(blocker.clone());
+            }
+            candidates.insert(blocker.tid, candidate);
+        }
+        for old in &transition.blockers {
+            if !shown.iter().any(|b| b.tid == old.tid) {
+                events.push(cleared(old));
+            }
+        }
+        transition.blockers = shown;
+        self.candidates = candidates;
+    }
+
+    fn update_patches(&mut self, polled: Vec<Patch>, events: &mut Vec<WatchEvent>) {
+        let mut patches = polled;
+        for old in self.patches.drain(..) {
+            match patches.iter_mut().find(|p| p.name == old.name) {
+                Some(new) if new.gone && !old.gone => events.push(WatchEvent::Gone {
+                    patch: old.name.clone(),
+                }),
+                Some(_) => {}
+                None => {
+                    if !old.gone {
+                        events.push(WatchEvent::Gone {
+                            patch: old.name.clone(),
+                        });
+                    }
+                    patches.push(Patch { gone: true, ..old });
+                }
+            }
+        }
+        patches.sort_by(|a, b| a.name.cmp(&b.name));
+        self.patches = patches;
+    }
+
+    fn on_trace(&mut self, event: TraceEvent, events: &mut Vec<WatchEvent>) {
+        match event {
+            TraceEvent::Start { timestamp_ns } => {
+                self.tracer_start_ns = Some(timestamp_ns);
+                self.rounds = Some(Rounds::default());
+            }
+            TraceEvent::Round { complete, .. } => {
+                let rounds = self.rounds.get_or_insert_with(Rounds::default);
+                rounds.total += 1;
+                if !complete {
+                    rounds.failed += 1;
+                }
+                if rounds.failed >= SIGNALS_AFTER_ROUNDS {
+                    self.signals(SignalsSeen::FailedRounds, events);
+                }
+            }
+            TraceEvent::Reverse { .. } => {
+                if let Some(transition) = self.transition.as_mut() {
+                    let direction = match transition.direction {
+                        Direction::Patching => Direction::Unpatching,
+                        Direction::Unpatching => Direction::Patching,
+                    };
+                    transition.direction = direction;
+                    events.push(WatchEvent::Reverse {
+                        patch: transition.patch.clone(),
+                        direction,
+                    });
+                }
+            }
+            TraceEvent::Force { .. } => self.forced(events),
+            // The polls decide when a transition starts and ends: they know
+            // the patch, the tracer does not.
+            TraceEvent::Check { .. }
+            | TraceEvent::SelfSwitch { .. }
+            | TraceEvent::Complete { .. }
+            | TraceEvent::Cancel { .. } => {}
+        }
+    }
+
+    fn on_kernel_log(&mut self, message: LivepatchMessage, events: &mut Vec<WatchEvent>) {
+        match message {
+            LivepatchMessage::Signaling => self.signals(SignalsSeen::KernelLog, events),
+            LivepatchMessage::Forcing => self.forced(events),
+            LivepatchMessage::Starting { .. } | LivepatchMessage::Complete { .. } => {}
+        }
+    }
+
+    /// Once per transition, whichever source tells first.
+    fn signals(&mut self, seen_in: SignalsSeen, events: &mut Vec<WatchEvent>) {
+        if let Some(transition) = self.transition.as_mut().filter(|t| t.signals.is_none()) {
+            transition.signals = Some(seen_in);
+            events.push(WatchEvent::Signals {
+                patch: transition.patch.clone(),
+                seen_in,
+            });
+        }
+    }
+
+    /// Force is seen by the tracer, the kernel log, or watch's own write:
+    /// reported once.
+    fn forced(&mut self, events: &mut Vec<WatchEvent>) {
+        if let Some(transition) = self.transition.as_mut().filter(|t| !t.forced) {
+            transition.forced = true;
+            events.push(WatchEvent::Force {
+                patch: transition.patch.clone(),
+            });
+        }
+    }
+
+    fn on_calls(&mut self, at_ns: u64, counts: &[CallCount]) {
+        self.now_ns = self.now_ns.max(at_ns);
+        self.calls
+            .retain(|calls| counts.iter().any(|c| c.function == calls.function));
+        for count in counts {
+            let calls = match self.calls.iter().position(|c| c.function == count.function) {
+                Some(at) => &mut self.calls[at],
+                None => {
+                    self.calls.push(FunctionCalls {
+                        function: count.function.clone(),
+                        ..FunctionCalls::default()
+                    });
+                    self.calls.last_mut().expect("just pushed")
+                }
+            };
+            calls.sample(at_ns, count.old, count.new);
+        }
+    }
+}
+
+impl FunctionCalls {
+    /// The counters are running totals: a rate needs the previous sample.
+    fn sample(&mut self, at_ns: u64, old: u64, new: u64) {
+        if let Some((last_ns, last_old, last_new)) = self.last {
+            let secs = secs_between(last_ns, at_ns);
+            if secs > 0.0 {
+                let rate =
+                    |now: u64, then: u64| (now.saturating_sub(then) as f64 / secs).round() as u64;
+                push_capped(&mut self.old_per_sec, rate(old, last_old));
+                push_capped(&mut self.new_per_sec, rate(new, last_new));
+            }
+        }
+        self.last = Some((at_ns, old, new));
+    }
+
+    pub fn latest(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.old_per_sec.back().copied(),
+            self.new_per_sec.back().copied(),
+        )
+    }
+}
+
+fn push_capped(history: &mut VecDeque<u64>, value: u64) {
+    if history.len() == CALL_HISTORY {
+        history.pop_front();
+    }
+    history.push_back(value);
+}
+
+fn secs_between(from_ns: u64, to_ns: u64) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / 1e9
+}
+
+fn cleared(blocker: &Blocker) -> WatchEvent {
+    WatchEvent::BlockerCleared {
+        pid: blocker.pid,
+        tid: blocker.tid,
+        comm: blocker.comm.clone(),
+    }
+}
+
+fn complete(outcome: &Outcome) -> WatchEvent {
+    WatchEvent::Complete {
+        patch: outcome.patch.clone(),
+        direction: outcome.direction,
+        reversed: outcome.reversed,
+        forced: outcome.forced,
+        secs: outcome.secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{analysis::blockers::VerdictSource, model::PatchObject};
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn patch(name: &str, enabled: bool, transition: bool) -> Patch {
+        Patch {
+            name: name.into(),
+            enabled: Known::Value(enabled),
+            transition: Known::Value(transition),
+            force: Known::unknown("write-only"),
+            replace: None,
+            objects: Vec::<PatchObject>::new(),
+            gone: false,
+        }
+    }
+
+    fn blocker(tid: u32, reason: BlockReason) -> Blocker {
+        Blocker {
+            pid: tid,
+            tid,
+            comm: format!("task{tid}"),
+            kthread: false,
+            reason,
+            function: Some("cmdline_proc_show".into()),
+            stack: vec![],
+            marked_frame: None,
+            blocked_secs: None,
+            failed_checks: None,
+            source: VerdictSource::Inferred,
+        }
+    }
+
+    fn poll(
+        at: u64,
+        patches: Vec<Patch>,
+        transition: Option<(Direction, usize)>,
+        blockers: Vec<Blocker>,
+    ) -> Observation {
+        Observation::Poll(Poll {
+            at_ns: at * SEC,
+            transition: transition.map(|(direction, pending)| Transition {
+                patch: "p".into(),
+                direction,
+                tasks_total: 100,
+                tasks_pending: pending,
+            }),
+            patches,
+            blockers,
+            threads: Some(100),
+        })
+    }
+
+    fn patching(at: u64, pending: usize, blockers: Vec<Blocker>) -> Observation {
+        poll(
+            at,
+            vec![patch("p", true, true)],
+            Some((Direction::Patching, pending)),
+            blockers,
+        )
+    }
+
+    fn polling() -> WatchState {
+        WatchState::new(
+            "6.12",
+            Feed::Polling {
+                reason: "fentry refused".into(),
+            },
+        )
+    }
+
+    fn names(events: &[WatchEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| {
+                serde_json::to_value(e).unwrap()["event"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_transition_starts_progresses_and_completes() {
+        let mut state = polling();
+        assert!(state.apply(poll(0, vec![], None, vec![])).is_empty());
+        let start = state.apply(patching(1, 100, vec![]));
+        assert_eq!(
+            start,
+            [WatchEvent::Start {
+                patch: "p".into(),
+                direction: Direction::Patching,
+                tasks_total: 100
+            }]
+        );
+        let progress = state.apply(patching(2, 3, vec![]));
+        assert_eq!(
+            progress,
+            [WatchEvent::Progress {
+                patch: "p".into(),
+                tasks_pending: 3,
+                tasks_total: 100,
+                switched: 97
+            }]
+        );
+        assert!(
+            state.apply(patching(3, 3, vec![])).is_empty(),
+            "no change, no event"
+        );
+        let end = state.apply(poll(4, vec![patch("p", true, false)], None, vec![]));
+        assert_eq!(
+            end,
+            [WatchEvent::Complete {
+                patch: "p".into(),
+                direction: Direction::Patching,
+                reversed: false,
+                forced: false,
+                secs: Some(3.0)
+            }]
+        );
+        assert!(state.transition.is_none());
+        assert_eq!(state.last_outcome.as_ref().map(|o| o.reversed), Some(false));
+        assert_eq!(state.log.len(), 3);
+    }
+
+    #[test]
+    fn watching_from_before_the_load_sees_a_transition_too_quick_to_poll() {
+        let mut state = polling();
+        state.apply(poll(0, vec![], None, vec![]));
+        let events = state.apply(poll(1, vec![patch("p", true, false)], None, vec![]));
+        assert_eq!(names(&events), ["start", "complete"]);
+        // A patch already settled when watch starts is not a transition.
+        let mut state = polling();
+        assert!(
+            state
+                .apply(poll(0, vec![patch("p", true, false)], None, vec![]))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_reversed_transition_reports_reverse_then_complete_reversed_then_gone() {
+        let mut state = polling();
+        state.apply(patching(0, 5, vec![]));
+        let reverse = state.apply(poll(
+            1,
+            vec![patch("p", false, true)],
+            Some((Direction::Unpatching, 95)),
+            vec![],
+        ));
+        assert_eq!(names(&reverse), ["reverse", "progress"]);
+        let end = state.apply(poll(2, vec![], None, vec![]));
+        assert_eq!(names(&end), ["complete", "gone"]);
+        assert!(matches!(
+            end[0],
+            WatchEvent::Complete {
+                reversed: true,
+                direction: Direction::Unpatching,
+                ..
+            }
+        ));
+        assert!(
+            state.patches[0].gone,
+            "a gone patch stays on screen, marked"
+        );
+    }
+
+    #[test]
+    fn a_reversal_between_polls_is_still_reported_as_reversed() {
+        let mut state = polling();
+        state.apply(patching(0, 5, vec![]));
+        let end = state.apply(poll(1, vec![patch("p", false, false)], None, vec![]));
+        assert!(
+            matches!(end[0], WatchEvent::Complete { reversed: true, .. }),
+            "{end:?}"
+        );
+    }
+
+    #[test]
+    fn a_function_on_the_stack_blocks_at_once_a_running_task_only_when_it_persists() {
+        let mut state = polling();
+        state.apply(poll(
+            0,
+            vec![patch("p", true, true)],
+            Some((Direction::Patching, 2)),
+            vec![],
+        ));
+        let first = state.apply(patching(
+            1,
+            2,
+            vec![
+                blocker(10, BlockReason::FunctionOnStack),
+                blocker(11, BlockReason::Running),
+            ],
+        ));
+        assert!(
+            matches!(first.as_slice(), [WatchEvent::Blocker { tid: 10, .. }]),
+            "{first:?}"
+        );
+        let second = state.apply(patching(
+            3,
+            2,
+            vec![
+                blocker(10, BlockReason::FunctionOnStack),
+                blocker(11, BlockReason::Running),
+            ],
+        ));
+        assert!(
+            matches!(second.as_slice(), [WatchEvent::Blocker { tid: 11, .. }]),
+            "{second:?}"
+        );
+        let shown = &state.transition.as_ref().unwrap().blockers;
+        assert_eq!(shown.len(), 2);
+        assert_eq!(shown[0].blocked_secs, Some(2.0), "blocked since first seen");
+        let cleared = state.apply(patching(
+            4,
+            1,
+            vec![blocker(10, BlockReason::FunctionOnStack)],
+        ));
+        assert_eq!(names(&cleared), ["progress", "blocker_cleared"]);
+    }
+
+    #[test]
+    fn a_transient_verdict_never_shows() {
+        let mut state = polling();
+        state.apply(patching(0, 2, vec![]));
+        assert!(
+            state
+                .apply(patching(
+                    1,
+                    2,
+                    vec![blocker(11, BlockReason::UnreliableStack)]
+                ))
+                .is_empty()
+        );
+        assert!(state.apply(patching(2, 2, vec![])).is_empty());
+        assert!(state.transition.unwrap().blockers.is_empty());
+    }
+
+    #[test]
+    fn signals_come_once_from_the_log_or_fifteen_failed_rounds() {
+        let mut state = WatchState::new("6.12", Feed::Ebpf);
+        state.apply(Observation::Trace(TraceEvent::Start { timestamp_ns: 0 }));
+        state.apply(patching(1, 1, vec![]));
+        let round = |complete| {
+            Observation::Trace(TraceEvent::Round {
+                timestamp_ns: 0,
+                duration_ns: 0,
+                complete,
+            })
+        };
+        for _ in 0..14 {
+            assert!(state.apply(round(false)).is_empty());
+        }
+        assert_eq!(state.retry_rounds(), Some((14, false)));
+        assert_eq!(names(&state.apply(round(false))), ["signals"]);
+        assert!(
+            state
+                .apply(Observation::KernelLog(LivepatchMessage::Signaling))
+                .is_empty()
+        );
+        assert_eq!(
+            state.transition.as_ref().unwrap().started_ns,
+            0,
+            "the tracer saw the start first"
+        );
+    }
+
+    #[test]
+    fn polling_alone_estimates_rounds_and_takes_signals_from_the_kernel_log() {
+        let mut state = polling();
+        state.apply(patching(0, 1, vec![]));
+        state.apply(patching(16, 1, vec![]));
+        assert_eq!(state.retry_rounds(), Some((16, true)));
+        assert!(state.signals_expected());
+        let events = state.apply(Observation::KernelLog(LivepatchMessage::Signaling));
+        assert_eq!(
+            events,
+            [WatchEvent::Signals {
+                patch: "p".into(),
+                seen_in: SignalsSeen::KernelLog
+            }]
+        );
+    }
+
+    #[test]
+    fn force_is_reported_once_whoever_saw_it() {
+        let mut state = polling();
+        assert!(
+            state.apply(Observation::ForceWritten).is_empty(),
+            "nothing to force when idle"
+        );
+        state.apply(patching(0, 1, vec![]));
+        assert_eq!(names(&state.apply(Observation::ForceWritten)), ["force"]);
+        assert!(
+            state
+                .apply(Observation::KernelLog(LivepatchMessage::Forcing))
+                .is_empty()
+        );
+        let end = state.apply(poll(1, vec![patch("p", true, false)], None, vec![]));
+        assert!(matches!(
+            end[0],
+            WatchEvent::Complete {
+                forced: true,
+                reversed: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_tracer_reports_a_reversal_before_the_poll_and_only_once() {
+        let mut state = WatchState::new("6.12", Feed::Ebpf);
+        state.apply(patching(0, 5, vec![]));
+        assert_eq!(
+            names(&state.apply(Observation::Trace(TraceEvent::Reverse { timestamp_ns: 1 }))),
+            ["reverse"]
+        );
+        let poll = state.apply(poll(
+            1,
+            vec![patch("p", false, true)],
+            Some((Direction::Unpatching, 5)),
+            vec![],
+        ));
+        assert!(poll.is_empty(), "{poll:?}");
+    }
+
+    #[test]
+    fn calls_per_second_come_from_the_running_totals() {
+        let mut state = polling();
+        let calls = |at, old, new| Observation::Calls {
+            at_ns: at,
+            counts: vec![CallCount {
+                function: "f".into(),
+                old,
+                new,
+            }],
+        };
+        state.apply(calls(0, 100, 0));
+        assert_eq!(state.calls[0].latest(), (None, None));
+        state.apply(calls(SEC / 2, 150, 10));
+        assert_eq!(state.calls[0].latest(), (Some(100), Some(20)));
+        state.apply(Observation::Calls {
+            at_ns: SEC,
+            counts: vec![],
+        });
+        assert!(
+            state.calls.is_empty(),
+            "a function no longer counted is dropped"
+        );
+    }
+}
