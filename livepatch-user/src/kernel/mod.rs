@@ -6,6 +6,7 @@ pub mod kallsyms;
 pub mod kernel_config;
 pub mod kernel_facts;
 pub mod kernel_log;
+pub mod livepatch_module;
 pub mod procfs_tasks;
 pub mod snapshot;
 pub mod sysfs_livepatch;
