@@ -2,3 +2,5 @@
 //! back into the kernel.
 pub mod status;
 pub mod diagnose_report;
+pub mod tui;
+pub mod watch_lines;

@@ -1,0 +1,161 @@
+//! `watch` without a terminal: one line per change, as text or JSON. The
+//! TUI's event log uses the same sentences.
+use crate::{
+    analysis::transition_progress::{SignalsSeen, WatchEvent},
+    model::{BlockReason, Direction},
+};
+
+/// One JSON object: `ts` (seconds since the Unix epoch), `event` and the
+/// event's fields.
+pub fn json_line(event: &WatchEvent, ts: f64) -> String {
+    let mut object = match serde_json::to_value(event) {
+        Ok(serde_json::Value::Object(object)) => object,
+        // A tagged enum of plain fields always serializes to an object.
+        _ => serde_json::Map::new(),
+    };
+    object.insert(
+        "ts".into(),
+        serde_json::json!((ts * 1000.0).round() / 1000.0),
+    );
+    serde_json::Value::Object(object).to_string()
+}
+
+/// `+SECS  sentence`, seconds counted from when watch started.
+pub fn plain_line(event: &WatchEvent, since_start_secs: f64) -> String {
+    format!("{:>+8.1}s  {}", since_start_secs, describe(event))
+}
+
+/// The event as one sentence for a person.
+pub fn describe(event: &WatchEvent) -> String {
+    match event {
+        WatchEvent::Start {
+            patch,
+            direction,
+            tasks_total,
+        } => format!(
+            "{patch}: {} transition started ({tasks_total} tasks)",
+            direction_word(*direction)
+        ),
+        WatchEvent::Progress {
+            patch,
+            tasks_pending,
+            switched,
+            ..
+        } => format!("{patch}: {switched} tasks switched, {tasks_pending} pending"),
+        WatchEvent::Blocker {
+            pid,
+            tid,
+            comm,
+            kthread,
+            reason,
+            function,
+        } => {
+            let who = if *kthread { "kthread" } else { "task" };
+            let function = function.as_deref().unwrap_or("?");
+            format!(
+                "blocker: {who} {comm} pid {pid} tid {tid}: {} ({function})",
+                reason_word(*reason)
+            )
+        }
+        WatchEvent::BlockerCleared { pid, tid, comm } => {
+            format!("cleared: {comm} pid {pid} tid {tid} no longer blocks")
+        }
+        WatchEvent::Signals { patch, seen_in } => format!(
+            "{patch}: kernel signalled the remaining tasks ({})",
+            match seen_in {
+                SignalsSeen::KernelLog => "kernel log",
+                SignalsSeen::FailedRounds => "after 15 failed rounds",
+            }
+        ),
+        WatchEvent::Reverse { patch, direction } => {
+            format!("{patch}: reversed, now {}", direction_word(*direction))
+        }
+        WatchEvent::Force { patch } => {
+            format!("{patch}: FORCED: remaining tasks marked switched (module pinned)")
+        }
+        WatchEvent::Complete {
+            patch,
+            direction,
+            reversed,
+            forced,
+            secs,
+        } => {
+            let how = match (reversed, forced) {
+                (true, _) => " after reversal",
+                (false, true) => " by force",
+                (false, false) => "",
+            };
+            let took = secs.map_or(" between two polls".into(), |s| format!(" in {s:.1}s"));
+            format!(
+                "{patch}: {} complete{how}{took}",
+                direction_word(*direction)
+            )
+        }
+        WatchEvent::Gone { patch } => format!("{patch}: gone from /sys/kernel/livepatch"),
+        WatchEvent::Timeout { secs } => format!("timed out after {secs:.0}s"),
+    }
+}
+
+pub fn direction_word(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Patching => "patching",
+        Direction::Unpatching => "unpatching",
+    }
+}
+
+pub fn reason_word(reason: BlockReason) -> &'static str {
+    match reason {
+        BlockReason::Running => "running",
+        BlockReason::FunctionOnStack => "function on stack",
+        BlockReason::UnreliableStack => "unreliable stack",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_carry_ts_event_and_fields() {
+        let line = json_line(
+            &WatchEvent::Blocker {
+                pid: 7,
+                tid: 8,
+                comm: "cat".into(),
+                kthread: false,
+                reason: BlockReason::FunctionOnStack,
+                function: Some("cmdline_proc_show".into()),
+            },
+            1700000000.12345,
+        );
+        assert!(!line.contains('\n'));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "ts": 1700000000.123,
+                "event": "blocker",
+                "pid": 7, "tid": 8, "comm": "cat", "kthread": false,
+                "reason": "function_on_stack", "function": "cmdline_proc_show"
+            })
+        );
+    }
+
+    #[test]
+    fn plain_lines_say_what_happened() {
+        let line = plain_line(
+            &WatchEvent::Complete {
+                patch: "p".into(),
+                direction: Direction::Unpatching,
+                reversed: true,
+                forced: false,
+                secs: Some(17.26),
+            },
+            20.0,
+        );
+        assert_eq!(
+            line,
+            "   +20.0s  p: unpatching complete after reversal in 17.3s"
+        );
+    }
+}
