@@ -127,14 +127,19 @@ fn observe(root: &Path) -> Result<Vec<TaskVerdict>, String> {
                 .unwrap_or_else(|| "the transition tracer could not attach".into()));
         }
     };
-    let Some(tracer) = probes.tracer.as_mut() else {
+    if probes.tracer.is_none() {
         return Err("the transition tracer's maps are missing".into());
-    };
+    }
     let started = Instant::now();
     let mut rounds = 0;
     while started.elapsed() < OBSERVE_FOR && rounds < 2 {
         thread::sleep(Duration::from_millis(100));
+        probes.flush_log();
+        let Some(tracer) = probes.tracer.as_mut() else {
+            break;
+        };
         for event in tracer.drain() {
+            log::debug!("tracer: {event:?}");
             match event {
                 TraceEvent::Round { complete: true, .. } | TraceEvent::Complete { .. } => {
                     return Ok(tracer.verdicts());
@@ -144,5 +149,9 @@ fn observe(root: &Path) -> Result<Vec<TaskVerdict>, String> {
             }
         }
     }
-    Ok(tracer.verdicts())
+    Ok(probes
+        .tracer
+        .as_ref()
+        .map(|t| t.verdicts())
+        .unwrap_or_default())
 }

@@ -13,10 +13,28 @@ use crate::cli::{Cli, Command};
 pub const EXIT_ERROR: u8 = 1;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(path) = &cli.log {
+        start_log(path)?;
+    }
     match cli.command {
         Command::Status(args) => status::run(&cli.root, &args),
         Command::Check(args) => check::run(&cli.root, &args),
         Command::Watch(args) => watch::run(&cli.root, &args),
         Command::Diagnose(args) => diagnose::run(&cli.root, &args),
     }
+}
+
+/// klpscope's own log, eBPF programs' messages included, goes to a file: the
+/// terminal belongs to the output (or the TUI).
+fn start_log(path: &std::path::Path) -> Result<()> {
+    use anyhow::Context as _;
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot write the log file {}", path.display()))?;
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Debug)
+        .parse_env("KLPSCOPE_LOG")
+        .target(env_logger::Target::Pipe(Box::new(file)))
+        .init();
+    log::info!("klpscope {} started", env!("CARGO_PKG_VERSION"));
+    Ok(())
 }

@@ -6,6 +6,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     programs::{FEntry, FExit, ProgramError},
 };
+use aya_log::EbpfLogger;
 
 use super::{
     btf::task_layout, call_counter::CallCounter, capabilities::Capabilities,
@@ -32,6 +33,8 @@ pub struct ProbeRequest {
 pub struct Probes {
     pub tracer: Option<TransitionTracer>,
     pub call_counter: Option<CallCounter>,
+    /// Messages from the programs (aya-log), when klpscope logs to a file.
+    ebpf_log: Option<EbpfLogger<&'static dyn log::Log>>,
     /// Owns the attached programs: they stay attached while this lives.
     _ebpf: Ebpf,
 }
@@ -212,9 +215,16 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
         }
     };
 
+    // Without a log file nobody reads the programs' messages: leave the
+    // ring buffer alone.
+    let ebpf_log = (log::max_level() > log::LevelFilter::Off)
+        .then(|| EbpfLogger::init(&mut ebpf))
+        .and_then(|logger| logger.map_err(|e| log::warn!("no eBPF log: {e}")).ok());
+
     Some(Probes {
         tracer,
         call_counter,
+        ebpf_log,
         _ebpf: ebpf,
     })
 }
@@ -259,3 +269,13 @@ fn describe(function: &str, error: &ProgramError) -> String {
 }
 
 const EPERM: i32 = 1;
+
+impl Probes {
+    /// Moves the programs' log messages into klpscope's log. Call it now and
+    /// then; the messages wait in a ring buffer until then.
+    pub fn flush_log(&mut self) {
+        if let Some(logger) = &mut self.ebpf_log {
+            logger.flush();
+        }
+    }
+}
