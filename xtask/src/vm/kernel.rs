@@ -1,6 +1,11 @@
 //! Debian's packaged kernels: the current version of a series resolved at
 //! run time, its image and build headers extracted into the cache.
-use std::{fs, path::PathBuf, process::Command, time::Instant};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
@@ -67,8 +72,7 @@ pub fn prepare(series: Series) -> Result<Kernel> {
         abi: abi.clone(),
         root: dir.join("root"),
     };
-    let complete = dir.join("complete");
-    if complete.exists() {
+    if dir.join(super::COMPLETE).exists() {
         return Ok(kernel);
     }
     let started = Instant::now();
@@ -81,8 +85,10 @@ pub fn prepare(series: Series) -> Result<Kernel> {
             .filter(|p| p.starts_with("linux-headers-") || p.starts_with("linux-kbuild-")),
     );
     println!("vm: downloading {}", packages.join(" "));
-    let debs = dir.join("debs");
-    let _ = fs::remove_dir_all(&dir);
+    // Staged under a name of our own, then renamed: concurrent runs must
+    // not extract into each other's folder.
+    let staging = dir.with_file_name(format!("{abi}.partial-{}", std::process::id()));
+    let debs = staging.join("debs");
     fs::create_dir_all(&debs)?;
     apt::download(&packages, &debs)?;
     for deb in fs::read_dir(&debs)? {
@@ -91,13 +97,13 @@ pub fn prepare(series: Series) -> Result<Kernel> {
             Command::new("dpkg-deb")
                 .arg("-x")
                 .arg(&deb)
-                .arg(&kernel.root),
+                .arg(staging.join("root")),
             &format!("extracting {}", deb.display()),
         )?;
     }
-    fix_headers_makefile(&kernel)?;
+    fix_headers_makefile(&staging.join("root"), &kernel)?;
     fs::remove_dir_all(&debs)?;
-    fs::write(&complete, packages.join("\n"))?;
+    super::publish(&staging, &dir)?;
     println!(
         "vm: kernel {} ready in {} ({:.1}s)",
         kernel.release(),
@@ -125,8 +131,10 @@ fn resolve(series: Series) -> Result<String> {
 
 /// The arch headers' Makefile includes the -common one by its absolute,
 /// installed path; point it into the cache instead.
-fn fix_headers_makefile(kernel: &Kernel) -> Result<()> {
-    let makefile = kernel.headers().join("Makefile");
+fn fix_headers_makefile(staged_root: &Path, kernel: &Kernel) -> Result<()> {
+    let headers = kernel.headers();
+    let relative = headers.strip_prefix(&kernel.root)?;
+    let makefile = staged_root.join(relative).join("Makefile");
     let text = fs::read_to_string(&makefile)
         .with_context(|| format!("cannot read {}", makefile.display()))?;
     let root = kernel.root.to_str().context("cache path is not UTF-8")?;

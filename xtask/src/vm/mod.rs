@@ -181,3 +181,23 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         ExitCode::FAILURE
     })
 }
+
+/// The file that marks a cache folder as finished.
+const COMPLETE: &str = "complete";
+
+/// Moves a finished `staging` folder to `dir`, marking it complete. When
+/// another run published the same work first, keeps theirs.
+fn publish(staging: &Path, dir: &Path) -> Result<()> {
+    std::fs::write(staging.join(COMPLETE), "")?;
+    if dir.exists() && !dir.join(COMPLETE).exists() {
+        // Left by an interrupted run of an older layout.
+        std::fs::remove_dir_all(dir)?;
+    }
+    if std::fs::rename(staging, dir).is_err() {
+        std::fs::remove_dir_all(staging)?;
+        if !dir.join(COMPLETE).exists() {
+            bail!("cannot move {} to {}", staging.display(), dir.display());
+        }
+    }
+    Ok(())
+}

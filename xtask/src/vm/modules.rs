@@ -16,21 +16,22 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
         hash.add(file.file_name().unwrap_or_default().as_encoded_bytes());
         hash.add(&fs::read(file)?);
     }
-    let dir = cache::dir()
-        .join("modules")
-        .join(format!("{}-{:016x}", kernel.release(), hash.0));
-    let stamp = dir.join("built");
-    if !stamp.exists() {
+    let name = format!("{}-{:016x}", kernel.release(), hash.0);
+    let dir = cache::dir().join("modules").join(&name);
+    if !dir.join(super::COMPLETE).exists() {
         let started = Instant::now();
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir)?;
+        // Built under a name of our own, then published: concurrent runs
+        // must not build in each other's folder.
+        let staging = dir.with_file_name(format!("{name}.partial-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging)?;
         for file in &files {
-            fs::copy(file, dir.join(file.file_name().unwrap_or_default()))?;
+            fs::copy(file, staging.join(file.file_name().unwrap_or_default()))?;
         }
         let out = Command::new("make")
             .arg("-C")
             .arg(kernel.headers())
-            .arg(format!("M={}", dir.display()))
+            .arg(format!("M={}", staging.display()))
             .args(["-j2", "modules"])
             .output()
             .context("cannot run make: is it installed?")?;
@@ -45,7 +46,7 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
                 kernel.release()
             );
         }
-        fs::write(&stamp, "")?;
+        super::publish(&staging, &dir)?;
         println!(
             "vm: test modules built for {} ({:.1}s)",
             kernel.release(),

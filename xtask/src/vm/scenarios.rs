@@ -16,7 +16,7 @@ use crate::cache;
 /// Bounds one scenario boot; a warm one takes well under a minute.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(150);
 /// Bounds the hang self-check: enough to boot and start the script.
-const HANG_TIMEOUT: Duration = Duration::from_secs(40);
+const HANG_TIMEOUT: Duration = Duration::from_secs(25);
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Kernels {

@@ -1,0 +1,44 @@
+# Scenario 3: a kthread looping in a patched function blocks the transition
+# indefinitely (it never returns to user space, and livepatch's wake-ups put
+# it back into the same loop). Writing 0 to enabled reverses the transition;
+# on a second try, writing 1 to force completes it.
+. /lib/klpscope-test/lib.sh
+P=klp_test_patch_target
+
+load klp_test_target
+busy_start klp_test_busy_loop
+load $P
+wait_for_sole_blocker "$BUSY_PID" 0
+assert_blocked $P 3
+checkpoint blocked
+
+echo 0 > $LIVEPATCH/$P/enabled || fail "cannot write 0 to $P/enabled"
+log "transition reversed"
+wait_for_unpatched $P
+assert_dmesg "'$P': unpatching complete"
+assert_all_switched
+on_stack "$BUSY_PID" klp_test_busy_loop || fail "kthread $BUSY_PID left klp_test_busy_loop"
+checkpoint reversed
+unload $P
+
+load $P
+wait_for_sole_blocker "$BUSY_PID" 0
+assert_blocked $P 2
+checkpoint blocked_again
+
+echo 1 > $LIVEPATCH/$P/force || fail "cannot write 1 to $P/force"
+log "transition forced"
+wait_for_transition $P 10
+assert_dmesg "forcing remaining tasks"
+assert_dmesg "'$P': patching complete"
+assert_eq "$(attr $P enabled)" 1 "$P enabled"
+assert_all_switched
+# Forced, not switched: the kthread still runs the original function.
+on_stack "$BUSY_PID" klp_test_busy_loop || fail "kthread $BUSY_PID left klp_test_busy_loop"
+checkpoint forced
+
+park livepatch_klp_test_park_wait
+release
+assert_eq "$PARKED_VERSION" patched "function that released a new reader"
+busy_stop
+pass
