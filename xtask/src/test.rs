@@ -32,5 +32,7 @@ pub fn all() -> Result<ExitCode> {
         build::user_cargo("test").args(["--workspace"]),
         "unit and integration tests",
     )?;
+    // Real livepatch transitions, on every supported Debian kernel.
+    crate::vm::test(crate::vm::Kernels::All)?;
     Ok(ExitCode::SUCCESS)
 }
