@@ -2,5 +2,5 @@
 pub mod advice;
 pub mod blockers;
 pub mod diagnosis;
-pub mod transition_progress;
+pub mod readiness;
 pub mod transition_progress;

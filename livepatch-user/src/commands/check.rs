@@ -1,9 +1,322 @@
-use std::{path::Path, process::ExitCode};
+//! `klpscope check`: read the targets, the kernel and a few stack samples
+//! over the window, count calls if eBPF allows, and report readiness.
+//! Read-only: nothing is loaded into or changed in the kernel but klpscope's
+//! own counting programs, detached on exit.
+use std::{
+    io::Write,
+    path::Path,
+    process::ExitCode,
+    thread,
+    time::{Duration, Instant},
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
-use crate::cli::CheckArgs;
+use crate::{
+    analysis::readiness::{
+        Observations, Plan, Readiness, Resolution, Target, Verdict, assess, call_rates, resolve,
+    },
+    cli::CheckArgs,
+    kernel::{
+        Stacks, ftrace_users::read_ftrace_users, kallsyms_near::closest_symbols,
+        livepatch_module::read_livepatch_module, loaded_modules::read_loaded_modules,
+        read_filter_functions, read_kallsyms, read_kernel, read_patch, read_patches, read_tasks,
+        sysfs_livepatch::livepatch_dir,
+    },
+    model::Known,
+    probes::{self, Capabilities, ProbeRequest},
+    views::check_report::{CheckView, EbpfView, render_json, render_text},
+};
 
-pub fn run(_root: &Path, _args: &CheckArgs) -> Result<ExitCode> {
-    bail!("check: not implemented yet")
+/// Exit codes besides 0 (ready) and 1 (error).
+pub const EXIT_WARNINGS: u8 = 3;
+pub const EXIT_NOT_READY: u8 = 4;
+
+/// Stack samples are this far apart: often enough to catch a task twice in
+/// a short window, rare enough that reading every stack stays cheap.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
+    if !args.duration.is_finite() || args.duration < 0.0 || args.duration > 3600.0 {
+        bail!(
+            "--duration {} is not a number of seconds between 0 and 3600",
+            args.duration
+        );
+    }
+    let (plan, targets, module) = targets(root, args)?;
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let kernel = read_kernel(root);
+    let patches = read_patches(root).context("reading /sys/kernel/livepatch")?;
+    let symbols = read_kallsyms(root, &names).context("reading /proc/kallsyms")?;
+    let loaded_modules = read_loaded_modules(root).context("reading /proc/modules")?;
+    if matches!(plan, Plan::Functions) {
+        refuse_bad_functions(root, &targets, &symbols, loaded_modules.as_ref())?;
+    }
+    // Before klpscope's own counter attaches: it is an ftrace user too.
+    let filter_functions = read_filter_functions(root, &names);
+    let ftrace_users = read_ftrace_users(root, &names);
+
+    let (probes, capabilities) = if args.no_ebpf {
+        let mut caps = Capabilities::default();
+        caps.missing("ebpf", "not tried (--no-ebpf)");
+        (None, caps)
+    } else {
+        let count_calls = vmlinux_functions(&targets);
+        probes::load(
+            root,
+            &ProbeRequest {
+                tracer: false,
+                count_calls,
+            },
+        )
+    };
+    let ebpf_unavailable = match &probes {
+        Some(_) => None,
+        None => Some(
+            capabilities
+                .unavailable_reason()
+                .or_else(|| capabilities.items.first().and_then(|c| c.reason.clone()))
+                .unwrap_or_else(|| "eBPF unavailable".into()),
+        ),
+    };
+    let counter = probes.as_ref().and_then(|p| p.call_counter.as_ref());
+
+    let started = Instant::now();
+    let before = counter.and_then(|c| c.counts().ok()).unwrap_or_default();
+    let samples = sample_stacks(root, args.duration)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = counter.and_then(|c| c.counts().ok()).unwrap_or_default();
+    let rates = call_rates(&before, &after, elapsed);
+    let calls: Vec<Known<f64>> = targets
+        .iter()
+        .map(|target| match (&target.object, &ebpf_unavailable) {
+            (Some(module), _) => Known::unknown(format!(
+                "{} is in module {module}: klpscope counts calls of vmlinux functions only (no module BTF in aya 0.14)",
+                target.name
+            )),
+            (None, Some(reason)) => Known::unknown(format!("eBPF unavailable: {reason}")),
+            (None, None) => match rates.get(&target.name) {
+                Some(rate) => Known::Value(*rate),
+                None => Known::unknown(
+                    capabilities
+                        .get(&format!("calls:{}", target.name))
+                        .and_then(|c| c.reason.clone())
+                        .unwrap_or_else(|| "the call counter did not attach".into()),
+                ),
+            },
+        })
+        .collect();
+    drop(probes);
+
+    let readiness = assess(&Observations {
+        kernel: &kernel,
+        patches: &patches,
+        plan: &plan,
+        targets: &targets,
+        symbols: &symbols,
+        loaded_modules: loaded_modules.as_ref(),
+        filter_functions: &filter_functions,
+        ftrace_users: &ftrace_users,
+        calls: &calls,
+        ebpf_unavailable: ebpf_unavailable.as_deref(),
+        privileged: stacks_readable(&samples),
+        samples: &samples,
+    });
+    let view = CheckView {
+        target: match plan {
+            Plan::Functions => "functions",
+            Plan::Module { .. } => "module",
+            Plan::Disable { .. } => "patch",
+        },
+        module: module.as_ref(),
+        patch: args.patch.as_deref(),
+        duration_secs: args.duration,
+        stack_samples: samples.len(),
+        ebpf: EbpfView {
+            available: ebpf_unavailable.is_none(),
+            reason: ebpf_unavailable.as_deref(),
+            capabilities: &capabilities.items,
+        },
+        readiness: &readiness,
+    };
+    let text = if args.json {
+        render_json(&view)
+    } else {
+        render_text(&view)
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing to stdout")?;
+    Ok(exit_code(&readiness))
+}
+
+fn exit_code(readiness: &Readiness) -> ExitCode {
+    match readiness.verdict {
+        Verdict::Ready => ExitCode::SUCCESS,
+        Verdict::Warnings => EXIT_WARNINGS.into(),
+        Verdict::NotReady => EXIT_NOT_READY.into(),
+    }
+}
+
+type Targets = (
+    Plan,
+    Vec<Target>,
+    Option<crate::kernel::livepatch_module::LivepatchModule>,
+);
+
+fn targets(root: &Path, args: &CheckArgs) -> Result<Targets> {
+    if let Some(path) = &args.module {
+        let module = read_livepatch_module(path)?;
+        let targets = module
+            .objects
+            .iter()
+            .flat_map(|object| {
+                object.functions.iter().map(|f| Target {
+                    name: f.name.clone(),
+                    object: object.name.clone(),
+                    sympos: f.sympos,
+                })
+            })
+            .collect();
+        let plan = Plan::Module {
+            name: module.name.clone(),
+            replace: module.replace,
+            signed: module.signed,
+        };
+        return Ok((plan, targets, Some(module)));
+    }
+    if let Some(name) = &args.patch {
+        if !livepatch_dir(root).join(name).is_dir() {
+            bail!("no livepatch named '{name}' is loaded (see `klpscope status` for the list)");
+        }
+        let patch = read_patch(root, name);
+        let targets = patch
+            .objects
+            .iter()
+            .flat_map(|object| {
+                let module = (object.name != "vmlinux").then(|| object.name.clone());
+                object.functions.iter().map(move |f| Target {
+                    name: f.name.clone(),
+                    object: module.clone(),
+                    sympos: f.sympos,
+                })
+            })
+            .collect();
+        return Ok((
+            Plan::Disable {
+                patch: name.clone(),
+            },
+            targets,
+            None,
+        ));
+    }
+    if args.functions.is_empty() {
+        bail!("nothing to check: give --function NAME[,SYMPOS], --module FILE.ko or --patch NAME");
+    }
+    let targets = args
+        .functions
+        .iter()
+        .map(|spec| parse_function(spec, args.object.as_deref()))
+        .collect::<Result<_>>()?;
+    Ok((Plan::Functions, targets, None))
+}
+
+/// `NAME` or `NAME,SYMPOS`.
+fn parse_function(spec: &str, object: Option<&str>) -> Result<Target> {
+    let (name, sympos) = match spec.split_once(',') {
+        Some((name, sympos)) => {
+            let sympos = sympos.parse().with_context(|| {
+                format!("--function {spec}: sympos '{sympos}' is not a number (NAME[,SYMPOS])")
+            })?;
+            (name, sympos)
+        }
+        None => (spec, 0),
+    };
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        bail!("--function {spec:?}: not a function name (NAME[,SYMPOS])");
+    }
+    Ok(Target {
+        name: name.to_owned(),
+        object: object.filter(|o| *o != "vmlinux").map(str::to_owned),
+        sympos,
+    })
+}
+
+/// Names typed on the command line that cannot be meant as typed: an error
+/// each, rather than a report about a function that does not exist.
+fn refuse_bad_functions(
+    root: &Path,
+    targets: &[Target],
+    symbols: &crate::kernel::SymbolTable,
+    loaded_modules: Option<&std::collections::BTreeSet<String>>,
+) -> Result<()> {
+    for target in targets {
+        let object = target.object_name();
+        match resolve(symbols, loaded_modules, target) {
+            Resolution::ObjectNotLoaded if loaded_modules.is_none() => {
+                bail!("--object {object}: this kernel has no module support (no /proc/modules)")
+            }
+            Resolution::ObjectNotLoaded => {
+                bail!("--object {object}: module {object} is not loaded (not in /proc/modules)")
+            }
+            Resolution::Unknown { elsewhere } if !elsewhere.is_empty() => bail!(
+                "function {} is not in {object} but in {}: use --object",
+                target.name,
+                elsewhere.join(", ")
+            ),
+            Resolution::Unknown { .. } => {
+                let near = closest_symbols(root, &target.name).unwrap_or_default();
+                if near.is_empty() {
+                    bail!("unknown function {}: not in /proc/kallsyms", target.name);
+                }
+                bail!(
+                    "unknown function {}: not in /proc/kallsyms; closest: {}",
+                    target.name,
+                    near.join(", ")
+                );
+            }
+            Resolution::SymposOutOfRange { count } => bail!(
+                "--function {},{}: sympos out of range, {object} has {count} symbol(s) named {}",
+                target.name,
+                target.sympos,
+                target.name
+            ),
+            Resolution::Found | Resolution::Ambiguous { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+fn vmlinux_functions(targets: &[Target]) -> Vec<String> {
+    let mut names: Vec<String> = targets
+        .iter()
+        .filter(|t| t.object.is_none())
+        .map(|t| t.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Every thread with its stack, at the start and then every
+/// `SAMPLE_EVERY` until `duration` has passed.
+fn sample_stacks(root: &Path, duration: f64) -> Result<Vec<Vec<crate::model::Task>>> {
+    let window = Duration::from_secs_f64(duration);
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        samples.push(read_tasks(root, Stacks::Read).context("reading /proc")?);
+        let elapsed = start.elapsed();
+        if elapsed >= window {
+            return Ok(samples);
+        }
+        thread::sleep(SAMPLE_EVERY.min(window - elapsed));
+    }
+}
+
+fn stacks_readable(samples: &[Vec<crate::model::Task>]) -> bool {
+    samples
+        .iter()
+        .flatten()
+        .any(|task| task.stack.value().is_some())
 }

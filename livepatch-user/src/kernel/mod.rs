@@ -2,11 +2,14 @@
 //! the kernel. Each takes a root path, so tests can point it at a fixture tree.
 mod attr;
 pub mod clock;
+pub mod ftrace_users;
 pub mod kallsyms;
+pub mod kallsyms_near;
 pub mod kernel_config;
 pub mod kernel_facts;
 pub mod kernel_log;
 pub mod livepatch_module;
+pub mod loaded_modules;
 pub mod procfs_tasks;
 pub mod snapshot;
 pub mod sysfs_livepatch;

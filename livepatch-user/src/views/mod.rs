@@ -1,5 +1,6 @@
 //! Rendering of analysis results: text, JSON and the TUI. Views never reach
 //! back into the kernel.
+pub mod check_report;
 pub mod status;
 pub mod diagnose_report;
 pub mod tui;

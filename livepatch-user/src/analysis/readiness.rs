@@ -1,0 +1,773 @@
+//! Will a patch apply here, how risky is it, and who will block it: kernel
+//! checks, function checks and predicted blockers, and the verdict.
+//!
+//! Pure: the command gathers what the readers and probes saw into
+//! `Observations`; this turns it into a `Readiness`.
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::blockers::PatchedCode;
+use crate::{
+    kernel::{FilterFunctions, SymbolTable, ftrace_users::FtraceUse},
+    model::{Direction, Kernel, Known, Patch, PatchFunction, PatchObject, StackFrame, Task},
+    probes::CallCount,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ready,
+    Warnings,
+    NotReady,
+}
+
+/// One function a patch redirects. `object` None is vmlinux; `sympos` 0
+/// means "the only one of that name".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub object: Option<String>,
+    pub sympos: u32,
+}
+
+impl Target {
+    pub fn object_name(&self) -> &str {
+        self.object.as_deref().unwrap_or("vmlinux")
+    }
+}
+
+/// What is being checked.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    /// Functions named on the command line, no module yet.
+    Functions,
+    /// A livepatch module file about to be loaded.
+    Module {
+        name: String,
+        replace: bool,
+        signed: bool,
+    },
+    /// Disabling a loaded patch.
+    Disable { patch: String },
+}
+
+/// Everything the command gathered, untouched.
+pub struct Observations<'a> {
+    pub kernel: &'a Kernel,
+    pub patches: &'a [Patch],
+    pub plan: &'a Plan,
+    pub targets: &'a [Target],
+    pub symbols: &'a SymbolTable,
+    /// None: this kernel has no module support.
+    pub loaded_modules: Option<&'a BTreeSet<String>>,
+    pub filter_functions: &'a Known<FilterFunctions>,
+    pub ftrace_users: &'a Known<Vec<FtraceUse>>,
+    /// Calls per second per target, in `targets` order, or why not measured.
+    pub calls: &'a [Known<f64>],
+    /// None when eBPF works; otherwise why not.
+    pub ebpf_unavailable: Option<&'a str>,
+    pub privileged: bool,
+    /// Every thread, one list per sample over the window, oldest first.
+    pub samples: &'a [Vec<Task>],
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KernelCheck {
+    pub id: &'static str,
+    pub status: Status,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FunctionReport {
+    pub name: String,
+    pub sympos: u32,
+    pub object: String,
+    pub status: Status,
+    pub problems: Vec<String>,
+    pub present: bool,
+    /// With no sympos and several symbols: each candidate's position and
+    /// address (0 when hidden).
+    pub candidates: Vec<String>,
+    /// None when it could not be checked.
+    pub traceable: Option<bool>,
+    pub patched_by: Vec<String>,
+    pub ftrace_users: Option<u32>,
+    pub calls_per_sec: Option<f64>,
+    /// Why calls_per_sec is null.
+    pub calls_unmeasured: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PredictedBlocker {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub kthread: bool,
+    pub function: String,
+    /// On the stack in every sample: it will hold the transition up.
+    pub persistent: bool,
+    pub seen_in: usize,
+    pub samples: usize,
+    /// The scheduler state at the last sighting.
+    pub state: char,
+    /// Why it will or will not clear by itself.
+    pub why: String,
+    pub stack: Vec<StackFrame>,
+    pub marked_frame: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Readiness {
+    pub verdict: Verdict,
+    pub kernel_checks: Vec<KernelCheck>,
+    pub functions: Vec<FunctionReport>,
+    pub predicted_blockers: Vec<PredictedBlocker>,
+}
+
+/// How a target's name resolves in kallsyms, the way the kernel resolves
+/// `old_name`/`old_sympos` in its object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    Found,
+    ObjectNotLoaded,
+    /// No symbol of that name in the object; `elsewhere` names the objects
+    /// that have one.
+    Unknown {
+        elsewhere: Vec<String>,
+    },
+    /// Several symbols and no sympos.
+    Ambiguous {
+        count: usize,
+    },
+    SymposOutOfRange {
+        count: usize,
+    },
+}
+
+pub fn resolve(
+    symbols: &SymbolTable,
+    loaded_modules: Option<&BTreeSet<String>>,
+    target: &Target,
+) -> Resolution {
+    if let Some(module) = &target.object {
+        if !loaded_modules.is_some_and(|loaded| loaded.contains(module)) {
+            return Resolution::ObjectNotLoaded;
+        }
+    }
+    let all = symbols.lookup(&target.name);
+    let count = all.iter().filter(|s| s.module == target.object).count();
+    match (count, target.sympos) {
+        (0, _) => Resolution::Unknown {
+            elsewhere: all
+                .iter()
+                .map(|s| s.module.as_deref().unwrap_or("vmlinux").to_owned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        },
+        (1, 0) => Resolution::Found,
+        (count, 0) => Resolution::Ambiguous { count },
+        (count, sympos) if sympos as usize > count => Resolution::SymposOutOfRange { count },
+        _ => Resolution::Found,
+    }
+}
+
+/// Calls per second of each function between two readings of the running
+/// totals, `secs` apart.
+pub fn call_rates(before: &[CallCount], after: &[CallCount], secs: f64) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter(|_| secs > 0.0)
+        .map(|end| {
+            let start = before
+                .iter()
+                .find(|c| c.function == end.function)
+                .map_or(0, |c| c.old + c.new);
+            let calls = (end.old + end.new).saturating_sub(start);
+            (end.function.clone(), calls as f64 / secs)
+        })
+        .collect()
+}
+
+pub fn assess(seen: &Observations) -> Readiness {
+    let kernel_checks = kernel_checks(seen);
+    let functions: Vec<FunctionReport> = seen
+        .targets
+        .iter()
+        .zip(seen.calls.iter().chain(std::iter::repeat(&Known::Unknown {
+            unknown: "not measured".into(),
+        })))
+        .map(|(target, calls)| function_report(seen, target, calls))
+        .collect();
+    let predicted_blockers = predict_blockers(seen);
+    let worst = kernel_checks
+        .iter()
+        .map(|c| c.status)
+        .chain(functions.iter().map(|f| f.status))
+        .max()
+        .unwrap_or(Status::Pass);
+    let verdict = match worst {
+        Status::Fail => Verdict::NotReady,
+        _ if worst == Status::Warn || predicted_blockers.iter().any(|b| b.persistent) => {
+            Verdict::Warnings
+        }
+        _ => Verdict::Ready,
+    };
+    Readiness {
+        verdict,
+        kernel_checks,
+        functions,
+        predicted_blockers,
+    }
+}
+
+fn check(id: &'static str, status: Status, detail: impl Into<String>) -> KernelCheck {
+    KernelCheck {
+        id,
+        status,
+        detail: detail.into(),
+    }
+}
+
+fn kernel_checks(seen: &Observations) -> Vec<KernelCheck> {
+    let kernel = seen.kernel;
+    let mut checks = vec![
+        livepatch_check(kernel),
+        match kernel.reliable_stacktrace {
+            Some(true) => check("reliable_stacktrace", Status::Pass, "available"),
+            Some(false) => check(
+                "reliable_stacktrace",
+                Status::Warn,
+                "no reliable stack traces: tasks switch only on their own, a transition may never complete",
+            ),
+            None => check(
+                "reliable_stacktrace",
+                Status::Warn,
+                "unknown: the kernel config is unreadable",
+            ),
+        },
+        match kernel.ftrace_enabled {
+            Some(true) => check("ftrace_enabled", Status::Pass, "kernel.ftrace_enabled=1"),
+            Some(false) => check(
+                "ftrace_enabled",
+                Status::Fail,
+                "kernel.ftrace_enabled=0: livepatches cannot be enabled (sysctl kernel.ftrace_enabled=1)",
+            ),
+            None => check(
+                "ftrace_enabled",
+                Status::Warn,
+                "unknown: /proc/sys/kernel/ftrace_enabled unreadable",
+            ),
+        },
+        match kernel.lockdown.as_deref() {
+            None => check(
+                "lockdown",
+                Status::Pass,
+                "not reported: no lockdown LSM, or securityfs not mounted",
+            ),
+            Some("none") => check("lockdown", Status::Pass, "none"),
+            Some(mode) => check(
+                "lockdown",
+                Status::Warn,
+                format!("{mode}: only signed modules load, and some tracing is refused"),
+            ),
+        },
+        signature_check(seen),
+        taint_check(kernel),
+        transition_check(seen.patches),
+        loaded_patches_check(seen),
+    ];
+    checks.push(if seen.privileged {
+        check("root", Status::Pass, "root: kernel stacks are readable")
+    } else {
+        check(
+            "root",
+            Status::Warn,
+            "not root: kernel stacks are unreadable, so predicted blockers are incomplete",
+        )
+    });
+    checks.push(if kernel.btf {
+        check("btf", Status::Pass, "/sys/kernel/btf/vmlinux present")
+    } else {
+        check(
+            "btf",
+            Status::Warn,
+            "no /sys/kernel/btf/vmlinux: klpscope cannot load its eBPF programs",
+        )
+    });
+    checks.push(match seen.ebpf_unavailable {
+        None => check(
+            "fentry",
+            Status::Pass,
+            "fentry programs attach: calls are counted",
+        ),
+        Some(reason) => check(
+            "fentry",
+            Status::Warn,
+            format!("eBPF unavailable, calls per second not measured: {reason}"),
+        ),
+    });
+    checks.push(match &kernel.tracefs {
+        Some(mount) => check("tracefs", Status::Pass, format!("mounted at {mount}")),
+        None => check(
+            "tracefs",
+            Status::Warn,
+            "tracefs not mounted: traceability and ftrace users unknown (mount -t tracefs nodev /sys/kernel/tracing)",
+        ),
+    });
+    checks
+}
+
+fn livepatch_check(kernel: &Kernel) -> KernelCheck {
+    if kernel.livepatch_supported {
+        return check("livepatch", Status::Pass, "supported");
+    }
+    let why = kernel
+        .problems
+        .iter()
+        .find(|p| p.starts_with("livepatch unsupported"))
+        .cloned()
+        .unwrap_or_else(|| "livepatch unsupported: no /sys/kernel/livepatch".into());
+    check("livepatch", Status::Fail, why)
+}
+
+fn signature_check(seen: &Observations) -> KernelCheck {
+    let kernel = seen.kernel;
+    let lockdown = kernel.lockdown.as_deref().filter(|mode| *mode != "none");
+    let required = match (kernel.module_sig_enforce, lockdown) {
+        (Some(true), _) => Some("module.sig_enforce".to_owned()),
+        (_, Some(mode)) => Some(format!("lockdown {mode}")),
+        _ => None,
+    };
+    match (required, seen.plan) {
+        (None, _) => check("module_signature", Status::Pass, "signatures not enforced"),
+        (
+            Some(by),
+            Plan::Module {
+                name,
+                signed: false,
+                ..
+            },
+        ) => check(
+            "module_signature",
+            Status::Fail,
+            format!("signatures are required ({by}) and {name} is unsigned: loading it fails"),
+        ),
+        (Some(by), Plan::Module { signed: true, .. }) => check(
+            "module_signature",
+            Status::Pass,
+            format!("required ({by}); the module is signed (its key must be trusted)"),
+        ),
+        (Some(by), _) => check(
+            "module_signature",
+            Status::Warn,
+            format!("required ({by}): the livepatch module must be signed with a trusted key"),
+        ),
+    }
+}
+
+/// Loading a livepatch sets K, and out-of-tree (O) or unsigned (E) modules
+/// are what livepatch modules usually are: none of these say anything is
+/// wrong.
+fn taint_check(kernel: &Kernel) -> KernelCheck {
+    let unusual: Vec<String> = kernel
+        .taint
+        .iter()
+        .filter(|flag| !matches!(flag.letter, 'K' | 'O' | 'E'))
+        .map(|flag| format!("{} ({})", flag.letter, flag.meaning))
+        .collect();
+    if unusual.is_empty() {
+        let letters: String = kernel.taint.iter().map(|flag| flag.letter).collect();
+        let detail = if letters.is_empty() {
+            "not tainted".to_owned()
+        } else {
+            format!("{letters}: expected with livepatches")
+        };
+        check("taint", Status::Pass, detail)
+    } else {
+        check(
+            "taint",
+            Status::Warn,
+            format!(
+                "tainted: {} (vendor support may be refused)",
+                unusual.join(", ")
+            ),
+        )
+    }
+}
+
+fn transition_check(patches: &[Patch]) -> KernelCheck {
+    match patches
+        .iter()
+        .find(|p| !p.gone && p.transition == Known::Value(true))
+    {
+        Some(patch) => check(
+            "transition",
+            Status::Fail,
+            format!(
+                "{} is in transition: no other patch can be enabled or disabled until it ends (EBUSY)",
+                patch.name
+            ),
+        ),
+        None => check("transition", Status::Pass, "none in progress"),
+    }
+}
+
+fn loaded_patches_check(seen: &Observations) -> KernelCheck {
+    let names: Vec<&str> = seen
+        .patches
+        .iter()
+        .filter(|p| !p.gone)
+        .map(|p| p.name.as_str())
+        .collect();
+    let list = names.join(", ");
+    match seen.plan {
+        Plan::Disable { patch } => {
+            let enabled = seen
+                .patches
+                .iter()
+                .find(|p| &p.name == patch)
+                .map(|p| p.enabled.clone());
+            match enabled {
+                Some(Known::Value(false)) => check(
+                    "loaded_patches",
+                    Status::Fail,
+                    format!("{patch} is already disabled"),
+                ),
+                _ => check(
+                    "loaded_patches",
+                    Status::Pass,
+                    format!(
+                        "loaded: {list}; disabling {patch} restores the previous version of its functions"
+                    ),
+                ),
+            }
+        }
+        Plan::Module { name, .. } if names.contains(&name.as_str()) => check(
+            "loaded_patches",
+            Status::Fail,
+            format!("a patch named {name} is already loaded: the module cannot load twice"),
+        ),
+        _ if names.is_empty() => check("loaded_patches", Status::Pass, "none loaded"),
+        Plan::Module { replace: true, .. } => check(
+            "loaded_patches",
+            Status::Warn,
+            format!(
+                "atomic replace: it will replace {list}; their changes that it lacks are reverted"
+            ),
+        ),
+        Plan::Module { .. } => check(
+            "loaded_patches",
+            Status::Pass,
+            format!("stacks on {list} (no replace)"),
+        ),
+        Plan::Functions => check("loaded_patches", Status::Pass, format!("loaded: {list}")),
+    }
+}
+
+fn function_report(seen: &Observations, target: &Target, calls: &Known<f64>) -> FunctionReport {
+    let object = target.object_name().to_owned();
+    let mut report = FunctionReport {
+        name: target.name.clone(),
+        sympos: target.sympos,
+        object: object.clone(),
+        status: Status::Pass,
+        problems: Vec::new(),
+        present: false,
+        candidates: Vec::new(),
+        traceable: None,
+        patched_by: Vec::new(),
+        ftrace_users: None,
+        calls_per_sec: calls.value().copied(),
+        calls_unmeasured: match calls {
+            Known::Value(_) => None,
+            Known::Unknown { unknown } => Some(unknown.clone()),
+        },
+    };
+    match resolve(seen.symbols, seen.loaded_modules, target) {
+        Resolution::Found => report.present = true,
+        Resolution::ObjectNotLoaded => {
+            problem(
+                &mut report,
+                Status::Warn,
+                format!(
+                    "module {object} is not loaded: the patch applies to it when it loads; nothing can be checked now"
+                ),
+            );
+            return report;
+        }
+        Resolution::Unknown { elsewhere } => {
+            let hint = if elsewhere.is_empty() {
+                String::new()
+            } else {
+                format!(" (found in {})", elsewhere.join(", "))
+            };
+            problem(
+                &mut report,
+                Status::Fail,
+                format!("not in kallsyms for {object}{hint}: the patch fails to load"),
+            );
+            return report;
+        }
+        Resolution::Ambiguous { count } => {
+            report.present = true;
+            report.candidates = candidates(seen.symbols, target);
+            problem(
+                &mut report,
+                Status::Fail,
+                format!(
+                    "{count} symbols named {} in {object} and no sympos: the kernel refuses it; pick one with NAME,SYMPOS",
+                    target.name
+                ),
+            );
+        }
+        Resolution::SymposOutOfRange { count } => {
+            report.present = true;
+            report.candidates = candidates(seen.symbols, target);
+            problem(
+                &mut report,
+                Status::Fail,
+                format!(
+                    "sympos {} out of range: {object} has {count} symbol(s) named {}",
+                    target.sympos, target.name
+                ),
+            );
+        }
+    }
+
+    match seen.filter_functions {
+        Known::Value(filter) => {
+            let traceable = filter.traceable(&target.name, target.object.as_deref());
+            report.traceable = Some(traceable);
+            if !traceable {
+                problem(
+                    &mut report,
+                    Status::Fail,
+                    "not in available_filter_functions: ftrace cannot attach (notrace or inlined), the patch fails".into(),
+                );
+            }
+        }
+        Known::Unknown { unknown } => problem(
+            &mut report,
+            Status::Warn,
+            format!("traceability unknown: {unknown}"),
+        ),
+    }
+
+    report.patched_by = seen
+        .patches
+        .iter()
+        .filter(|p| !p.gone && !matches!(seen.plan, Plan::Disable { patch } if *patch == p.name))
+        .filter(|p| {
+            p.objects
+                .iter()
+                .any(|o| o.name == object && o.functions.iter().any(|f| f.name == target.name))
+        })
+        .map(|p| p.name.clone())
+        .collect();
+    if !report.patched_by.is_empty() {
+        let text = format!(
+            "already patched by {}: the newest patch's version runs",
+            report.patched_by.join(", ")
+        );
+        problem(&mut report, Status::Warn, text);
+    }
+
+    if let Known::Value(uses) = seen.ftrace_users {
+        if let Some(using) = uses
+            .iter()
+            .find(|u| u.function == target.name && u.module == target.object)
+        {
+            report.ftrace_users = Some(using.users);
+            if using.ipmodify
+                && report.patched_by.is_empty()
+                && !matches!(seen.plan, Plan::Disable { .. })
+            {
+                problem(
+                    &mut report,
+                    Status::Fail,
+                    "another IPMODIFY ftrace user (a kprobe or another patching tool) holds it: enabling the patch fails with EBUSY".into(),
+                );
+            }
+            if using.direct && kernel_before_6_0(&seen.kernel.release) {
+                problem(
+                    &mut report,
+                    Status::Fail,
+                    "a BPF trampoline (fentry/fexit) is attached: kernels before 6.0 refuse a livepatch here".into(),
+                );
+            }
+        } else {
+            report.ftrace_users = Some(0);
+        }
+    }
+    report
+}
+
+fn problem(report: &mut FunctionReport, status: Status, text: String) {
+    report.status = report.status.max(status);
+    report.problems.push(text);
+}
+
+fn candidates(symbols: &SymbolTable, target: &Target) -> Vec<String> {
+    symbols
+        .lookup(&target.name)
+        .iter()
+        .filter(|s| s.module == target.object)
+        .enumerate()
+        .map(|(i, s)| format!("{},{} at {:#x}", target.name, i + 1, s.address))
+        .collect()
+}
+
+fn kernel_before_6_0(release: &str) -> bool {
+    release
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u32>().ok())
+        .is_some_and(|major| major < 6)
+}
+
+/// The code whose presence on a stack would block: the targets' old
+/// functions while patching, the loaded patch's new ones while disabling.
+fn patched_code(seen: &Observations) -> (Patch, Direction) {
+    if let Plan::Disable { patch } = seen.plan {
+        if let Some(loaded) = seen.patches.iter().find(|p| &p.name == patch) {
+            return (loaded.clone(), Direction::Unpatching);
+        }
+    }
+    let mut objects: BTreeMap<&str, Vec<PatchFunction>> = BTreeMap::new();
+    for target in seen.targets {
+        objects
+            .entry(target.object_name())
+            .or_default()
+            .push(PatchFunction {
+                name: target.name.clone(),
+                sympos: target.sympos,
+            });
+    }
+    let patch = Patch {
+        name: match seen.plan {
+            Plan::Module { name, .. } => name.clone(),
+            _ => "(planned)".into(),
+        },
+        enabled: Known::Value(false),
+        transition: Known::Value(false),
+        force: Known::Value(false),
+        replace: None,
+        objects: objects
+            .into_iter()
+            .map(|(name, functions)| PatchObject {
+                name: name.to_owned(),
+                patched: Known::Value(false),
+                functions,
+            })
+            .collect(),
+        gone: false,
+    };
+    (patch, Direction::Patching)
+}
+
+/// Tasks with a target on their kernel stack in any sample. Persistent:
+/// there in every sample, so it will be there when the transition tries it.
+fn predict_blockers(seen: &Observations) -> Vec<PredictedBlocker> {
+    let (patch, direction) = patched_code(seen);
+    let code = PatchedCode {
+        patch: &patch,
+        direction,
+    };
+    let samples = seen.samples.len();
+    let mut found: BTreeMap<(u32, u32), PredictedBlocker> = BTreeMap::new();
+    for sample in seen.samples {
+        for task in sample {
+            let Some(stack) = task.stack.value() else {
+                continue;
+            };
+            let Some(marked) = code.blocking_frame(stack) else {
+                continue;
+            };
+            let entry = found
+                .entry((task.pid, task.tid))
+                .or_insert_with(|| PredictedBlocker {
+                    pid: task.pid,
+                    tid: task.tid,
+                    comm: task.comm.clone(),
+                    kthread: task.kthread,
+                    function: String::new(),
+                    persistent: false,
+                    seen_in: 0,
+                    samples,
+                    state: task.state,
+                    why: String::new(),
+                    stack: Vec::new(),
+                    marked_frame: 0,
+                });
+            entry.seen_in += 1;
+            entry.state = task.state;
+            entry.function = stack[marked].function.clone();
+            entry.stack = stack.clone();
+            entry.marked_frame = marked;
+        }
+    }
+    let mut blockers: Vec<PredictedBlocker> = found
+        .into_values()
+        .map(|mut blocker| {
+            blocker.persistent = samples > 0 && blocker.seen_in == samples;
+            blocker.why = why(&blocker);
+            blocker
+        })
+        .collect();
+    blockers.sort_by_key(|b| (!b.persistent, b.pid, b.tid));
+    blockers
+}
+
+fn why(blocker: &PredictedBlocker) -> String {
+    let function = &blocker.function;
+    if !blocker.persistent {
+        return format!(
+            "in {function} in {} of {} samples: passing through, it switches by itself",
+            blocker.seen_in, blocker.samples
+        );
+    }
+    if blocker.kthread {
+        return if is_main_loop(blocker) {
+            format!(
+                "kthread whose main loop is {function}: it never returns from it, so it will not switch by itself; stop the kthread or the transition stalls"
+            )
+        } else {
+            format!(
+                "kthread inside {function} in every sample: it switches only once it leaves; the kernel wakes it after about 15 s of failed rounds"
+            )
+        };
+    }
+    match blocker.state {
+        'D' => format!(
+            "sleeps uninterruptibly (or killably) in {function}: the kernel's fake signal does not wake it, it blocks until what it waits for happens"
+        ),
+        'S' => format!(
+            "sleeps in {function}: after about 15 s of failed rounds the kernel's fake signal wakes it and it switches on its way to user space"
+        ),
+        _ => format!(
+            "runs in {function} in every sample: it switches once it leaves the function and returns to user space"
+        ),
+    }
+}
+
+/// The marked frame is the kthread's function (or called only by frames of
+/// its own object down to `kthread`): it runs for the kthread's life.
+fn is_main_loop(blocker: &PredictedBlocker) -> bool {
+    let marked = &blocker.stack[blocker.marked_frame];
+    let below = &blocker.stack[blocker.marked_frame + 1..];
+    match below.iter().position(|f| f.function == "kthread") {
+        Some(at) => below[..at].iter().all(|f| f.module == marked.module),
+        None => false,
+    }
+}
