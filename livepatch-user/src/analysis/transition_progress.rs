@@ -280,10 +280,18 @@ impl WatchState {
         let first_poll = self.polls == 0;
         self.polls += 1;
 
-        let continuing = matches!(
-            (&self.transition, &poll.transition),
-            (Some(current), Some(seen)) if current.patch == seen.patch
-        );
+        // A patch whose `transition` could not be read this time (a read
+        // racing a write) has not ended its transition.
+        let unreadable = |name: &str| {
+            poll.patches
+                .iter()
+                .any(|p| p.name == name && !p.gone && matches!(p.transition, Known::Unknown { .. }))
+        };
+        let continuing = match (&self.transition, &poll.transition) {
+            (Some(current), Some(seen)) => current.patch == seen.patch,
+            (Some(current), None) => unreadable(&current.patch),
+            (None, _) => false,
+        };
         if !continuing {
             if let Some(ended) = self.transition.take() {
                 self.end(ended, &poll.patches, events);
@@ -778,6 +786,16 @@ mod tests {
             state.patches[0].gone,
             "a gone patch stays on screen, marked"
         );
+    }
+
+    #[test]
+    fn an_unreadable_transition_flag_does_not_end_the_transition() {
+        let mut state = polling();
+        state.apply(patching(0, 5, vec![]));
+        let mut racing = patch("p", true, true);
+        racing.transition = Known::unknown("empty read");
+        assert!(state.apply(poll(1, vec![racing], None, vec![])).is_empty());
+        assert!(state.transition.is_some());
     }
 
     #[test]

@@ -1,9 +1,502 @@
-use std::{path::Path, process::ExitCode};
+//! `klpscope watch`: poll sysfs and procfs (and drain the eBPF tracer) on a
+//! tick, feed the transition state machine, and show its events as a TUI or
+//! as lines. The eBPF programs live in `Feed` and are dropped with it on
+//! every way out.
+use std::{
+    io::{self, IsTerminal, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
+use crossterm::event::{Event, EventStream};
+use futures_util::StreamExt;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::{Instant, MissedTickBehavior, interval, sleep_until},
+};
 
-use crate::cli::WatchArgs;
+use crate::{
+    analysis::{
+        blockers::{Blocker, PatchedCode, find_blockers},
+        transition_progress::{self, Observation, Poll, WatchEvent, WatchState},
+    },
+    cli::WatchArgs,
+    kernel::{
+        ThreadId, kernel_log::read_livepatch_log, procfs_tasks::Stacks, read_kernel, read_patches,
+        read_task, scan_patch_states, transition,
+    },
+    model::{Direction, Known, Patch, ThreadPatchState, TraceEvent, Transition},
+    probes::{self, ProbeRequest, Probes, TaskVerdict},
+    views::{
+        tui::{
+            app::{Action, App},
+            handler::{Request, handle_key},
+            terminal::TerminalSession,
+        },
+        watch_lines::{json_line, plain_line},
+    },
+};
 
-pub fn run(_root: &Path, _args: &WatchArgs) -> Result<ExitCode> {
-    bail!("watch: not implemented yet")
+const EXIT_REVERSED: u8 = 5;
+const EXIT_TIMED_OUT: u8 = 6;
+
+/// Twice per kernel retry round, so that a short transition is still seen.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// At most this many pending threads get their kernel stack read per poll:
+/// at the start of a transition almost every thread is pending.
+const MAX_STACKS: usize = 256;
+
+pub fn run(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(watch(root, args))
+}
+
+async fn watch(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
+    let interactive = !args.plain && !args.json && io::stdout().is_terminal();
+    let feed = Feed::open(root, args);
+    let state = WatchState::new(read_kernel(root).release, feed.kind());
+    let deadline = args
+        .timeout
+        .filter(|secs| secs.is_finite() && *secs >= 0.0)
+        .map(|secs| Instant::now() + Duration::from_secs_f64(secs.min(1e9)));
+    if interactive {
+        run_tui(feed, App::new(state), args, deadline).await
+    } else {
+        run_lines(feed, state, args, deadline).await
+    }
+}
+
+/// How the loop ends, as the exit code the CLI documents.
+fn exit_for(events: &[WatchEvent], until_complete: bool) -> Option<ExitCode> {
+    if !until_complete {
+        return None;
+    }
+    events.iter().find_map(|event| match event {
+        WatchEvent::Complete { reversed: true, .. } => Some(ExitCode::from(EXIT_REVERSED)),
+        WatchEvent::Complete { .. } => Some(ExitCode::SUCCESS),
+        _ => None,
+    })
+}
+
+async fn run_lines(
+    mut feed: Feed,
+    mut state: WatchState,
+    args: &WatchArgs,
+    deadline: Option<Instant>,
+) -> Result<ExitCode> {
+    if let transition_progress::Feed::Polling { reason } = &state.feed {
+        eprintln!(
+            "klpscope: eBPF unavailable ({reason}): following transitions by polling /proc and /sys"
+        );
+    }
+    let started = Instant::now();
+    let mut stdout = io::stdout().lock();
+    let mut emit = |events: &[WatchEvent]| -> io::Result<()> {
+        for event in events {
+            let line = if args.json {
+                json_line(event, wall_clock_secs())
+            } else {
+                plain_line(event, started.elapsed().as_secs_f64())
+            };
+            writeln!(stdout, "{line}")?;
+        }
+        stdout.flush()
+    };
+    let mut tick = interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let events = feed.observe(&mut state)?;
+                if let Err(error) = emit(&events) {
+                    // A reader that went away (`| head`) ends the watch.
+                    return if error.kind() == io::ErrorKind::BrokenPipe {
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        Err(error).context("writing to stdout")
+                    };
+                }
+                if let Some(code) = exit_for(&events, args.until_complete) {
+                    return Ok(code);
+                }
+            }
+            _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                let _ = emit(&[timeout(started)]);
+                return Ok(ExitCode::from(EXIT_TIMED_OUT));
+            }
+            _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+            _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// One `select!` over the poll tick, terminal events and signals; the
+/// screen is redrawn after each. ratatui only writes the cells that
+/// changed, so redraws do not flicker.
+async fn run_tui(
+    mut feed: Feed,
+    mut app: App,
+    args: &WatchArgs,
+    deadline: Option<Instant>,
+) -> Result<ExitCode> {
+    let mut session = TerminalSession::enter().context("setting up the terminal")?;
+    let started = Instant::now();
+    let mut keys = EventStream::new();
+    let mut tick = interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let events = feed.observe(&mut app.state)?;
+                if let Some(code) = exit_for(&events, args.until_complete) {
+                    return Ok(code);
+                }
+            }
+            event = keys.next() => match event {
+                Some(Ok(Event::Key(key))) => match handle_key(&mut app, key) {
+                    Some(Request::Quit) => return Ok(ExitCode::SUCCESS),
+                    Some(Request::Write(action)) => {
+                        let outcome = feed.write(&action);
+                        if outcome.is_ok() && matches!(action, Action::Force { .. }) {
+                            app.state.apply(Observation::ForceWritten);
+                        }
+                        app.message = Some(outcome.unwrap_or_else(|error| error));
+                    }
+                    None => {}
+                },
+                // A resize needs only the redraw below.
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error).context("reading the terminal"),
+                None => return Ok(ExitCode::SUCCESS),
+            },
+            _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                app.state.note(timeout(started));
+                return Ok(ExitCode::from(EXIT_TIMED_OUT));
+            }
+            _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+            _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+        }
+        session
+            .terminal
+            .draw(|frame| frame.render_widget(&app, frame.area()))
+            .context("drawing the screen")?;
+    }
+}
+
+fn timeout(started: Instant) -> WatchEvent {
+    WatchEvent::Timeout {
+        secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+fn wall_clock_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// CLOCK_MONOTONIC, the clock of the tracer's timestamps (bpf_ktime_get_ns),
+/// so that polls and trace events can be compared.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } == 0;
+    if !ok {
+        return 0;
+    }
+    (now.tv_sec as u64).saturating_mul(1_000_000_000) + now.tv_nsec as u64
+}
+
+/// Everything watch reads from the kernel, and the eBPF programs it owns.
+struct Feed {
+    root: PathBuf,
+    patch: Option<String>,
+    /// The transition tracer; None when eBPF is unavailable or refused.
+    tracer: Option<Probes>,
+    polling_reason: Option<String>,
+    /// Call counters for the patched vmlinux functions, reloaded when the
+    /// patches change (the programs attach to a fixed list).
+    counter: Option<Probes>,
+    counted: Vec<String>,
+    /// Functions the kernel would not let the counter attach to, and why.
+    refused: Vec<(String, String)>,
+    uncounted: Vec<(String, String)>,
+    /// The newest kernel log record already seen.
+    log_seen_us: Option<u64>,
+    patch_names: Vec<String>,
+}
+
+impl Feed {
+    fn open(root: &Path, args: &WatchArgs) -> Self {
+        let (tracer, polling_reason) = if args.no_ebpf {
+            (None, Some("--no-ebpf".to_owned()))
+        } else {
+            let request = ProbeRequest {
+                tracer: true,
+                count_calls: Vec::new(),
+            };
+            match probes::load(root, &request) {
+                (Some(probes), _) if probes.tracer.is_some() => (Some(probes), None),
+                (_, caps) => (
+                    None,
+                    Some(
+                        caps.unavailable_reason()
+                            .unwrap_or_else(|| "the transition tracer did not load".into()),
+                    ),
+                ),
+            }
+        };
+        Feed {
+            root: root.to_owned(),
+            patch: args.patch.clone(),
+            tracer,
+            polling_reason,
+            counter: None,
+            counted: Vec::new(),
+            refused: Vec::new(),
+            uncounted: Vec::new(),
+            log_seen_us: None,
+            patch_names: Vec::new(),
+        }
+    }
+
+    fn kind(&self) -> transition_progress::Feed {
+        match &self.polling_reason {
+            None => transition_progress::Feed::Ebpf,
+            Some(reason) => transition_progress::Feed::Polling {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    /// One round of reading, applied to the state; returns the new events.
+    fn observe(&mut self, state: &mut WatchState) -> Result<Vec<WatchEvent>> {
+        let mut events = Vec::new();
+        for observation in self.read()? {
+            events.extend(state.apply(observation));
+        }
+        state.uncounted = self.uncounted.clone();
+        Ok(events)
+    }
+
+    fn read(&mut self) -> Result<Vec<Observation>> {
+        let mut observations = Vec::new();
+        let verdicts = self.drain_tracer(&mut observations);
+        let mut patches = read_patches(&self.root).context("reading /sys/kernel/livepatch")?;
+        if let Some(name) = &self.patch {
+            patches.retain(|patch| &patch.name == name);
+        }
+        if !patches.is_empty() {
+            observations.extend(self.kernel_log());
+        }
+        let names: Vec<String> = patches.iter().map(|p| p.name.clone()).collect();
+        let names_changed = names != self.patch_names;
+        self.patch_names = names;
+        let in_transition = patches.iter().any(|p| p.transition == Known::Value(true));
+        // A scan only when a transition may be under way: it is the costly
+        // part, and a new patch may have started and ended between polls.
+        let threads = if in_transition || names_changed {
+            Some(scan_patch_states(&self.root).context("scanning /proc for patch_state")?)
+        } else {
+            None
+        };
+        let now_ns = monotonic_ns();
+        let transition = threads
+            .as_ref()
+            .and_then(|threads| transition(&patches, threads.iter().map(|t| &t.patch_state)));
+        let blockers = match (&transition, &threads) {
+            (Some(transition), Some(threads)) => {
+                self.blockers(transition, &patches, threads, verdicts.as_deref(), now_ns)
+            }
+            _ => Vec::new(),
+        };
+        let calls = self.count_calls(&patches, now_ns);
+        observations.push(Observation::Poll(Poll {
+            at_ns: now_ns,
+            threads: threads.as_ref().map(Vec::len),
+            patches,
+            transition,
+            blockers,
+        }));
+        observations.extend(calls);
+        Ok(observations)
+    }
+
+    /// The tracer's events, and its verdicts for the blockers.
+    fn drain_tracer(&mut self, observations: &mut Vec<Observation>) -> Option<Vec<TaskVerdict>> {
+        let tracer = self.tracer.as_mut()?.tracer.as_mut()?;
+        for event in tracer.drain() {
+            // Verdicts from an earlier transition would name tasks that
+            // block nothing now.
+            if matches!(event, TraceEvent::Start { .. }) {
+                tracer.clear_verdicts();
+            }
+            observations.push(Observation::Trace(event));
+        }
+        Some(tracer.verdicts())
+    }
+
+    /// New livepatch messages in the kernel log. The first read only marks
+    /// where the log stands: older messages belong to older transitions.
+    fn kernel_log(&mut self) -> Vec<Observation> {
+        let Known::Value(entries) = read_livepatch_log(&self.root) else {
+            return Vec::new();
+        };
+        let newest = entries.iter().map(|e| e.timestamp_us).max().unwrap_or(0);
+        let fresh = match self.log_seen_us {
+            None => Vec::new(),
+            Some(seen) => entries
+                .into_iter()
+                .filter(|entry| entry.timestamp_us > seen)
+                .map(|entry| Observation::KernelLog(entry.message))
+                .collect(),
+        };
+        self.log_seen_us = Some(self.log_seen_us.unwrap_or(0).max(newest));
+        fresh
+    }
+
+    fn blockers(
+        &self,
+        transition: &Transition,
+        patches: &[Patch],
+        threads: &[ThreadPatchState],
+        verdicts: Option<&[TaskVerdict]>,
+        now_ns: u64,
+    ) -> Vec<Blocker> {
+        let Some(patch) = patches.iter().find(|p| p.name == transition.patch) else {
+            return Vec::new();
+        };
+        let target = Known::Value(transition.direction.target());
+        // With the kernel's verdicts, only the tasks it failed to switch
+        // need their stacks read.
+        let failed = |tid: u32| {
+            verdicts
+                .is_none_or(|verdicts| verdicts.iter().any(|v| v.tid == tid && v.reason.is_some()))
+        };
+        let tasks: Vec<_> = threads
+            .iter()
+            .filter(|thread| thread.patch_state != target && failed(thread.tid))
+            .take(MAX_STACKS)
+            .filter_map(|thread| {
+                let id = ThreadId {
+                    pid: thread.pid,
+                    tid: thread.tid,
+                };
+                read_task(&self.root, id, Stacks::Read)
+            })
+            .collect();
+        let code = PatchedCode {
+            patch,
+            direction: transition.direction,
+        };
+        find_blockers(&tasks, &code, verdicts, now_ns)
+    }
+
+    /// Calls per version of the patched vmlinux functions. Module functions
+    /// cannot be counted (no fentry on module BTF): listed as uncounted.
+    fn count_calls(&mut self, patches: &[Patch], now_ns: u64) -> Option<Observation> {
+        self.tracer.as_ref()?;
+        let mut functions = Vec::new();
+        let mut uncounted = Vec::new();
+        for patch in patches.iter().filter(|p| !p.gone) {
+            for object in &patch.objects {
+                for function in &object.functions {
+                    if object.name == "vmlinux" {
+                        functions.push(function.name.clone());
+                    } else {
+                        uncounted.push((
+                            function.name.clone(),
+                            format!(
+                                "in module {}: only vmlinux functions are counted",
+                                object.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        functions.sort();
+        functions.dedup();
+        if functions != self.counted {
+            // Detach the old counters before attaching the new ones.
+            self.counter = None;
+            let request = ProbeRequest {
+                tracer: false,
+                count_calls: functions.clone(),
+            };
+            let (counter, caps) = probes::load(&self.root, &request);
+            self.counter = counter;
+            self.counted = functions;
+            self.refused = caps
+                .missing_optional()
+                .filter_map(|c| {
+                    Some((c.name.strip_prefix("calls:")?.to_owned(), c.reason.clone()?))
+                })
+                .collect();
+        }
+        uncounted.extend(self.refused.iter().cloned());
+        self.uncounted = uncounted;
+        let counter = self.counter.as_mut()?.call_counter.as_mut()?;
+        for patch in patches {
+            for object in patch.objects.iter().filter(|o| o.name == "vmlinux") {
+                // With no transition, a task runs the new version exactly
+                // when the patch is enabled and its object patched.
+                let patched = patch.enabled == Known::Value(true)
+                    && object.patched == Known::Value(true)
+                    && !patch.gone;
+                for function in &object.functions {
+                    let _ = counter.set_patched(&function.name, patched);
+                }
+            }
+        }
+        let counts = counter.counts().ok()?;
+        Some(Observation::Calls {
+            at_ns: now_ns,
+            counts,
+        })
+    }
+
+    /// The only writes klpscope makes, after the user confirmed them.
+    /// Returns the line to show.
+    fn write(&self, action: &Action) -> Result<String, String> {
+        let (patch, file, value) = match action {
+            Action::Reverse { patch, to } => (
+                patch,
+                "enabled",
+                match to {
+                    Direction::Patching => "1",
+                    Direction::Unpatching => "0",
+                },
+            ),
+            Action::Force { patch } => (patch, "force", "1"),
+        };
+        let path = self
+            .root
+            .join("sys/kernel/livepatch")
+            .join(patch)
+            .join(file);
+        match std::fs::write(&path, value) {
+            Ok(()) => Ok(format!("wrote {value} to {}", path.display())),
+            Err(error) => Err(format!(
+                "cannot write {value} to {}: {error}",
+                path.display()
+            )),
+        }
+    }
 }
