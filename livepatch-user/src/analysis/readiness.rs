@@ -73,6 +73,8 @@ pub struct Observations<'a> {
     pub ftrace_users: &'a Known<Vec<FtraceUse>>,
     /// Calls per second per target, in `targets` order, or why not measured.
     pub calls: &'a [Known<f64>],
+    /// False with --no-ebpf: not measuring calls is then a choice.
+    pub ebpf_wanted: bool,
     /// None when eBPF works; otherwise why not.
     pub ebpf_unavailable: Option<&'a str>,
     pub privileged: bool,
@@ -306,6 +308,7 @@ fn kernel_checks(seen: &Observations) -> Vec<KernelCheck> {
         )
     });
     checks.push(match seen.ebpf_unavailable {
+        _ if !seen.ebpf_wanted => check("fentry", Status::Pass, "not used (--no-ebpf)"),
         None => check(
             "fentry",
             Status::Pass,

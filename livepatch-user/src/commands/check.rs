@@ -118,6 +118,7 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
         filter_functions: &filter_functions,
         ftrace_users: &ftrace_users,
         calls: &calls,
+        ebpf_wanted: !args.no_ebpf,
         ebpf_unavailable: ebpf_unavailable.as_deref(),
         privileged: stacks_readable(&samples),
         samples: &samples,
