@@ -1,0 +1,113 @@
+//! The readiness analysis on its own, where the samples can differ: a task
+//! seen in every sample is a persistent blocker, one seen in some is a
+//! passer-by.
+mod common;
+
+use common::fixture::Fixture;
+use livepatch_user::{
+    analysis::readiness::{Observations, Plan, Target, Verdict, assess},
+    kernel::{read_filter_functions, read_kallsyms, read_kernel},
+    model::{Known, PatchState, StackFrame, Task},
+};
+
+fn task(tid: u32, in_target: bool) -> Task {
+    let frame = |function: &str| StackFrame {
+        function: function.into(),
+        offset: 0x10,
+        size: 0x100,
+        module: None,
+    };
+    let stack = if in_target {
+        vec![
+            frame("__schedule"),
+            frame("cmdline_proc_show"),
+            frame("seq_read_iter"),
+        ]
+    } else {
+        vec![frame("__schedule"), frame("do_nanosleep")]
+    };
+    Task {
+        pid: tid,
+        tid,
+        comm: format!("t{tid}"),
+        kthread: false,
+        state: 'S',
+        patch_state: Known::Value(PatchState::Idle),
+        stack: Known::Value(stack),
+    }
+}
+
+#[test]
+fn persistent_blockers_are_told_from_passers_by() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture
+        .file("proc/kallsyms", "ffffffff817876b0 t cmdline_proc_show\n")
+        .file(
+            "sys/kernel/tracing/available_filter_functions",
+            "cmdline_proc_show\n",
+        );
+    let root = fixture.root();
+    let kernel = read_kernel(root);
+    let names = ["cmdline_proc_show"];
+    let symbols = read_kallsyms(root, &names).unwrap();
+    let filter = read_filter_functions(root, &names);
+    let targets = [Target {
+        name: "cmdline_proc_show".into(),
+        object: None,
+        sympos: 0,
+    }];
+    // Task 1 sits in the target throughout; task 2 passes through once.
+    let samples = vec![
+        vec![task(1, true), task(2, false)],
+        vec![task(1, true), task(2, true)],
+        vec![task(1, true), task(2, false)],
+    ];
+    let readiness = assess(&Observations {
+        kernel: &kernel,
+        patches: &[],
+        plan: &Plan::Functions,
+        targets: &targets,
+        symbols: &symbols,
+        loaded_modules: None,
+        filter_functions: &filter,
+        ftrace_users: &Known::Value(Vec::new()),
+        calls: &[Known::Value(12.5)],
+        ebpf_wanted: true,
+        ebpf_unavailable: None,
+        privileged: true,
+        samples: &samples,
+    });
+    let blockers: Vec<(u32, bool, usize)> = readiness
+        .predicted_blockers
+        .iter()
+        .map(|b| (b.tid, b.persistent, b.seen_in))
+        .collect();
+    assert_eq!(blockers, [(1, true, 3), (2, false, 1)]);
+    assert!(
+        readiness.predicted_blockers[1]
+            .why
+            .contains("1 of 3 samples")
+    );
+    assert!(
+        readiness.predicted_blockers[0]
+            .why
+            .contains("fake signal wakes it")
+    );
+    assert_eq!(readiness.predicted_blockers[0].marked_frame, 1);
+    assert_eq!(readiness.functions[0].calls_per_sec, Some(12.5));
+    // Everything else passes: the persistent blocker alone makes warnings.
+    assert_eq!(readiness.verdict, Verdict::Warnings, "{readiness:#?}");
+}
+
+#[test]
+fn call_rates_are_the_growth_of_the_totals_over_the_window() {
+    use livepatch_user::{analysis::readiness::call_rates, probes::CallCount};
+    let count = |old, new| CallCount {
+        function: "cmdline_proc_show".into(),
+        old,
+        new,
+    };
+    let rates = call_rates(&[count(100, 0)], &[count(150, 50)], 2.0);
+    assert_eq!(rates["cmdline_proc_show"], 50.0);
+    assert!(call_rates(&[], &[count(1, 0)], 0.0).is_empty());
+}
