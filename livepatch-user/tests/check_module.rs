@@ -64,6 +64,13 @@ fn objects_functions_sympos_and_replace_are_decoded() {
 }
 
 #[test]
+fn a_linked_module_with_its_own_this_module_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ko = build(&dir, "linked", 0x98, &["-DDEFINE_THIS_MODULE"]);
+    assert_eq!(read_livepatch_module(&ko).unwrap(), expected());
+}
+
+#[test]
 fn the_struct_sizes_of_another_kernel_config_are_measured() {
     let dir = tempfile::tempdir().unwrap();
     for internal in [0x40, 0xd8, 0x1f8] {

@@ -72,6 +72,7 @@ pub enum ModuleError {
 
 const SIGNATURE_MAGIC: &[u8] = b"~Module signature appended~\n";
 const ELF_MAGIC: &[u8] = b"\x7fELF";
+const THIS_MODULE: &str = "__this_module";
 
 pub fn read_livepatch_module(path: &Path) -> Result<LivepatchModule, ModuleError> {
     let shown = path.display().to_string();
@@ -205,7 +206,12 @@ impl<'a> Elf<'a> {
                 let symbol = file
                     .symbol_by_index(index)
                     .map_err(|e| Failure::Corrupt(format!("relocation symbol: {e}")))?;
-                let target = match symbol.section_index() {
+                // modpost links __this_module into the final .ko; in a bare
+                // object it is undefined. Either way it is the anchor.
+                let defined = symbol
+                    .section_index()
+                    .filter(|_| symbol.name() != Ok(THIS_MODULE));
+                let target = match defined {
                     Some(section) => Local(
                         section,
                         symbol.address().wrapping_add_signed(relocation.addend()),
@@ -257,7 +263,7 @@ impl<'a> Elf<'a> {
         for (&section, pointers) in &self.pointers {
             for (&offset, &target) in pointers {
                 let External(name) = target else { continue };
-                if self.externals[name] != "__this_module" {
+                if self.externals[name] != THIS_MODULE {
                     continue;
                 }
                 let Some(Local(objs_section, objs_offset)) =
