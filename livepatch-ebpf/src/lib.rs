@@ -17,6 +17,16 @@ pub const TASK_COMM_LEN: usize = 16;
 pub const VERSION_OLD: usize = 0;
 pub const VERSION_NEW: usize = 1;
 
+/// What a counter slot's program does to tell which version a call runs.
+/// User space keeps it current from sysfs: outside a transition every call
+/// runs one version, so the hot path reads no task state at all.
+pub const SLOT_OLD: u32 = VERSION_OLD as u32;
+pub const SLOT_NEW: u32 = VERSION_NEW as u32;
+/// In a transition: the calling task's patch_state decides; once it reads
+/// -1 (the transition just completed) the call counts as old or new.
+pub const SLOT_ASK_TASK_ELSE_OLD: u32 = 2;
+pub const SLOT_ASK_TASK_ELSE_NEW: u32 = 3;
+
 /// Index into the per-CPU call counter array.
 pub const fn call_index(slot: usize, version: usize) -> u32 {
     (slot * 2 + version) as u32

@@ -73,6 +73,7 @@ fn the_object_parses_and_lists_its_programs_and_maps() {
     assert!(matches!(map("TASK_CHECKS"), Some(Map::HashMap(_))));
     assert!(matches!(map("CALLS"), Some(Map::PerCpuArray(_))));
     assert!(matches!(map("OLD_CALLS_BY_TASK"), Some(Map::LruHashMap(_))));
+    assert!(matches!(map(".data.slots"), Some(Map::Array(_))));
 }
 
 #[test]

@@ -5,10 +5,13 @@
 use aya_ebpf::{
     helpers::bpf_get_current_task,
     macros::{fentry, map},
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{LruHashMap, PerCpuArray},
     programs::FEntryContext,
 };
-use livepatch_ebpf::{CALL_SLOTS, VERSION_NEW, VERSION_OLD, call_index};
+use livepatch_ebpf::{
+    CALL_SLOTS, SLOT_ASK_TASK_ELSE_NEW, SLOT_ASK_TASK_ELSE_OLD, SLOT_OLD, VERSION_NEW, VERSION_OLD,
+    call_index,
+};
 
 use super::task;
 
@@ -16,10 +19,12 @@ use super::task;
 #[map]
 static CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries((CALL_SLOTS * 2) as u32, 0);
 
-/// Per slot: 1 if the function is patched right now. Only consulted outside
-/// a transition, when every task's patch_state is -1.
-#[map]
-static SLOT_PATCHED: Array<u32> = Array::with_max_entries(CALL_SLOTS as u32, 0);
+/// Per slot: how to tell the version of a call (`SLOT_*`). A global in its
+/// own data section rather than a map: reading it costs one load, no lookup,
+/// and this is the hot path. User space writes it as the `.data.slots` map.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.slots")]
+static mut SLOT_MODES: [u32; CALL_SLOTS] = [SLOT_OLD; CALL_SLOTS];
 
 /// Per thread id: calls that still ran the old version during a transition.
 #[map]
@@ -27,28 +32,36 @@ static OLD_CALLS_BY_TASK: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16
 
 #[inline(always)]
 fn count(slot: usize) -> u32 {
-    let current = unsafe { bpf_get_current_task() } as *const u8;
-    let version = match task::patch_state(current) {
-        0 => VERSION_OLD,
-        1 => VERSION_NEW,
-        _ => match SLOT_PATCHED.get(slot as u32) {
-            Some(&1) => VERSION_NEW,
+    // Volatile: user space rewrites it while the program runs.
+    let mode = unsafe { core::ptr::read_volatile(&raw const SLOT_MODES[slot]) };
+    let version = if mode < SLOT_ASK_TASK_ELSE_OLD {
+        mode as usize
+    } else {
+        let current = unsafe { bpf_get_current_task() } as *const u8;
+        match task::patch_state(current) {
+            0 => {
+                count_old_call(task::pid(current));
+                VERSION_OLD
+            }
+            1 => VERSION_NEW,
+            _ if mode == SLOT_ASK_TASK_ELSE_NEW => VERSION_NEW,
             _ => VERSION_OLD,
-        },
+        }
     };
     if let Some(counter) = CALLS.get_ptr_mut(call_index(slot, version)) {
         unsafe { *counter += 1 };
     }
-    if version == VERSION_OLD && task::patch_state(current) == 0 {
-        let tid = task::pid(current);
-        match OLD_CALLS_BY_TASK.get_ptr_mut(&tid) {
-            Some(calls) => unsafe { *calls += 1 },
-            None => {
-                let _ = OLD_CALLS_BY_TASK.insert(&tid, &1, 0);
-            }
+    0
+}
+
+#[inline(always)]
+fn count_old_call(tid: u32) {
+    match OLD_CALLS_BY_TASK.get_ptr_mut(&tid) {
+        Some(calls) => unsafe { *calls += 1 },
+        None => {
+            let _ = OLD_CALLS_BY_TASK.insert(&tid, &1, 0);
         }
     }
-    0
 }
 
 macro_rules! call_slots {

@@ -3,8 +3,13 @@ use aya::{
     Btf, Ebpf,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
 };
-use livepatch_ebpf::{CALL_SLOTS, VERSION_NEW, VERSION_OLD, call_index};
+use livepatch_ebpf::{
+    CALL_SLOTS, SLOT_ASK_TASK_ELSE_NEW, SLOT_ASK_TASK_ELSE_OLD, SLOT_NEW, SLOT_OLD, VERSION_NEW,
+    VERSION_OLD, call_index,
+};
 use serde::Serialize;
+
+use crate::model::Direction;
 
 use super::{
     capabilities::Capabilities,
@@ -15,9 +20,19 @@ pub struct CallCounter {
     /// Function per slot; None where attaching failed.
     slots: Vec<Option<String>>,
     calls: PerCpuArray<MapData, u64>,
-    slot_patched: Array<MapData, u32>,
+    /// The programs' `SLOT_MODES` global, one value of CALL_SLOTS modes.
+    slot_modes: Array<MapData, [u32; CALL_SLOTS]>,
     // An LRU hash map in the kernel; aya reads it as a HashMap.
     old_calls_by_task: HashMap<MapData, u32, u64>,
+}
+
+/// Which version of a function runs, as far as sysfs tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FunctionState {
+    Unpatched,
+    Patched,
+    /// Each task runs the version its patch_state says.
+    InTransition(Direction),
 }
 
 /// Total calls so far of one function, per version.
@@ -77,20 +92,27 @@ impl CallCounter {
         Ok(Self {
             slots,
             calls: map_named(ebpf, "CALLS")?,
-            slot_patched: map_named(ebpf, "SLOT_PATCHED")?,
+            slot_modes: map_named(ebpf, ".data.slots")?,
             old_calls_by_task: map_named(ebpf, "OLD_CALLS_BY_TASK")?,
         })
     }
 
-    /// Tells the counter which functions are patched, for calls made outside
-    /// a transition (when every task's patch_state is -1).
-    pub fn set_patched(&mut self, function: &str, patched: bool) -> Result<(), MapError> {
+    /// Tells the counter which version of `function` runs now, as sysfs
+    /// says: outside a transition the probe then reads no task state.
+    pub fn set_state(&mut self, function: &str, state: FunctionState) -> Result<(), MapError> {
+        let mode = match state {
+            FunctionState::Unpatched => SLOT_OLD,
+            FunctionState::Patched => SLOT_NEW,
+            FunctionState::InTransition(Direction::Patching) => SLOT_ASK_TASK_ELSE_NEW,
+            FunctionState::InTransition(Direction::Unpatching) => SLOT_ASK_TASK_ELSE_OLD,
+        };
+        let mut modes = self.slot_modes.get(&0, 0)?;
         for (slot, name) in self.slots.iter().enumerate() {
             if name.as_deref() == Some(function) {
-                self.slot_patched.set(slot as u32, patched as u32, 0)?;
+                modes[slot] = mode;
             }
         }
-        Ok(())
+        self.slot_modes.set(0, modes, 0)
     }
 
     /// Running totals per counted function.

@@ -170,13 +170,7 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
     };
     caps.available("ebpf_object");
 
-    match attach(
-        &mut ebpf,
-        &btf,
-        "count_calls_floor",
-        FENTRY_PROBE_FUNCTION,
-        Hook::Entry,
-    ) {
+    match probe_fentry(&mut ebpf, &btf) {
         Ok(()) => caps.available("fentry"),
         Err(reason) => {
             caps.missing("fentry", format!("fentry programs are refused: {reason}"));
@@ -229,6 +223,19 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
     })
 }
 
+/// Loads the floor program against a function every kernel has, to learn
+/// whether the kernel accepts fentry at all, then unloads it: klpscope
+/// attaches nothing it does not need.
+fn probe_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+    let describe = |e: ProgramError| describe(FENTRY_PROBE_FUNCTION, &e);
+    let program = ebpf
+        .program_mut("count_calls_floor")
+        .ok_or("program count_calls_floor is missing from klpscope's eBPF object")?;
+    let program = <&mut FEntry>::try_from(program).map_err(describe)?;
+    program.load(FENTRY_PROBE_FUNCTION, btf).map_err(describe)?;
+    program.unload().map_err(describe)
+}
+
 /// Loads `program` against kernel function `function` and attaches it.
 pub(super) fn attach(
     ebpf: &mut Ebpf,
@@ -244,10 +251,8 @@ pub(super) fn attach(
     };
     let result = match hook {
         Hook::Entry => <&mut FEntry>::try_from(prog)
-            .map_err(ProgramError::from)
             .and_then(|p| p.load(function, btf).and_then(|()| p.attach().map(drop))),
         Hook::Exit => <&mut FExit>::try_from(prog)
-            .map_err(ProgramError::from)
             .and_then(|p| p.load(function, btf).and_then(|()| p.attach().map(drop))),
     };
     result.map_err(|e| describe(function, &e))

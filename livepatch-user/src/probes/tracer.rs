@@ -138,7 +138,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<TraceEvent> {
     // SAFETY: size checked; TraceEvent is plain repr(C) data, read unaligned.
     let raw: livepatch_ebpf::TraceEvent =
         unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    Some(decode(&raw)?)
+    decode(&raw)
 }
 
 pub fn decode(raw: &livepatch_ebpf::TraceEvent) -> Option<TraceEvent> {
