@@ -497,3 +497,22 @@ fn filter_functions_from_tracefs() {
     fixture.file("proc/mounts", "");
     assert!(reason(&read_filter_functions(fixture.root(), &names)).contains("not mounted"));
 }
+
+#[test]
+fn stacks_longer_than_the_first_buffer_are_read_whole() {
+    let fixture = idle_patches();
+    let stack: String = (0..200)
+        .map(|i| format!("[<0>] some_deep_kernel_function_{i:03}+0x10/0x200 [a_module]\n"))
+        .collect();
+    assert!(stack.len() > 8192);
+    fixture.file("proc/100/task/100/stack", &stack);
+    let task = read_task(
+        fixture.root(),
+        ThreadId { pid: 100, tid: 100 },
+        Stacks::Read,
+    )
+    .unwrap();
+    let frames = task.stack.value().unwrap();
+    assert_eq!(frames.len(), 200);
+    assert_eq!(frames[199].function, "some_deep_kernel_function_199");
+}

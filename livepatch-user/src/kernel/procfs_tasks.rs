@@ -65,25 +65,27 @@ pub enum ThreadFile<'a> {
     Unreadable(io::Error),
 }
 
-/// Reads `/proc/<pid>/task/<tid>/<file>` for many threads with exactly one
-/// open, one read and one close each: the path and the buffer are reused,
-/// and no metadata call is made (as `fs::read` would, to size its buffer).
+/// Reads `/proc/<pid>/task/<tid>/<file>` for many threads with one open,
+/// one read and one close each: the path and the buffer are reused, and no
+/// metadata call is made (as `fs::read` would, to size its buffer).
 pub struct ThreadFileReader {
     proc_dir: String,
     path: String,
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
 }
 
-/// Large enough for any `stat` line (52 fields of at most 20 digits plus a
-/// 15-byte comm), so one read returns the whole file.
-const THREAD_FILE_MAX: usize = 4096;
+/// Holds any `stat` line (52 fields of at most 20 digits plus a 15-byte
+/// comm) in one read; only kernel stacks (up to 64 frames) may need more.
+const THREAD_FILE_START: usize = 4096;
+/// A thread file larger than this is not one we know: it is cut.
+const THREAD_FILE_MAX: usize = 1 << 20;
 
 impl ThreadFileReader {
     pub fn new(root: &Path) -> Self {
         ThreadFileReader {
             proc_dir: root.join("proc").to_string_lossy().into_owned(),
             path: String::new(),
-            buf: vec![0; THREAD_FILE_MAX].into_boxed_slice(),
+            buf: vec![0; THREAD_FILE_START],
         }
     }
 
@@ -95,7 +97,26 @@ impl ThreadFileReader {
             "{}/{}/task/{}/{file}",
             self.proc_dir, thread.pid, thread.tid
         );
-        let result = File::open(&self.path).and_then(|mut handle| handle.read(&mut self.buf));
+        let buf = &mut self.buf;
+        let result = File::open(&self.path).and_then(|mut handle| {
+            let mut len = 0;
+            loop {
+                if len == buf.len() {
+                    if len >= THREAD_FILE_MAX {
+                        return Ok(len);
+                    }
+                    buf.resize(len * 2, 0);
+                }
+                let read = handle.read(&mut buf[len..])?;
+                len += read;
+                // These seq files hand over everything they have in one read
+                // when it fits: a short read is the end, and skipping the
+                // read that would return 0 keeps the scan at 3 syscalls.
+                if read == 0 || len < buf.len() {
+                    return Ok(len);
+                }
+            }
+        });
         match result {
             Ok(len) => ThreadFile::Content(&self.buf[..len]),
             // ESRCH: the task died between open and read.

@@ -18,7 +18,6 @@ pub fn read_snapshot(root: &Path) -> Result<Snapshot, ReadError> {
         .map_err(|source| ReadError::new(root, "sys/kernel/livepatch", source))?;
     let mut tasks =
         read_tasks(root, Stacks::Skip).map_err(|source| ReadError::new(root, "proc", source))?;
-    let transition = transition(&patches, tasks.iter().map(|task| &task.patch_state));
     if let Some(target) = transition_target(&patches) {
         tasks.retain_mut(|task| {
             if task.patch_state == Known::Value(target) {
@@ -38,6 +37,8 @@ pub fn read_snapshot(root: &Path) -> Result<Snapshot, ReadError> {
             }
         });
     }
+    // Counted after the refresh, so that counts and stacks agree.
+    let transition = transition(&patches, tasks.iter().map(|task| &task.patch_state));
     Ok(Snapshot {
         kernel,
         patches,
