@@ -5,7 +5,7 @@ mod common;
 
 use common::fixture::Fixture;
 use livepatch_user::{
-    analysis::readiness::{Observations, Plan, Target, Verdict, assess},
+    analysis::readiness::{CallWindow, Observations, Plan, Target, Verdict, assess},
     kernel::{read_filter_functions, read_kallsyms, read_kernel},
     model::{Known, PatchState, StackFrame, Task},
 };
@@ -71,7 +71,11 @@ fn persistent_blockers_are_told_from_passers_by() {
         loaded_modules: None,
         filter_functions: &filter,
         ftrace_users: &Known::Value(Vec::new()),
-        calls: &[Known::Value(12.5)],
+        calls: &[Known::Value(CallWindow {
+            per_sec: 12.5,
+            old: 25,
+            new: 0,
+        })],
         ebpf_wanted: true,
         ebpf_unavailable: None,
         privileged: true,
@@ -108,6 +112,8 @@ fn call_rates_are_the_growth_of_the_totals_over_the_window() {
         new,
     };
     let rates = call_rates(&[count(100, 0)], &[count(150, 50)], 2.0);
-    assert_eq!(rates["cmdline_proc_show"], 50.0);
+    let window = rates["cmdline_proc_show"];
+    assert_eq!(window.per_sec, 50.0);
+    assert_eq!((window.old, window.new), (50, 50));
     assert!(call_rates(&[], &[count(1, 0)], 0.0).is_empty());
 }

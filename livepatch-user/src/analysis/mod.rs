@@ -2,5 +2,6 @@
 pub mod advice;
 pub mod blockers;
 pub mod diagnosis;
+pub mod function_state;
 pub mod readiness;
 pub mod transition_progress;

@@ -71,8 +71,9 @@ pub struct Observations<'a> {
     pub loaded_modules: Option<&'a BTreeSet<String>>,
     pub filter_functions: &'a Known<FilterFunctions>,
     pub ftrace_users: &'a Known<Vec<FtraceUse>>,
-    /// Calls per second per target, in `targets` order, or why not measured.
-    pub calls: &'a [Known<f64>],
+    /// Calls over the window per target, in `targets` order, or why not
+    /// measured.
+    pub calls: &'a [Known<CallWindow>],
     /// False with --no-ebpf: not measuring calls is then a choice.
     pub ebpf_wanted: bool,
     /// None when eBPF works; otherwise why not.
@@ -105,6 +106,9 @@ pub struct FunctionReport {
     pub patched_by: Vec<String>,
     pub ftrace_users: Option<u32>,
     pub calls_per_sec: Option<f64>,
+    /// Calls during the window on the old version and on the new one.
+    pub calls_old: Option<u64>,
+    pub calls_new: Option<u64>,
     /// Why calls_per_sec is null.
     pub calls_unmeasured: Option<String>,
 }
@@ -186,17 +190,36 @@ pub fn resolve(
 
 /// Calls per second of each function between two readings of the running
 /// totals, `secs` apart.
-pub fn call_rates(before: &[CallCount], after: &[CallCount], secs: f64) -> BTreeMap<String, f64> {
+/// Calls of one function during the sampling window.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CallWindow {
+    pub per_sec: f64,
+    /// Calls that ran the old version, and the new one.
+    pub old: u64,
+    pub new: u64,
+}
+
+pub fn call_rates(
+    before: &[CallCount],
+    after: &[CallCount],
+    secs: f64,
+) -> BTreeMap<String, CallWindow> {
     after
         .iter()
         .filter(|_| secs > 0.0)
         .map(|end| {
-            let start = before
+            let (old, new) = before
                 .iter()
                 .find(|c| c.function == end.function)
-                .map_or(0, |c| c.old + c.new);
-            let calls = (end.old + end.new).saturating_sub(start);
-            (end.function.clone(), calls as f64 / secs)
+                .map_or((0, 0), |c| (c.old, c.new));
+            let old = end.old.saturating_sub(old);
+            let new = end.new.saturating_sub(new);
+            let window = CallWindow {
+                per_sec: (old + new) as f64 / secs,
+                old,
+                new,
+            };
+            (end.function.clone(), window)
         })
         .collect()
 }
@@ -478,7 +501,11 @@ fn loaded_patches_check(seen: &Observations) -> KernelCheck {
     }
 }
 
-fn function_report(seen: &Observations, target: &Target, calls: &Known<f64>) -> FunctionReport {
+fn function_report(
+    seen: &Observations,
+    target: &Target,
+    calls: &Known<CallWindow>,
+) -> FunctionReport {
     let object = target.object_name().to_owned();
     let mut report = FunctionReport {
         name: target.name.clone(),
@@ -491,7 +518,9 @@ fn function_report(seen: &Observations, target: &Target, calls: &Known<f64>) -> 
         traceable: None,
         patched_by: Vec::new(),
         ftrace_users: None,
-        calls_per_sec: calls.value().copied(),
+        calls_per_sec: calls.value().map(|c| c.per_sec),
+        calls_old: calls.value().map(|c| c.old),
+        calls_new: calls.value().map(|c| c.new),
         calls_unmeasured: match calls {
             Known::Value(_) => None,
             Known::Unknown { unknown } => Some(unknown.clone()),

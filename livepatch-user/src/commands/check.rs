@@ -13,8 +13,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
+    analysis::function_state::function_state,
     analysis::readiness::{
-        Observations, Plan, Readiness, Resolution, Target, Verdict, assess, call_rates, resolve,
+        CallWindow, Observations, Plan, Readiness, Resolution, Target, Verdict, assess, call_rates,
+        resolve,
     },
     cli::CheckArgs,
     kernel::{
@@ -79,6 +81,14 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|| "eBPF unavailable".into()),
         ),
     };
+    let mut probes = probes;
+    if let Some(counter) = probes.as_mut().and_then(|p| p.call_counter.as_mut()) {
+        for target in targets.iter().filter(|t| t.object.is_none()) {
+            let state = function_state(&patches, "vmlinux", &target.name);
+            // A function whose version cannot be set still counts, as old.
+            let _ = counter.set_state(&target.name, state);
+        }
+    }
     let counter = probes.as_ref().and_then(|p| p.call_counter.as_ref());
 
     let started = Instant::now();
@@ -87,7 +97,7 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
     let elapsed = started.elapsed().as_secs_f64();
     let after = counter.and_then(|c| c.counts().ok()).unwrap_or_default();
     let rates = call_rates(&before, &after, elapsed);
-    let calls: Vec<Known<f64>> = targets
+    let calls: Vec<Known<CallWindow>> = targets
         .iter()
         .map(|target| match (&target.object, &ebpf_unavailable) {
             (Some(module), _) => Known::unknown(format!(

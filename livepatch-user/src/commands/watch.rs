@@ -20,6 +20,7 @@ use tokio::{
 use crate::{
     analysis::{
         blockers::{Blocker, PatchedCode, find_blockers},
+        function_state::function_state,
         transition_progress::{self, Observation, Poll, WatchEvent, WatchState},
     },
     cli::WatchArgs,
@@ -27,8 +28,8 @@ use crate::{
         ThreadId, kernel_log::read_livepatch_log, procfs_tasks::Stacks, read_kernel, read_patches,
         read_task, scan_patch_states, transition,
     },
-    model::{Direction, Known, Patch, PatchObject, ThreadPatchState, TraceEvent, Transition},
-    probes::{self, FunctionState, ProbeRequest, Probes, TaskVerdict},
+    model::{Direction, Known, Patch, ThreadPatchState, TraceEvent, Transition},
+    probes::{self, ProbeRequest, Probes, TaskVerdict},
     views::{
         tui::{
             app::{Action, App},
@@ -455,8 +456,8 @@ impl Feed {
         let counter = self.counter.as_mut()?.call_counter.as_mut()?;
         for patch in patches {
             for object in patch.objects.iter().filter(|o| o.name == "vmlinux") {
-                let state = function_state(patch, object);
                 for function in &object.functions {
+                    let state = function_state(patches, &object.name, &function.name);
                     let _ = counter.set_state(&function.name, state);
                 }
             }
@@ -494,27 +495,5 @@ impl Feed {
                 path.display()
             )),
         }
-    }
-}
-
-/// Which version of an object's functions runs, from sysfs. In a transition
-/// `enabled` names its goal; otherwise a task runs the new version exactly
-/// when the patch is enabled and its object patched.
-fn function_state(patch: &Patch, object: &PatchObject) -> FunctionState {
-    if patch.gone {
-        return FunctionState::Unpatched;
-    }
-    let enabled = patch.enabled == Known::Value(true);
-    if patch.transition == Known::Value(true) {
-        return FunctionState::InTransition(if enabled {
-            Direction::Patching
-        } else {
-            Direction::Unpatching
-        });
-    }
-    if enabled && object.patched == Known::Value(true) {
-        FunctionState::Patched
-    } else {
-        FunctionState::Unpatched
     }
 }

@@ -1,5 +1,17 @@
 use serde::Serialize;
 
+use super::Direction;
+
+/// Which version of a patched function runs, as far as sysfs tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FunctionState {
+    Unpatched,
+    Patched,
+    /// Each task runs the version its patch_state says.
+    InTransition(Direction),
+}
+
 /// Why the kernel could not switch a task, from `klp_check_and_switch_task`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

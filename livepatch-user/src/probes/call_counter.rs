@@ -9,7 +9,7 @@ use livepatch_ebpf::{
 };
 use serde::Serialize;
 
-use crate::model::Direction;
+use crate::model::{Direction, FunctionState};
 
 use super::{
     capabilities::Capabilities,
@@ -24,15 +24,6 @@ pub struct CallCounter {
     slot_modes: Array<MapData, [u32; CALL_SLOTS]>,
     // An LRU hash map in the kernel; aya reads it as a HashMap.
     old_calls_by_task: HashMap<MapData, u32, u64>,
-}
-
-/// Which version of a function runs, as far as sysfs tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FunctionState {
-    Unpatched,
-    Patched,
-    /// Each task runs the version its patch_state says.
-    InTransition(Direction),
 }
 
 /// Total calls so far of one function, per version.

@@ -84,9 +84,16 @@ fn write_text(out: &mut String, view: &CheckView) -> std::fmt::Result {
             Some(false) => "no",
             None => "?",
         };
-        let calls = match function.calls_per_sec {
-            Some(rate) => format!("{rate:.1}/s"),
-            None => "not measured".to_owned(),
+        let calls = match (
+            function.calls_per_sec,
+            function.calls_old,
+            function.calls_new,
+        ) {
+            (Some(rate), Some(old), Some(new)) => {
+                format!("{rate:.1}/s ({old} old, {new} new)")
+            }
+            (Some(rate), _, _) => format!("{rate:.1}/s"),
+            _ => "not measured".to_owned(),
         };
         writeln!(
             out,
