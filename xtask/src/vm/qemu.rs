@@ -55,7 +55,8 @@ impl Report {
 
 fn command(vmlinuz: &Path, initrd: &Path, append: &str) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg,thread=single", "-cpu", "max", "-m", "1024", "-smp", "2"])
+    cmd.args(["-accel", "tcg,thread=single", "-cpu", "max"])
+        .args(["-m", "1024", "-smp", "2"])
         .args(["-nographic", "-no-reboot", "-nic", "none"])
         .arg("-kernel")
         .arg(vmlinuz)
