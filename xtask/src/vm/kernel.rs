@@ -102,6 +102,10 @@ pub fn prepare(series: Series) -> Result<Kernel> {
         )?;
     }
     fix_headers_makefile(&staging.join("root"), &kernel)?;
+    // The image's own modules (up to 400 MB): the guest loads only ours.
+    let distro_modules = staging.join(format!("root/lib/modules/{}/kernel", kernel.release()));
+    fs::remove_dir_all(&distro_modules)
+        .with_context(|| format!("cannot remove {}", distro_modules.display()))?;
     fs::remove_dir_all(&debs)?;
     super::publish(&staging, &dir)?;
     println!(
