@@ -24,6 +24,9 @@ use crate::{build, cache};
 
 /// Host packages the lab needs: the emulator, the guest's userland and
 /// pahole, without which kbuild cannot finish a module (BTF).
+/// A KVM guest that works reaches /init in seconds.
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
 const HOST_PACKAGES: [&str; 5] = [
     "qemu-system-x86",
     "busybox-static",
@@ -92,6 +95,67 @@ impl Lab {
         .pack(&out)?;
         Ok(out)
     }
+
+    /// Boots `script` on `machine` with a fresh initramfs.
+    fn boot(
+        &self,
+        kernel: &kernel::Kernel,
+        machine: &qemu::Machine,
+        script: &Path,
+        files: &[(PathBuf, String)],
+        timeout: Duration,
+        echo: bool,
+    ) -> Result<qemu::Report> {
+        let initramfs = self.initramfs(kernel, script, files)?;
+        let report = machine.boot(&initramfs, timeout, echo);
+        let _ = std::fs::remove_file(&initramfs);
+        report
+    }
+
+    /// How to boot `kernel`: KVM if a probe boot under it once reached /init
+    /// and exited cleanly, else TCG. The verdict is cached per kernel; delete
+    /// `<cache>/vm/kvm-<release>` to probe again.
+    fn machine(&self, kernel: &kernel::Kernel) -> Result<qemu::Machine> {
+        let mut machine = qemu::Machine {
+            vmlinuz: kernel.vmlinuz(),
+            accel: qemu::Accel::Kvm,
+        };
+        let kvm_usable = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        let dir = cache::dir().join("vm");
+        let verdict = dir.join(format!("kvm-{}", kernel.release()));
+        let works = match std::fs::read_to_string(&verdict) {
+            _ if !kvm_usable => false,
+            Ok(text) => text.trim() == "works",
+            Err(_) => {
+                std::fs::create_dir_all(&dir)?;
+                let probe = dir.join(format!("kvm-probe-{}.sh", std::process::id()));
+                std::fs::write(&probe, "exit 0\n")?;
+                let report = self.boot(kernel, &machine, &probe, &[], KVM_PROBE_TIMEOUT, false);
+                let _ = std::fs::remove_file(&probe);
+                let report = report?;
+                let works = matches!(report.outcome, qemu::Outcome::Exited(0));
+                println!(
+                    "vm: KVM probe on {}: {}",
+                    kernel.release(),
+                    if works {
+                        "the guest boots; using KVM".to_string()
+                    } else {
+                        format!("{}; using TCG", scenarios::describe(&report.outcome))
+                    }
+                );
+                std::fs::write(&verdict, if works { "works" } else { "fails" })?;
+                works
+            }
+        };
+        if !works {
+            machine.accel = qemu::Accel::Tcg;
+        }
+        Ok(machine)
+    }
 }
 
 fn script_path(script: &Path) -> Result<PathBuf> {
@@ -134,16 +198,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<_>>>()?;
     let lab = Lab::prepare()?;
     let kernel = kernel::prepare(args.kernel)?;
-    let initramfs = lab.initramfs(&kernel, &script, &files)?;
-    println!("vm: booting Debian kernel {} (qemu, TCG)", kernel.release());
-    let report = qemu::boot(
-        &kernel.vmlinuz(),
-        &initramfs,
-        Duration::from_secs(args.timeout),
-        true,
+    let machine = lab.machine(&kernel)?;
+    println!(
+        "vm: booting Debian kernel {} (qemu, {})",
+        kernel.release(),
+        machine.accel.name()
     );
-    let _ = std::fs::remove_file(&initramfs);
-    let report = report?;
+    let timeout = Duration::from_secs(args.timeout);
+    let report = lab.boot(&kernel, &machine, &script, &files, timeout, true)?;
     let secs = report.elapsed.as_secs_f64();
     match &report.outcome {
         &qemu::Outcome::Exited(status) => {
@@ -168,12 +230,14 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     let script = script_path(&args.script)?;
     let lab = Lab::prepare()?;
     let kernel = kernel::prepare(args.kernel)?;
+    let machine = lab.machine(&kernel)?;
     let initramfs = lab.initramfs(&kernel, &script, &[])?;
     println!(
-        "vm: booting Debian kernel {} with the console here; Ctrl-A X quits qemu",
-        kernel.release()
+        "vm: booting Debian kernel {} (qemu, {}) with the console here; Ctrl-A X quits qemu",
+        kernel.release(),
+        machine.accel.name()
     );
-    let status = qemu::interactive(&kernel.vmlinuz(), &initramfs);
+    let status = machine.interactive(&initramfs);
     let _ = std::fs::remove_file(&initramfs);
     Ok(if status?.success() {
         ExitCode::SUCCESS

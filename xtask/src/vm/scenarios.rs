@@ -85,10 +85,15 @@ pub fn test(kernels: Kernels) -> Result<()> {
     let mut first = true;
     for series in kernels.series() {
         let kernel = kernel::prepare(series)?;
-        println!("vm-test: Debian kernel {}", kernel.release());
+        let machine = lab.machine(&kernel)?;
+        println!(
+            "vm-test: Debian kernel {} (qemu, {})",
+            kernel.release(),
+            machine.accel.name()
+        );
         for script in &scenarios {
             let name = script.file_stem().unwrap_or_default().to_string_lossy();
-            let report = boot(&lab, &kernel, script, SCENARIO_TIMEOUT)?;
+            let report = lab.boot(&kernel, &machine, script, &[], SCENARIO_TIMEOUT, false)?;
             let secs = report.elapsed.as_secs_f64();
             if matches!(report.outcome, qemu::Outcome::Exited(0)) {
                 passed += 1;
@@ -109,7 +114,7 @@ pub fn test(kernels: Kernels) -> Result<()> {
             for check in &SELF_CHECKS {
                 let name = format!("selfcheck/{}", check.script);
                 let script = dir.join("selfcheck").join(check.script);
-                let report = boot(&lab, &kernel, &script, check.timeout)?;
+                let report = lab.boot(&kernel, &machine, &script, &[], check.timeout, false)?;
                 let secs = report.elapsed.as_secs_f64();
                 let caught = (check.expect)(&report.outcome)
                     && report.tail.iter().any(|l| l.contains(check.console))
@@ -137,18 +142,6 @@ pub fn test(kernels: Kernels) -> Result<()> {
         bail!("vm-test: {failed} failed");
     }
     Ok(())
-}
-
-fn boot(
-    lab: &Lab,
-    kernel: &kernel::Kernel,
-    script: &Path,
-    timeout: Duration,
-) -> Result<qemu::Report> {
-    let initramfs = lab.initramfs(kernel, script, &[])?;
-    let report = qemu::boot(&kernel.vmlinuz(), &initramfs, timeout, false);
-    let _ = fs::remove_file(&initramfs);
-    report
 }
 
 /// `NN-name.sh` files, in order.
