@@ -26,13 +26,21 @@ const EXTRA_THREADS: [usize; 2] = [1_000, 10_000];
 /// Set in the child that strace watches: `<extra threads>:<scans>`.
 const CHILD_ENV: &str = "KLPSCOPE_BENCH_CHILD";
 
+/// Picks another per-thread file, e.g. `comm`, whose kernel side is as cheap
+/// as patch_state's (one value printed), unlike `stat`'s.
+const FILE_ENV: &str = "KLPSCOPE_BENCH_FILE";
+
 /// The file both sides read per thread.
-fn thread_file() -> &'static str {
-    if Path::new("/proc/self/patch_state").exists() {
+fn thread_file() -> String {
+    if let Ok(file) = env::var(FILE_ENV) {
+        return file;
+    }
+    let file = if Path::new("/proc/self/patch_state").exists() {
         "patch_state"
     } else {
         "stat"
-    }
+    };
+    file.to_owned()
 }
 
 /// What `scan_patch_states` does, for any per-thread file: list, then one
@@ -152,7 +160,7 @@ fn child(spec: &str) {
     let _threads = SleepingThreads::spawn(extra.parse().expect("thread count"));
     let mut seen = 0;
     for _ in 0..scans.parse::<u32>().expect("scan count") {
-        seen = scan(thread_file());
+        seen = scan(&thread_file());
     }
     println!("{seen}");
     // Exit without joining: the threads' wake-up is not part of the count.
@@ -171,7 +179,7 @@ fn main() {
     if let Ok(spec) = env::var(CHILD_ENV) {
         return child(&spec);
     }
-    let file = thread_file();
+    let file = &thread_file();
     let mut criterion = Criterion::default()
         .sample_size(20)
         .measurement_time(Duration::from_secs(5))
