@@ -72,7 +72,7 @@ pub fn prepare(series: Series) -> Result<Kernel> {
         abi: abi.clone(),
         root: dir.join("root"),
     };
-    if dir.join(super::COMPLETE).exists() {
+    if dir.join(super::lab::COMPLETE).exists() {
         return Ok(kernel);
     }
     let started = Instant::now();
@@ -107,7 +107,7 @@ pub fn prepare(series: Series) -> Result<Kernel> {
     fs::remove_dir_all(&distro_modules)
         .with_context(|| format!("cannot remove {}", distro_modules.display()))?;
     fs::remove_dir_all(&debs)?;
-    super::publish(&staging, &dir)?;
+    super::lab::publish(&staging, &dir)?;
     println!(
         "vm: kernel {} ready in {} ({:.1}s)",
         kernel.release(),

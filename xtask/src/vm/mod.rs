@@ -4,6 +4,7 @@ mod apt;
 mod guest;
 mod initramfs;
 mod kernel;
+mod lab;
 mod modules;
 mod qemu;
 mod scenarios;
@@ -20,20 +21,9 @@ use clap::Args;
 pub use kernel::Series;
 pub use scenarios::{Kernels, test};
 
-use crate::{build, cache};
+use lab::Lab;
 
-/// Host packages the lab needs: the emulator, the guest's userland and
-/// pahole, without which kbuild cannot finish a module (BTF).
-/// A KVM guest that works reaches /init in seconds.
-const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
-
-const HOST_PACKAGES: [&str; 5] = [
-    "qemu-system-x86",
-    "busybox-static",
-    "pahole",
-    "make",
-    "gcc-12",
-];
+use crate::cache;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -58,104 +48,6 @@ pub struct DemoArgs {
     /// Script to run before the interactive shell.
     #[arg(long, default_value = "tests/scenarios/demo.sh")]
     script: PathBuf,
-}
-
-/// Everything a boot needs on the host, built or fetched once per xtask run.
-struct Lab {
-    klpscope: PathBuf,
-}
-
-impl Lab {
-    fn prepare() -> Result<Lab> {
-        apt::ensure_installed(&HOST_PACKAGES)?;
-        build::all(false)?;
-        Ok(Lab {
-            klpscope: build::klpscope_binary(false),
-        })
-    }
-
-    /// Packs an initramfs for `script` on `kernel` and returns its path.
-    fn initramfs(
-        &self,
-        kernel: &kernel::Kernel,
-        script: &Path,
-        files: &[(PathBuf, String)],
-    ) -> Result<PathBuf> {
-        let modules = modules::build(kernel)?;
-        let dir = cache::dir().join("vm");
-        std::fs::create_dir_all(&dir)?;
-        // Per process: concurrent runs must not overwrite each other's image.
-        let out = dir.join(format!("initramfs-{}.cpio", std::process::id()));
-        guest::Guest {
-            klpscope: &self.klpscope,
-            modules: &modules,
-            script,
-            files,
-        }
-        .pack(&out)?;
-        Ok(out)
-    }
-
-    /// Boots `script` on `machine` with a fresh initramfs.
-    fn boot(
-        &self,
-        kernel: &kernel::Kernel,
-        machine: &qemu::Machine,
-        script: &Path,
-        files: &[(PathBuf, String)],
-        timeout: Duration,
-        echo: bool,
-    ) -> Result<qemu::Report> {
-        let initramfs = self.initramfs(kernel, script, files)?;
-        let report = machine.boot(&initramfs, timeout, echo);
-        let _ = std::fs::remove_file(&initramfs);
-        report
-    }
-
-    /// How to boot `kernel`: KVM if a probe boot under it once reached /init
-    /// and exited cleanly, else TCG. The verdict is cached per kernel; delete
-    /// `<cache>/vm/kvm-<release>` to probe again.
-    fn machine(&self, kernel: &kernel::Kernel) -> Result<qemu::Machine> {
-        let mut machine = qemu::Machine {
-            vmlinuz: kernel.vmlinuz(),
-            accel: qemu::Accel::Kvm,
-        };
-        let kvm_usable = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok();
-        let dir = cache::dir().join("vm");
-        let verdict = dir.join(format!("kvm-{}", kernel.release()));
-        let works = match std::fs::read_to_string(&verdict) {
-            _ if !kvm_usable => false,
-            Ok(text) => text.trim() == "works",
-            Err(_) => {
-                std::fs::create_dir_all(&dir)?;
-                let probe = dir.join(format!("kvm-probe-{}.sh", std::process::id()));
-                std::fs::write(&probe, "exit 0\n")?;
-                let report = self.boot(kernel, &machine, &probe, &[], KVM_PROBE_TIMEOUT, false);
-                let _ = std::fs::remove_file(&probe);
-                let report = report?;
-                let works = matches!(report.outcome, qemu::Outcome::Exited(0));
-                println!(
-                    "vm: KVM probe on {}: {}",
-                    kernel.release(),
-                    if works {
-                        "the guest boots; using KVM".to_string()
-                    } else {
-                        format!("{}; using TCG", scenarios::describe(&report.outcome))
-                    }
-                );
-                std::fs::write(&verdict, if works { "works" } else { "fails" })?;
-                works
-            }
-        };
-        if !works {
-            machine.accel = qemu::Accel::Tcg;
-        }
-        Ok(machine)
-    }
 }
 
 fn script_path(script: &Path) -> Result<PathBuf> {
@@ -244,24 +136,4 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The file that marks a cache folder as finished.
-const COMPLETE: &str = "complete";
-
-/// Moves a finished `staging` folder to `dir`, marking it complete. When
-/// another run published the same work first, keeps theirs.
-fn publish(staging: &Path, dir: &Path) -> Result<()> {
-    std::fs::write(staging.join(COMPLETE), "")?;
-    if dir.exists() && !dir.join(COMPLETE).exists() {
-        // Left by an interrupted run of an older layout.
-        std::fs::remove_dir_all(dir)?;
-    }
-    if std::fs::rename(staging, dir).is_err() {
-        std::fs::remove_dir_all(staging)?;
-        if !dir.join(COMPLETE).exists() {
-            bail!("cannot move {} to {}", staging.display(), dir.display());
-        }
-    }
-    Ok(())
 }

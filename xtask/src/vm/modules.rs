@@ -18,7 +18,7 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
     }
     let name = format!("{}-{:016x}", kernel.release(), hash.0);
     let dir = cache::dir().join("modules").join(&name);
-    if !dir.join(super::COMPLETE).exists() {
+    if !dir.join(super::lab::COMPLETE).exists() {
         let started = Instant::now();
         // Built under a name of our own, then published: concurrent runs
         // must not build in each other's folder.
@@ -46,7 +46,7 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
                 kernel.release()
             );
         }
-        super::publish(&staging, &dir)?;
+        super::lab::publish(&staging, &dir)?;
         println!(
             "vm: test modules built for {} ({:.1}s)",
             kernel.release(),

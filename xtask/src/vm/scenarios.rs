@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
-use super::{Lab, Series, kernel, qemu};
+use super::{Series, kernel, lab::Lab, qemu};
 use crate::cache;
 
 /// Bounds one scenario boot; a warm one takes well under a minute.
