@@ -5,7 +5,7 @@
 //!
 //! Each observation may produce `WatchEvent`s: the same events feed the
 //! TUI's event log and the plain and JSON lines.
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::Serialize;
 
@@ -48,6 +48,12 @@ pub enum WatchEvent {
         pid: u32,
         tid: u32,
         comm: String,
+    },
+    /// Threads the tracer saw switch (the kernel's check passed, or they
+    /// moved themselves), in bulk, once a poll.
+    Switched {
+        patch: String,
+        tids: Vec<u32>,
     },
     /// The kernel sent fake signals (user tasks) and wake-ups (kthreads) to
     /// the remaining tasks.
@@ -196,6 +202,8 @@ pub struct WatchState {
     polls: u64,
     tracer_start_ns: Option<u64>,
     candidates: BTreeMap<u32, Candidate>,
+    /// Switches the tracer saw since the last poll.
+    switched: BTreeSet<u32>,
 }
 
 impl WatchState {
@@ -215,6 +223,7 @@ impl WatchState {
             polls: 0,
             tracer_start_ns: None,
             candidates: BTreeMap::new(),
+            switched: BTreeSet::new(),
         }
     }
 
@@ -279,6 +288,15 @@ impl WatchState {
         self.started_ns.get_or_insert(poll.at_ns);
         let first_poll = self.polls == 0;
         self.polls += 1;
+        let in_transition = self.transition.as_ref().map(|t| &t.patch);
+        if let Some(patch) = in_transition.or(poll.transition.as_ref().map(|t| &t.patch)) {
+            if !self.switched.is_empty() {
+                events.push(WatchEvent::Switched {
+                    patch: patch.clone(),
+                    tids: std::mem::take(&mut self.switched).into_iter().collect(),
+                });
+            }
+        }
 
         // A patch whose `transition` could not be read this time (a read
         // racing a write) has not ended its transition.
@@ -507,12 +525,15 @@ impl WatchState {
                 }
             }
             TraceEvent::Force { .. } => self.forced(events),
+            TraceEvent::Check {
+                tid, reason: None, ..
+            }
+            | TraceEvent::SelfSwitch { tid, .. } => {
+                self.switched.insert(tid);
+            }
             // The polls decide when a transition starts and ends: they know
             // the patch, the tracer does not.
-            TraceEvent::Check { .. }
-            | TraceEvent::SelfSwitch { .. }
-            | TraceEvent::Complete { .. }
-            | TraceEvent::Cancel { .. } => {}
+            TraceEvent::Check { .. } | TraceEvent::Complete { .. } | TraceEvent::Cancel { .. } => {}
         }
     }
 
@@ -980,6 +1001,50 @@ mod tests {
         assert!(
             state.calls.is_empty(),
             "a function no longer counted is dropped"
+        );
+    }
+
+    #[test]
+    fn switches_the_tracer_saw_are_reported_in_bulk_once_a_poll() {
+        let mut state = WatchState::new("6.12", Feed::Ebpf);
+        state.apply(patching(0, 3, vec![]));
+        let check = |tid, reason| TraceEvent::Check {
+            timestamp_ns: 1,
+            tid,
+            tgid: tid,
+            comm: "t".into(),
+            kthread: false,
+            reason,
+            function: None,
+            failed_checks: 0,
+        };
+        let switched = |tid| check(tid, None);
+        assert!(state.apply(Observation::Trace(switched(7))).is_empty());
+        state.apply(Observation::Trace(TraceEvent::SelfSwitch {
+            timestamp_ns: 2,
+            tid: 5,
+            tgid: 5,
+            comm: "u".into(),
+            kthread: false,
+        }));
+        state.apply(Observation::Trace(check(
+            9,
+            Some(BlockReason::FunctionOnStack),
+        )));
+        let events = state.apply(patching(1, 1, vec![]));
+        assert_eq!(
+            events[0],
+            WatchEvent::Switched {
+                patch: "p".into(),
+                tids: vec![5, 7]
+            }
+        );
+        let again = state.apply(patching(2, 1, vec![]));
+        assert!(
+            !again
+                .iter()
+                .any(|e| matches!(e, WatchEvent::Switched { .. })),
+            "each switch is reported once"
         );
     }
 }

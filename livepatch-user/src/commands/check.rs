@@ -91,12 +91,13 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
     }
     let counter = probes.as_ref().and_then(|p| p.call_counter.as_ref());
 
+    // The counters start at zero when they attach, just before this: every
+    // call they count falls in the window.
     let started = Instant::now();
-    let before = counter.and_then(|c| c.counts().ok()).unwrap_or_default();
     let samples = sample_stacks(root, args.duration)?;
     let elapsed = started.elapsed().as_secs_f64();
     let after = counter.and_then(|c| c.counts().ok()).unwrap_or_default();
-    let rates = call_rates(&before, &after, elapsed);
+    let rates = call_rates(&[], &after, elapsed);
     let calls: Vec<Known<CallWindow>> = targets
         .iter()
         .map(|target| match (&target.object, &ebpf_unavailable) {

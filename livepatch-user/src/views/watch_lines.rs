@@ -60,6 +60,9 @@ pub fn describe(event: &WatchEvent) -> String {
         WatchEvent::BlockerCleared { pid, tid, comm } => {
             format!("cleared: {comm} pid {pid} tid {tid} no longer blocks")
         }
+        WatchEvent::Switched { patch, tids } => {
+            format!("{patch}: the kernel switched {} tasks", tids.len())
+        }
         WatchEvent::Signals { patch, seen_in } => format!(
             "{patch}: kernel signalled the remaining tasks ({})",
             match seen_in {
