@@ -115,7 +115,8 @@ tasks_in_state() {
     _tids=
     for _f in /proc/[0-9]*/task/[0-9]*/patch_state; do
         _state=
-        read -r _state < "$_f" 2>/dev/null || continue
+        # A task may exit meanwhile: silence the failed open.
+        read -r _state 2>/dev/null < "$_f" || continue
         if [ "$_state" = "$1" ]; then
             _tid=${_f%/patch_state}
             _tids="$_tids${_tids:+ }${_tid##*/}"
