@@ -1,6 +1,7 @@
 //! The VM lab: Debian kernels booted in qemu with klpscope, our test modules
 //! and a scenario script; `vm-run`, `vm-test` and `demo`.
 mod apt;
+mod demo;
 mod guest;
 mod initramfs;
 mod kernel;
@@ -18,6 +19,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+pub use demo::{DemoArgs, demo, demo_test};
 pub use kernel::Series;
 pub use scenarios::{Kernels, test};
 
@@ -39,15 +41,6 @@ pub struct RunArgs {
     /// Seconds before the VM is killed and the run fails.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-}
-
-#[derive(Args)]
-pub struct DemoArgs {
-    #[arg(long, value_enum, default_value = "6.12")]
-    kernel: Series,
-    /// Script to run before the interactive shell.
-    #[arg(long, default_value = "tests/scenarios/demo.sh")]
-    script: PathBuf,
 }
 
 fn script_path(script: &Path) -> Result<PathBuf> {
@@ -116,24 +109,4 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             )
         }
     }
-}
-
-pub fn demo(args: DemoArgs) -> Result<ExitCode> {
-    let script = script_path(&args.script)?;
-    let lab = Lab::prepare()?;
-    let kernel = kernel::prepare(args.kernel)?;
-    let machine = lab.machine(&kernel)?;
-    let initramfs = lab.initramfs(&kernel, &script, &[])?;
-    println!(
-        "vm: booting Debian kernel {} (qemu, {}) with the console here; Ctrl-A X quits qemu",
-        kernel.release(),
-        machine.accel.name()
-    );
-    let status = machine.interactive(&initramfs);
-    let _ = std::fs::remove_file(&initramfs);
-    Ok(if status?.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
