@@ -43,8 +43,10 @@ enum Command {
         #[arg(long, value_enum, default_value = "all")]
         kernel: vm::Kernels,
     },
-    /// Boot the VM with a script, then an interactive console.
+    /// Watch a blocked livepatch transition live in a VM: klpscope watch in this terminal.
     Demo(vm::DemoArgs),
+    /// Run the demo in tmux and check its screen (also part of `test`).
+    DemoTest,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::VmRun(args) => vm::run(args),
         Command::VmTest { kernel } => vm::test(kernel).map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => vm::demo(args),
+        Command::DemoTest => vm::demo_test().map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

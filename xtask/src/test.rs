@@ -34,5 +34,7 @@ pub fn all() -> Result<ExitCode> {
     )?;
     // Real livepatch transitions, on every supported Debian kernel.
     crate::vm::test(crate::vm::Kernels::All)?;
+    // The TUI as a person sees it, in a terminal.
+    crate::vm::demo_test()?;
     Ok(ExitCode::SUCCESS)
 }
