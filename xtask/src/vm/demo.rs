@@ -104,7 +104,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// A tmux server of our own, killed (with the demo's qemu) when dropped.
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 /// The demo's only window.
@@ -113,7 +113,8 @@ const TARGET: &str = "demo";
 impl Tmux {
     fn start(command: &str) -> Result<Tmux> {
         let tmux = Tmux {
-            socket: format!("klpscope-demo-test-{}", std::process::id()),
+            socket: std::env::temp_dir()
+                .join(format!("klpscope-demo-test-{}.tmux", std::process::id())),
         };
         // The pane stays after the demo exits, so that its last screen
         // can be read.
@@ -142,7 +143,8 @@ impl Tmux {
 
     fn run(&self, args: &[&str]) -> Result<String> {
         let out = Command::new("tmux")
-            .args(["-L", &self.socket])
+            .arg("-S")
+            .arg(&self.socket)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -170,6 +172,8 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
+        // tmux leaves its socket file behind.
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
