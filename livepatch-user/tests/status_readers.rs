@@ -312,7 +312,7 @@ fn the_fast_scan_agrees_with_the_full_read() {
     );
     let patches = read_patches(fixture.root()).unwrap();
     let transition =
-        livepatch_user::kernel::transition(&patches, states.iter().map(|s| &s.patch_state));
+        livepatch_user::kernel::transition(&patches, None, states.iter().map(|s| &s.patch_state));
     assert_eq!(transition.map(|t| t.tasks_pending), Some(2));
 }
 

@@ -3,6 +3,61 @@
 . /lib/klpscope-test/lib.sh
 P=klp_test_patch_cmdline
 
+# Before the patch: check predicts no blocker, counts calls exactly and
+# measures their rate; then watch traces the transition.
+klpscope_ready() {
+    ks_json check-module check --module "$KLP_TEST_DIR/$P.ko" --json --duration 2 || return 1
+    jq_true "$KS/check-module.json" '
+        .verdict != "not_ready" and (.predicted_blockers | length) == 0
+        and .functions[0].name == "cmdline_proc_show" and .functions[0].present' || return 1
+    count_calls unpatched 40 --function cmdline_proc_show --duration 3 || return 1
+    jq_true "$KS/unpatched.json" '
+        .functions[0].calls_old == 40 and .functions[0].calls_new == 0' || return 1
+    log "klpscope counted 40 calls of the old cmdline_proc_show"
+    call_rate_matches || return 1
+    tids_now > "$KS/tids-before"
+    watch_start
+}
+
+# After it: watch saw the start, every task switch and the completion;
+# status shows the patch; diagnose has nothing to diagnose; calls now run
+# the new version.
+klpscope_patched() {
+    watch_done 0 || return 1
+    jq_true "$KS/watch-events.json" "
+        (map(.event) | index(\"start\")) < (map(.event) | index(\"complete\"))
+        and (.[] | select(.event == \"start\") | .patch == \"$P\" and .direction == \"patching\")
+        and (.[] | select(.event == \"complete\") | .reversed == false)" || return 1
+    jq '[.[] | select(.event == "switched") | .tids[]] | unique | .[]' \
+        "$KS/watch-events.json" > "$KS/tids-switched"
+    for _tid in $(cat "$KS/tids-before"); do
+        [ -e "/proc/$_tid" ] || continue
+        grep -qx "$_tid" "$KS/tids-switched" || {
+            echo "FAIL: the tracer did not see tid $_tid switch"
+            return 1
+        }
+    done
+    log "klpscope watch saw all $(wc -l < "$KS/tids-switched") switches"
+    ks_json status status --json || return 1
+    jq_true "$KS/status.json" "
+        .kernel.livepatch_supported and .transition == null
+        and (.patches | length) == 1 and .patches[0].name == \"$P\"
+        and .patches[0].enabled == true and .patches[0].transition == false
+        and .patches[0].objects[0].name == \"vmlinux\"
+        and .patches[0].objects[0].patched == true
+        and .patches[0].objects[0].functions[0].name == \"cmdline_proc_show\"" || return 1
+    klpscope diagnose > "$KS/diagnose.txt" || return 1
+    grep -q "no transition in progress" "$KS/diagnose.txt" || {
+        cat "$KS/diagnose.txt"
+        return 1
+    }
+    count_calls patched 40 --patch "$P" --duration 3 || return 1
+    jq_true "$KS/patched.json" '
+        .functions[0].calls_new == 40 and .functions[0].calls_old == 0' || return 1
+    log "klpscope counted 40 calls of the new cmdline_proc_show"
+}
+
+checkpoint ready
 grep -qF console=ttyS0 /proc/cmdline || fail "/proc/cmdline is not the boot command line"
 load $P
 wait_for_transition $P

@@ -183,3 +183,172 @@ busy_stop() {
     echo 0 > "$TARGET/busy" || fail "cannot stop the busy kthread"
     log "kthread $BUSY_PID stopped"
 }
+
+# ---- klpscope checks (run from the scenarios' klpscope_<checkpoint>) ----
+
+KS=/tmp/klpscope
+mkdir -p "$KS"
+
+# jq_true FILE FILTER: FILTER holds on the JSON in FILE; otherwise print
+# both and fail the check.
+jq_true() {
+    if ! jq -e "$2" "$1" >/dev/null 2>&1; then
+        echo "---- $1 ----"
+        cat "$1"
+        echo "FAIL: jq '$2' is not true for $1"
+        return 1
+    fi
+}
+
+# ks_json NAME ARGS...: runs `klpscope ARGS...`, its stdout into $KS/NAME.json;
+# a failed run prints its stderr and fails. Sets KS_STATUS.
+ks_json() {
+    _name=$1
+    shift
+    klpscope "$@" > "$KS/$_name.json" 2> "$KS/$_name.err"
+    KS_STATUS=$?
+    if [ "$KS_STATUS" -ne 0 ] && [ "$KS_STATUS" -ne 3 ] && [ "$KS_STATUS" -ne 4 ]; then
+        echo "FAIL: klpscope $* exited $KS_STATUS"
+        cat "$KS/$_name.err"
+        return 1
+    fi
+}
+
+# probes_attached PID: the process holds a bpf_link: its eBPF programs are
+# attached.
+probes_attached() { ls -l "/proc/$1/fd" 2>/dev/null | grep -q bpf_link; }
+
+# watch_start [SECONDS]: `klpscope watch --json --until-complete` in the
+# background, once its tracer is attached; sets WATCH_PID.
+watch_start() {
+    klpscope watch --json --until-complete --timeout "${1:-90}" \
+        > "$KS/watch.json" 2> "$KS/watch.err" &
+    WATCH_PID=$!
+    wait_until 30 "klpscope watch attached its probes" probes_attached "$WATCH_PID"
+    log "klpscope watch $WATCH_PID is tracing"
+}
+
+# watch_done STATUS: the watcher ended with STATUS (0 completed, 5
+# reversed); its events are then in $KS/watch.json, one per line.
+watch_done() {
+    _tries=100
+    until exited "$WATCH_PID"; do
+        _tries=$((_tries - 1))
+        if [ "$_tries" -le 0 ]; then
+            echo "FAIL: klpscope watch $WATCH_PID still running after 20s"
+            cat "$KS/watch.err" "$KS/watch.json"
+            return 1
+        fi
+        sleep 0.2
+    done
+    wait "$WATCH_PID"
+    _status=$?
+    if [ "$_status" != "$1" ]; then
+        echo "FAIL: klpscope watch exited $_status, expected $1"
+        cat "$KS/watch.err" "$KS/watch.json"
+        return 1
+    fi
+    jq -s . "$KS/watch.json" > "$KS/watch-events.json"
+}
+
+# events_true FILTER: FILTER holds on the array of watch events so far.
+events_true() {
+    jq -s . "$KS/watch.json" > "$KS/watch-events.json"
+    jq_true "$KS/watch-events.json" "$1"
+}
+
+# diagnose_names PID COMM KTHREAD FUNCTION DIRECTION [--no-ebpf]: diagnose
+# reports exactly one blocker, that task, blocked by FUNCTION on its stack.
+diagnose_names() {
+    _file=diagnose$6
+    ks_json "$_file" diagnose --json $6 || return 1
+    jq_true "$KS/$_file.json" "
+        .in_transition == true and .direction == \"$5\" and .tasks_pending >= 1
+        and (.blockers | length) == 1
+        and .blockers[0].pid == $1 and .blockers[0].comm == \"$2\"
+        and .blockers[0].kthread == $3
+        and .blockers[0].reason == \"function_on_stack\"
+        and .blockers[0].function == \"$4\"
+        and (.blockers[0].stack | length) > 0
+        and (.blockers[0].advice | length) > 0" || return 1
+    log "klpscope diagnose $6 names $2 pid $1 in $4"
+}
+
+# predicts PATCH PID KTHREAD: `check --module` on PATCH's .ko predicts
+# exactly one persistent blocker, PID.
+predicts() {
+    ks_json check-$1 check --module "$KLP_TEST_DIR/$1.ko" --json --duration 2 || return 1
+    jq_true "$KS/check-$1.json" "
+        ([.predicted_blockers[] | select(.persistent)] | length) == 1
+        and ([.predicted_blockers[] | select(.persistent)][0]
+             | .tid == $2 and .kthread == $3)" || return 1
+    log "klpscope check --module $1 predicts pid $2"
+}
+
+# count_calls NAME N ARGS...: `klpscope check ARGS --json`, with N reads of
+# /proc/cmdline made while its call counter is attached.
+count_calls() {
+    _name=$1 _n=$2
+    shift 2
+    klpscope check "$@" --json > "$KS/$_name.json" 2> "$KS/$_name.err" &
+    _check=$!
+    wait_until 30 "klpscope check attached its call counter" probes_attached "$_check"
+    _i=0
+    while [ "$_i" -lt "$_n" ]; do
+        read -r _line < /proc/cmdline
+        _i=$((_i + 1))
+    done
+    wait "$_check"
+    check_status_ok $? "$KS/$_name.err" || return 1
+}
+
+# check_status_ok STATUS ERRFILE: check exits 0 ready, 3 warnings or 4 not
+# ready; anything else is an error.
+check_status_ok() {
+    case $1 in
+        0 | 3 | 4) return 0 ;;
+    esac
+    echo "FAIL: klpscope check exited $1"
+    cat "$2"
+    return 1
+}
+
+# call_rate_matches: check's calls_per_sec for cmdline_proc_show matches a
+# load of reads at a fixed pace, measured here over the same window, within
+# 10%.
+call_rate_matches() {
+    klpscope check --function cmdline_proc_show --duration 4 --json \
+        > "$KS/rate.json" 2> "$KS/rate.err" &
+    _check=$!
+    until probes_attached "$_check"; do
+        exited "$_check" && break
+    done
+    _reads=0
+    _t0=$(uptime_cs)
+    while ! exited "$_check"; do
+        read -r _line < /proc/cmdline
+        _reads=$((_reads + 1))
+        sleep 0.05
+    done
+    _t1=$(uptime_cs)
+    wait "$_check"
+    check_status_ok $? "$KS/rate.err" || return 1
+    _load="($_reads * 100 / ($_t1 - $_t0))"
+    log "load: $_reads reads in $((_t1 - _t0)) cs"
+    jq_true "$KS/rate.json" "
+        (.functions[0].calls_per_sec - $_load) | fabs <= 0.1 * $_load" || return 1
+    log "klpscope check measured $(jq .functions[0].calls_per_sec "$KS/rate.json") calls/s"
+}
+
+# tids_now: every thread id, one a line.
+tids_now() {
+    for _t in /proc/[0-9]*/task/[0-9]*; do
+        echo "${_t##*/}"
+    done
+}
+
+# uptime_cs: centiseconds since boot.
+uptime_cs() {
+    read -r _up _ < /proc/uptime
+    echo "${_up%.*}${_up#*.}"
+}

@@ -283,20 +283,12 @@ impl WatchState {
         }
     }
 
-    fn on_poll(&mut self, poll: Poll, events: &mut Vec<WatchEvent>) {
+    fn on_poll(&mut self, mut poll: Poll, events: &mut Vec<WatchEvent>) {
+        self.settle_direction(&mut poll);
         self.now_ns = self.now_ns.max(poll.at_ns);
         self.started_ns.get_or_insert(poll.at_ns);
         let first_poll = self.polls == 0;
         self.polls += 1;
-        let in_transition = self.transition.as_ref().map(|t| &t.patch);
-        if let Some(patch) = in_transition.or(poll.transition.as_ref().map(|t| &t.patch)) {
-            if !self.switched.is_empty() {
-                events.push(WatchEvent::Switched {
-                    patch: patch.clone(),
-                    tids: std::mem::take(&mut self.switched).into_iter().collect(),
-                });
-            }
-        }
 
         // A patch whose `transition` could not be read this time (a read
         // racing a write) has not ended its transition.
@@ -340,6 +332,7 @@ impl WatchState {
             current.tasks_total = seen.tasks_total;
         }
         self.track_blockers(poll.blockers, poll.at_ns, events);
+        self.report_switches(events);
         self.update_patches(poll.patches, events);
     }
 
@@ -421,6 +414,50 @@ impl WatchState {
             };
             events.push(complete(&outcome));
             self.last_outcome = Some(outcome);
+        }
+    }
+
+    /// A transition with no task pending says nothing about its direction.
+    /// The kernel marks the transition before it sets `enabled` to its goal
+    /// (and patches the objects in between), so for a while `enabled` names
+    /// the opposite direction, and every task, still at the initial state,
+    /// looks switched to that direction's target. Such a poll keeps the
+    /// direction already known, and does not start a transition.
+    fn settle_direction(&self, poll: &mut Poll) {
+        let Some(seen) = poll.transition.as_mut() else {
+            return;
+        };
+        if seen.tasks_pending > 0 {
+            return;
+        }
+        match &self.transition {
+            Some(current) if current.patch == seen.patch => seen.direction = current.direction,
+            _ => poll.transition = None,
+        }
+    }
+
+    /// The switches the tracer saw since the last poll, under the patch in
+    /// transition, or before the completion of one that ended since.
+    fn report_switches(&mut self, events: &mut Vec<WatchEvent>) {
+        if self.switched.is_empty() {
+            return;
+        }
+        let completed = events
+            .iter()
+            .position(|e| matches!(e, WatchEvent::Complete { .. }));
+        let patch = match (&self.transition, completed.map(|i| &events[i])) {
+            (_, Some(WatchEvent::Complete { patch, .. })) => patch.clone(),
+            (Some(transition), _) => transition.patch.clone(),
+            // Not in a transition yet: the tracer ran ahead of the polls.
+            _ => return,
+        };
+        let switched = WatchEvent::Switched {
+            patch,
+            tids: std::mem::take(&mut self.switched).into_iter().collect(),
+        };
+        match completed {
+            Some(at) => events.insert(at, switched),
+            None => events.push(switched),
         }
     }
 
@@ -1032,12 +1069,12 @@ mod tests {
             Some(BlockReason::FunctionOnStack),
         )));
         let events = state.apply(patching(1, 1, vec![]));
-        assert_eq!(
-            events[0],
-            WatchEvent::Switched {
+        assert!(
+            events.contains(&WatchEvent::Switched {
                 patch: "p".into(),
                 tids: vec![5, 7]
-            }
+            }),
+            "{events:?}"
         );
         let again = state.apply(patching(2, 1, vec![]));
         assert!(
@@ -1045,6 +1082,70 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, WatchEvent::Switched { .. })),
             "each switch is reported once"
+        );
+    }
+
+    #[test]
+    fn switches_of_a_transition_that_ended_between_polls_come_before_its_end() {
+        let mut state = WatchState::new("6.12", Feed::Ebpf);
+        state.apply(poll(0, vec![], None, vec![]));
+        state.apply(Observation::Trace(TraceEvent::SelfSwitch {
+            timestamp_ns: 1,
+            tid: 3,
+            tgid: 3,
+            comm: "sh".into(),
+            kthread: false,
+        }));
+        let events = state.apply(poll(1, vec![patch("p", true, false)], None, vec![]));
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                WatchEvent::Start { .. } => "start",
+                WatchEvent::Switched { .. } => "switched",
+                WatchEvent::Complete { .. } => "complete",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["start", "switched", "complete"]);
+    }
+
+    #[test]
+    fn a_transition_caught_before_enabled_flips_does_not_start_backwards() {
+        let mut state = polling();
+        state.apply(poll(0, vec![], None, vec![]));
+        // Marked in transition, `enabled` not yet 1: looks like unpatching
+        // with every task already at the target.
+        let window = poll(
+            1,
+            vec![patch("p", false, true)],
+            Some((Direction::Unpatching, 0)),
+            vec![],
+        );
+        assert!(state.apply(window).is_empty());
+        let events = state.apply(patching(2, 5, vec![]));
+        assert!(
+            matches!(
+                events.as_slice(),
+                [WatchEvent::Start {
+                    direction: Direction::Patching,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
+        // The last poll before completion, with nothing pending, keeps it
+        // patching: no reversal.
+        let events = state.apply(poll(
+            3,
+            vec![patch("p", true, true)],
+            Some((Direction::Unpatching, 0)),
+            vec![],
+        ));
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, WatchEvent::Reverse { .. })),
+            "{events:?}"
         );
     }
 }

@@ -4,7 +4,10 @@ use anyhow::{Context, Result};
 
 use crate::{
     cli::StatusArgs,
-    kernel::{read_kernel, read_patches, scan_patch_states, transition},
+    kernel::{
+        kernel_log::read_livepatch_log, read_kernel, read_patches, reread_in_transition,
+        scan_patch_states, transition,
+    },
     views::status::{StatusView, render_json, render_text},
 };
 
@@ -18,7 +21,14 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
         .any(|patch| patch.transition.value() == Some(&true));
     let transition = if in_transition {
         let threads = scan_patch_states(root).context("scanning /proc for patch_state")?;
-        transition(&patches, threads.iter().map(|thread| &thread.patch_state))
+        let patches = reread_in_transition(root, patches.clone());
+        let log = read_livepatch_log(root);
+        let log = log.value().map(Vec::as_slice);
+        transition(
+            &patches,
+            log,
+            threads.iter().map(|thread| &thread.patch_state),
+        )
     } else {
         None
     };

@@ -25,8 +25,10 @@ use crate::{
     },
     cli::WatchArgs,
     kernel::{
-        ThreadId, kernel_log::read_livepatch_log, procfs_tasks::Stacks, read_kernel, read_patches,
-        read_task, scan_patch_states, transition,
+        ThreadId,
+        kernel_log::{LogEntry, read_livepatch_log},
+        procfs_tasks::Stacks,
+        read_kernel, read_patches, read_task, reread_in_transition, scan_patch_states, transition,
     },
     model::{Direction, Known, Patch, ThreadPatchState, TraceEvent, Transition},
     probes::{self, ProbeRequest, Probes, TaskVerdict},
@@ -240,6 +242,8 @@ struct Feed {
     uncounted: Vec<(String, String)>,
     /// The newest kernel log record already seen.
     log_seen_us: Option<u64>,
+    /// The kernel's livepatch log as last read; None when unreadable.
+    log: Option<Vec<LogEntry>>,
     patch_names: Vec<String>,
 }
 
@@ -273,6 +277,7 @@ impl Feed {
             refused: Vec::new(),
             uncounted: Vec::new(),
             log_seen_us: None,
+            log: None,
             patch_names: Vec::new(),
         }
     }
@@ -303,9 +308,6 @@ impl Feed {
         if let Some(name) = &self.patch {
             patches.retain(|patch| &patch.name == name);
         }
-        if !patches.is_empty() {
-            observations.extend(self.kernel_log());
-        }
         let names: Vec<String> = patches.iter().map(|p| p.name.clone()).collect();
         let names_changed = names != self.patch_names;
         self.patch_names = names;
@@ -317,10 +319,18 @@ impl Feed {
         } else {
             None
         };
+        if threads.is_some() {
+            patches = reread_in_transition(&self.root, patches);
+        }
+        // After the scan: a switched task it saw is logged by then.
+        if !patches.is_empty() {
+            observations.extend(self.kernel_log());
+        }
         let now_ns = monotonic_ns();
-        let transition = threads
-            .as_ref()
-            .and_then(|threads| transition(&patches, threads.iter().map(|t| &t.patch_state)));
+        let transition = threads.as_ref().and_then(|threads| {
+            let log = self.log.as_deref();
+            transition(&patches, log, threads.iter().map(|t| &t.patch_state))
+        });
         let blockers = match (&transition, &threads) {
             (Some(transition), Some(threads)) => {
                 self.blockers(transition, &patches, threads, verdicts.as_deref(), now_ns)
@@ -357,8 +367,10 @@ impl Feed {
     /// where the log stands: older messages belong to older transitions.
     fn kernel_log(&mut self) -> Vec<Observation> {
         let Known::Value(entries) = read_livepatch_log(&self.root) else {
+            self.log = None;
             return Vec::new();
         };
+        self.log = Some(entries.clone());
         let newest = entries.iter().map(|e| e.timestamp_us).max().unwrap_or(0);
         let fresh = match self.log_seen_us {
             None => Vec::new(),

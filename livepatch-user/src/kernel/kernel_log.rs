@@ -14,7 +14,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::model::Known;
+use crate::model::{Direction, Known};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -64,6 +64,23 @@ pub fn read_livepatch_log(root: &Path) -> Known<Vec<LogEntry>> {
         }
     }
     Known::Value(entries)
+}
+
+/// The direction of the patch's latest transition, from its latest
+/// "starting ... transition" line: the kernel logs it (again on a reversal)
+/// before any task can switch, while `enabled` follows only afterwards.
+pub fn logged_direction(log: &[LogEntry], patch: &str) -> Option<Direction> {
+    log.iter().rev().find_map(|entry| match &entry.message {
+        LivepatchMessage::Starting {
+            patch: p,
+            unpatching,
+        } if p == patch => Some(if *unpatching {
+            Direction::Unpatching
+        } else {
+            Direction::Patching
+        }),
+        _ => None,
+    })
 }
 
 /// Parses one kmsg record, `pri,seq,ts_usec,flags;message`.
@@ -149,6 +166,21 @@ mod tests {
                 .message,
             LivepatchMessage::Forcing
         );
+    }
+
+    #[test]
+    fn the_latest_start_line_gives_the_direction() {
+        let log: Vec<LogEntry> = [
+            "6,1,1,-;livepatch: 'p': starting patching transition",
+            "6,2,2,-;livepatch: 'q': starting patching transition",
+            "6,3,3,-;livepatch: 'p': starting unpatching transition",
+        ]
+        .iter()
+        .filter_map(|r| parse_record(r))
+        .collect();
+        assert_eq!(logged_direction(&log, "p"), Some(Direction::Unpatching));
+        assert_eq!(logged_direction(&log, "q"), Some(Direction::Patching));
+        assert_eq!(logged_direction(&log, "r"), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use procfs_tasks::{
     Stacks, ThreadFile, ThreadFileReader, ThreadId, list_threads, read_task, read_tasks,
     scan_patch_states,
 };
-pub use snapshot::{read_snapshot, transition};
+pub use snapshot::{read_snapshot, reread_in_transition, transition};
 pub use sysfs_livepatch::{read_patch, read_patches};
 
 /// A listing the readers cannot do without (/proc, /sys/kernel/livepatch)

@@ -12,6 +12,7 @@ use super::initramfs::Initramfs;
 /// Where scenarios find the test modules, lib.sh and (as run.sh) the script.
 pub const TEST_DIR: &str = "/lib/klpscope-test";
 const BUSYBOX: &str = "/bin/busybox";
+const JQ: &str = "/usr/bin/jq";
 
 pub struct Guest<'a> {
     pub klpscope: &'a Path,
@@ -31,8 +32,12 @@ impl Guest<'_> {
         }
         image.file(BUSYBOX, Path::new(BUSYBOX), 0o755);
         image.file("/bin/klpscope", self.klpscope, 0o755);
-        for lib in shared_libraries(self.klpscope)? {
-            image.file(&lib, Path::new(&lib), 0o755);
+        // Scenarios check klpscope's JSON with jq.
+        image.file("/bin/jq", Path::new(JQ), 0o755);
+        for binary in [self.klpscope, Path::new(JQ)] {
+            for lib in shared_libraries(binary)? {
+                image.file(&lib, Path::new(&lib), 0o755);
+            }
         }
         for module in self.modules {
             let name = module.file_name().unwrap_or_default().to_string_lossy();

@@ -15,12 +15,14 @@ const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Host packages the lab needs: the emulator, the guest's userland and
 /// pahole, without which kbuild cannot finish a module (BTF).
-const HOST_PACKAGES: [&str; 5] = [
+const HOST_PACKAGES: [&str; 6] = [
     "qemu-system-x86",
     "busybox-static",
     "pahole",
     "make",
     "gcc-12",
+    // Scenarios assert on klpscope's JSON with it.
+    "jq",
 ];
 
 /// Everything a boot needs on the host, built or fetched once per xtask run.
