@@ -65,9 +65,7 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Exit codes: 0 completed (or quit), 5 reversed, 6 timed out, 1 error."
-)]
+#[command(after_help = "Exit codes: 0 completed (or quit), 5 reversed, 6 timed out, 1 error.")]
 pub struct WatchArgs {
     /// Only this patch's transitions.
     #[arg(long, value_name = "NAME")]

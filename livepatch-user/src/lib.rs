@@ -4,10 +4,10 @@
 //! Data flows one way: `kernel` readers and `probes` fill the `model`;
 //! `analysis` turns it into progress, blockers and verdicts; `views` render
 //! those; `commands` compose the three.
+pub mod analysis;
 pub mod cli;
 pub mod commands;
-pub mod model;
-pub mod analysis;
 pub mod kernel;
+pub mod model;
 pub mod probes;
 pub mod views;

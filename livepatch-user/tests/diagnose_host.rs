@@ -23,7 +23,11 @@ fn without_livepatch_diagnose_says_so_in_one_line_and_exits_0() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.contains("CONFIG_LIVEPATCH"), "{text}");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -47,7 +51,11 @@ fn an_unknown_patch_is_a_clear_error_on_a_livepatch_tree() {
     for (file, value) in [("enabled", "1"), ("transition", "0"), ("force", "0")] {
         std::fs::write(p.join("sys/kernel/livepatch/real_patch").join(file), value).unwrap();
     }
-    std::fs::write(p.join("sys/kernel/livepatch/real_patch/vmlinux/patched"), "1").unwrap();
+    std::fs::write(
+        p.join("sys/kernel/livepatch/real_patch/vmlinux/patched"),
+        "1",
+    )
+    .unwrap();
     std::fs::create_dir_all(p.join("proc/1/task/1")).unwrap();
     std::fs::create_dir_all(p.join("proc/sys/kernel")).unwrap();
     std::fs::write(p.join("proc/sys/kernel/osrelease"), "6.12.0-test\n").unwrap();

@@ -124,9 +124,8 @@ pub fn run(release: bool, args: &[String]) -> Result<ExitCode> {
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 pub fn checked(cmd: &mut Command, what: &str) -> Result<()> {

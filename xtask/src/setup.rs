@@ -53,8 +53,11 @@ fn ensure_nightly() -> Result<()> {
         return Ok(());
     }
     println!("setup: installing the nightly toolchain");
-    output("rustup", &["toolchain", "install", "nightly", "--profile", "minimal"])
-        .context("the nightly toolchain is missing and could not be installed")?;
+    output(
+        "rustup",
+        &["toolchain", "install", "nightly", "--profile", "minimal"],
+    )
+    .context("the nightly toolchain is missing and could not be installed")?;
     Ok(())
 }
 
@@ -73,7 +76,10 @@ fn ensure_rust_src() -> Result<()> {
         &["component", "add", "rust-src", "--toolchain", "nightly"],
     )
     .context("could not add rust-src to the nightly toolchain")?;
-    println!("setup: rust-src added ({:.1}s)", started.elapsed().as_secs_f64());
+    println!(
+        "setup: rust-src added ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

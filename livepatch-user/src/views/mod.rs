@@ -1,7 +1,7 @@
 //! Rendering of analysis results: text, JSON and the TUI. Views never reach
 //! back into the kernel.
 pub mod check_report;
-pub mod status;
 pub mod diagnose_report;
+pub mod status;
 pub mod tui;
 pub mod watch_lines;
