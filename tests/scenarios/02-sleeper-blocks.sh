@@ -3,8 +3,52 @@
 . /lib/klpscope-test/lib.sh
 P=klp_test_patch_target
 
+# Before the patch: check predicts exactly the parked task; watch traces.
+klpscope_parked() {
+    predicts $P "$PARKED_PID" false || return 1
+    watch_start
+}
+
+# Blocked: the actual blocker (patch_state, asserted by the lab) is the one
+# predicted; diagnose (with and without eBPF), status and watch name it.
+klpscope_blocked() {
+    diagnose_names "$PARKED_PID" cat false klp_test_park_wait patching || return 1
+    diagnose_names "$PARKED_PID" cat false klp_test_park_wait patching --no-ebpf || return 1
+    jq_true "$KS/diagnose.json" '.verdicts_from == "kernel" and .blockers[0].failed_checks >= 1' || return 1
+    ks_json status status --json || return 1
+    jq_true "$KS/status.json" "
+        .transition.patch == \"$P\" and .transition.direction == \"patching\"
+        and .transition.tasks_pending == 1 and .transition.tasks_total > 1
+        and .patches[0].transition == true" || return 1
+    events_true "
+        (.[] | select(.event == \"start\") | .direction == \"patching\")
+        and ([.[] | select(.event == \"blocker\")] | length) == 1
+        and (.[] | select(.event == \"blocker\")
+             | .pid == $PARKED_PID and .comm == \"cat\" and .kthread == false
+               and .reason == \"function_on_stack\"
+               and .function == \"klp_test_park_wait\")
+        and ((.[] | select(.event == \"blocker\") | .ts)
+             - (.[] | select(.event == \"start\") | .ts)) <= 2" || return 1
+    log "klpscope watch reported pid $PARKED_PID within 2 s of the start"
+}
+
+klpscope_complete() {
+    watch_done 0 || return 1
+    jq_true "$KS/watch-events.json" "
+        any(.[]; .event == \"blocker_cleared\" and .pid == $PARKED_PID)
+        and any(.[]; .event == \"complete\" and .patch == \"$P\" and .reversed == false)" || return 1
+    ks_json status status --json || return 1
+    jq_true "$KS/status.json" "
+        .transition == null and .patches[0].enabled == true
+        and .patches[0].objects[0].name == \"klp_test_target\"
+        and .patches[0].objects[0].patched == true
+        and ([.patches[0].objects[0].functions[].name] | sort)
+            == [\"klp_test_busy_loop\", \"klp_test_park_wait\"]" || return 1
+}
+
 load klp_test_target
 park klp_test_park_wait
+checkpoint parked
 load $P
 assert_dmesg "'$P': starting patching transition"
 wait_for_sole_blocker "$PARKED_PID" 0

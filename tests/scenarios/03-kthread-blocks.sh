@@ -5,8 +5,37 @@
 . /lib/klpscope-test/lib.sh
 P=klp_test_patch_target
 
+klpscope_busy() {
+    predicts $P "$BUSY_PID" true || return 1
+    watch_start
+}
+
+klpscope_blocked() {
+    diagnose_names "$BUSY_PID" klp_test_busy true klp_test_busy_loop patching || return 1
+    jq_true "$KS/diagnose.json" '.blockers[0].kind == "kthread_in_patched_function"' || return 1
+    diagnose_names "$BUSY_PID" klp_test_busy true klp_test_busy_loop patching --no-ebpf || return 1
+    events_true "
+        any(.[]; .event == \"blocker\" and .pid == $BUSY_PID and .kthread == true
+                 and .reason == \"function_on_stack\"
+                 and .function == \"klp_test_busy_loop\")" || return 1
+    log "klpscope watch reported kthread $BUSY_PID"
+}
+
+# Reversed: watch ends with its reversed status and says so.
+klpscope_reversed() {
+    watch_done 5 || return 1
+    jq_true "$KS/watch-events.json" "
+        any(.[]; .event == \"reverse\" and .direction == \"unpatching\")
+        and any(.[]; .event == \"complete\" and .reversed == true)" || return 1
+}
+
+klpscope_blocked_again() {
+    diagnose_names "$BUSY_PID" klp_test_busy true klp_test_busy_loop patching || return 1
+}
+
 load klp_test_target
 busy_start klp_test_busy_loop
+checkpoint busy
 load $P
 wait_for_sole_blocker "$BUSY_PID" 0
 assert_blocked $P 3

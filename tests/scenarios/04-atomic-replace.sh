@@ -4,6 +4,30 @@
 P1=klp_test_patch_cmdline
 P2=klp_test_patch_cmdline2
 
+# Before the cumulative patch: check sees the patch it replaces.
+klpscope_first() {
+    ks_json check-replace check --module "$KLP_TEST_DIR/$P2.ko" --json --duration 1 || return 1
+    jq_true "$KS/check-replace.json" "
+        .module.replace == true
+        and any(.kernel_checks[]; .id == \"loaded_patches\" and (.detail | contains(\"$P1\")))
+        and any(.functions[]; .name == \"cmdline_proc_show\"
+                              and (.patched_by | index(\"$P1\")) != null)" || return 1
+}
+
+# Replaced: status shows only the new patch; replace reads 1 where the
+# kernel has the file (6.11+), and is null before.
+klpscope_replaced() {
+    ks_json status status --json || return 1
+    jq_true "$KS/status.json" "
+        (.patches | length) == 1 and .patches[0].name == \"$P2\"
+        and .patches[0].enabled == true and .transition == null" || return 1
+    if [ -e $LIVEPATCH/$P2/replace ]; then
+        jq_true "$KS/status.json" '.patches[0].replace == true' || return 1
+    else
+        jq_true "$KS/status.json" '.patches[0].replace == null' || return 1
+    fi
+}
+
 load $P1
 wait_for_transition $P1
 assert_eq "$(cat /proc/cmdline)" "$P1: livepatched" "/proc/cmdline under $P1"

@@ -3,6 +3,16 @@
 . /lib/klpscope-test/lib.sh
 P=klp_test_patch_target
 
+# Unpatching waits for the new function: diagnose names it, not the old one.
+klpscope_blocked() {
+    diagnose_names "$PARKED_PID" cat false livepatch_klp_test_park_wait unpatching || return 1
+    diagnose_names "$PARKED_PID" cat false livepatch_klp_test_park_wait unpatching --no-ebpf || return 1
+    ks_json status status --json || return 1
+    jq_true "$KS/status.json" "
+        .transition.patch == \"$P\" and .transition.direction == \"unpatching\"
+        and .transition.tasks_pending == 1" || return 1
+}
+
 load klp_test_target
 load $P
 wait_for_transition $P

@@ -271,7 +271,7 @@ diagnose_names() {
         and .blockers[0].function == \"$4\"
         and (.blockers[0].stack | length) > 0
         and (.blockers[0].advice | length) > 0" || return 1
-    log "klpscope diagnose $6 names $2 pid $1 in $4"
+    log "klpscope diagnose${6:+ $6} names $2 pid $1 in $4"
 }
 
 # predicts PATCH PID KTHREAD: `check --module` on PATCH's .ko predicts
