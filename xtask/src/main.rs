@@ -1,3 +1,4 @@
+mod bench;
 mod build;
 mod cache;
 mod setup;
@@ -34,6 +35,10 @@ enum Command {
     },
     /// rustfmt and clippy, the eBPF crate linted for its own target.
     Lint,
+    /// Benchmarks, each side by side with its baseline: the patch_state
+    /// scan against kpatch's shell loop (host), and the call counter's cost
+    /// per call against no probe and a minimal fentry (VM).
+    Bench,
     /// Every test of the project: lint, unit, integration and VM scenarios.
     Test,
     /// Boot a Debian kernel in qemu with klpscope and the test modules; run a script as root.
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Command::Build { release } => build::all(release).map(|_| ExitCode::SUCCESS),
         Command::Run { release, args } => build::run(release, &args),
         Command::Lint => test::lint().map(|_| ExitCode::SUCCESS),
+        Command::Bench => bench::run(),
         Command::Test => test::all(),
         Command::VmRun(args) => vm::run(args),
         Command::VmTest { kernel } => vm::test(kernel).map(|_| ExitCode::SUCCESS),

@@ -18,9 +18,12 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 static TASK_CHECKS: HashMap<u32, TaskCheck> = HashMap::with_max_entries(65536, 0);
 
-/// When the current retry round started; rounds never overlap.
+/// The current retry round: when it started, and whether it completed the
+/// transition. Rounds never overlap.
 #[map]
-static ROUND_START: HashMap<u32, u64> = HashMap::with_max_entries(1, 0);
+static ROUND_STATE: HashMap<u32, u64> = HashMap::with_max_entries(2, 0);
+const ROUND_STARTED: u32 = 0;
+const ROUND_COMPLETED: u32 = 1;
 
 #[inline(always)]
 fn emit(fill: impl FnOnce(&mut TraceEvent)) {
@@ -115,19 +118,24 @@ pub fn klp_start_transition(ctx: FEntryContext) -> u32 {
 #[fentry(function = "klp_try_complete_transition")]
 pub fn klp_try_complete_transition_entry(_ctx: FEntryContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
-    let _ = ROUND_START.insert(&0, &now, 0);
+    let _ = ROUND_STATE.insert(&ROUND_STARTED, &now, 0);
     0
 }
 
-/// `bool klp_try_complete_transition(void)`: true once every task switched.
+/// The round's result cannot be read: the kernel's BTF does not let fexit
+/// read this function's return value. A round completed the transition when
+/// it called `klp_complete_transition`, whose hook marks it.
 #[fexit(function = "klp_try_complete_transition")]
-pub fn klp_try_complete_transition_exit(ctx: FExitContext) -> u32 {
-    let complete: u8 = ctx.arg(0);
+pub fn klp_try_complete_transition_exit(_ctx: FExitContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
-    let started = unsafe { ROUND_START.get(&0) }.copied().unwrap_or(now);
+    let started = unsafe { ROUND_STATE.get(&ROUND_STARTED) }
+        .copied()
+        .unwrap_or(now);
+    let completed = unsafe { ROUND_STATE.get(&ROUND_COMPLETED) }.is_some_and(|&c| c != 0);
+    let _ = ROUND_STATE.insert(&ROUND_COMPLETED, &0, 0);
     emit(|event| {
         event.kind = EventKind::Round as u32;
-        event.result = (complete & 1) as i32;
+        event.result = completed as i32;
         event.duration_ns = now.saturating_sub(started);
     });
     0
@@ -180,6 +188,7 @@ pub fn klp_force_transition(_ctx: FEntryContext) -> u32 {
 
 #[fentry(function = "klp_complete_transition")]
 pub fn klp_complete_transition(_ctx: FEntryContext) -> u32 {
+    let _ = ROUND_STATE.insert(&ROUND_COMPLETED, &1, 0);
     emit_kind(EventKind::Complete)
 }
 

@@ -31,7 +31,9 @@ fn start_log(path: &std::path::Path) -> Result<()> {
     let file = std::fs::File::create(path)
         .with_context(|| format!("cannot write the log file {}", path.display()))?;
     env_logger::Builder::new()
-        .filter_level(log::LevelFilter::Debug)
+        // klpscope's own debug lines; the libraries' only from info up.
+        .filter_level(log::LevelFilter::Info)
+        .filter_module("livepatch_user", log::LevelFilter::Debug)
         .parse_env("KLPSCOPE_LOG")
         .target(env_logger::Target::Pipe(Box::new(file)))
         .init();

@@ -100,6 +100,12 @@ fn is_root() -> bool {
 pub fn load(root: &Path, request: &ProbeRequest) -> (Option<Probes>, Capabilities) {
     let mut caps = Capabilities::default();
     let probes = try_load(root, request, &mut caps);
+    for cap in &caps.items {
+        match &cap.reason {
+            None => log::info!("eBPF {}: available", cap.name),
+            Some(reason) => log::info!("eBPF {}: unavailable: {reason}", cap.name),
+        }
+    }
     (probes, caps)
 }
 

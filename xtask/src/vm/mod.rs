@@ -74,6 +74,16 @@ fn parse_file(spec: &str) -> Result<(PathBuf, String)> {
     Ok((host, guest))
 }
 
+/// Runs `script` in the VM with `files` (HOST:GUEST), as `vm-run` does.
+pub fn run_script(kernel: Series, files: Vec<String>, script: PathBuf) -> Result<ExitCode> {
+    run(RunArgs {
+        kernel,
+        files,
+        script,
+        timeout: 600,
+    })
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let script = script_path(&args.script)?;
     let files = args
