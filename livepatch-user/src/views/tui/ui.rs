@@ -16,7 +16,7 @@ use crate::{
         blockers::Blocker,
         transition_progress::{Feed, SignalsSeen, TransitionProgress, WatchState},
     },
-    model::{Direction, Known, Patch},
+    model::{BlockReason, Direction, Known, Patch},
     views::watch_lines::{describe, direction_word, reason_word},
 };
 
@@ -137,6 +137,15 @@ fn render_transition(app: &App, transition: &TransitionProgress, area: Rect, buf
     render_bottom(&app.state, bottom, buf);
 }
 
+/// The reason in a table cell: the function column needs the width more.
+fn reason_short(reason: BlockReason) -> &'static str {
+    match reason {
+        BlockReason::Running => "running",
+        BlockReason::FunctionOnStack => "on stack",
+        BlockReason::UnreliableStack => "unreliable",
+    }
+}
+
 fn render_blockers(app: &App, area: Rect, buf: &mut Buffer) {
     let rows = app.blockers();
     let header = Row::new([
@@ -149,7 +158,7 @@ fn render_blockers(app: &App, area: Rect, buf: &mut Buffer) {
             Cell::from(b.tid.to_string()),
             Cell::from(b.comm.clone()),
             Cell::from(if b.kthread { "yes" } else { "" }),
-            Cell::from(reason_word(b.reason)),
+            Cell::from(reason_short(b.reason)),
             Cell::from(b.function.clone().unwrap_or_else(|| "?".into())),
             Cell::from(b.blocked_secs.map_or("-".into(), |s| format!("{s:.0}s"))),
             Cell::from(b.failed_checks.map_or("-".into(), |n| n.to_string())),
@@ -163,7 +172,7 @@ fn render_blockers(app: &App, area: Rect, buf: &mut Buffer) {
             Constraint::Length(7),
             Constraint::Length(15),
             Constraint::Length(3),
-            Constraint::Length(17),
+            Constraint::Length(10),
             Constraint::Fill(1),
             Constraint::Length(5),
             Constraint::Length(5),
@@ -296,10 +305,18 @@ fn render_idle(state: &WatchState, area: Rect, buf: &mut Buffer) {
             patch_status(patch),
         ])
     });
+    // As wide as the longest name: patch names are what the admin looks for.
+    let name_width = state
+        .patches
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0)
+        .clamp(5, 40) as u16;
     Table::new(
         rows,
         [
-            Constraint::Length(20),
+            Constraint::Length(name_width),
             Constraint::Length(7),
             Constraint::Length(10),
             Constraint::Fill(1),
