@@ -176,3 +176,20 @@ fn a_timeout_is_an_event_and_exit_6() {
     assert_eq!(code, Some(6));
     assert_eq!(names(&events), ["timeout"]);
 }
+
+#[test]
+fn on_a_kernel_without_livepatch_watch_says_so_in_one_line() {
+    assert!(
+        !std::path::Path::new("/sys/kernel/livepatch").exists(),
+        "this test expects a host kernel without livepatch (the build machines' kind)"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_klpscope"))
+        .args(["watch", "--json", "--timeout", "5"])
+        .output()
+        .expect("run klpscope");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("CONFIG_LIVEPATCH"), "{err}");
+    assert!(out.stdout.is_empty());
+}

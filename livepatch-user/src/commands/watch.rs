@@ -60,9 +60,15 @@ pub fn run(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
 }
 
 async fn watch(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
+    let kernel = read_kernel(root);
+    if !kernel.livepatch_supported {
+        // No transition can ever come: waiting for one would only hang.
+        let reason = kernel.problems.first().map_or("", String::as_str);
+        anyhow::bail!("nothing to watch: {reason}");
+    }
     let interactive = !args.plain && !args.json && io::stdout().is_terminal();
     let feed = Feed::open(root, args);
-    let state = WatchState::new(read_kernel(root).release, feed.kind());
+    let state = WatchState::new(kernel.release, feed.kind());
     let deadline = args
         .timeout
         .filter(|secs| secs.is_finite() && *secs >= 0.0)
