@@ -60,6 +60,7 @@ pub struct CheckArgs {
     /// Do not load eBPF programs; use /proc and /sys only.
     #[arg(long)]
     pub no_ebpf: bool,
+    /// One JSON document instead of the report.
     #[arg(long)]
     pub json: bool,
 }
@@ -93,6 +94,7 @@ pub struct DiagnoseArgs {
     /// The patch to diagnose; default the one in transition.
     #[arg(long, value_name = "NAME")]
     pub patch: Option<String>,
+    /// One JSON document instead of the report.
     #[arg(long)]
     pub json: bool,
     /// Infer verdicts from /proc and /sys instead of tracing the kernel.
