@@ -110,6 +110,7 @@ fn poll_towards(
 fn calls(at: u64, old: u64, new: u64) -> Observation {
     Observation::Calls {
         at_ns: at * SEC,
+        old_callers: vec![(4242, 12)],
         counts: vec![CallCount {
             function: "cmdline_proc_show".into(),
             old,

@@ -125,6 +125,9 @@ pub enum Observation {
     Calls {
         at_ns: u64,
         counts: Vec<CallCount>,
+        /// Per thread id: calls that ran an old version during a transition,
+        /// running totals.
+        old_callers: Vec<(u32, u64)>,
     },
     /// Watch itself wrote 1 to `force`, after the user confirmed.
     ForceWritten,
@@ -204,6 +207,12 @@ pub struct WatchState {
     candidates: BTreeMap<u32, Candidate>,
     /// Switches the tracer saw since the last poll.
     switched: BTreeSet<u32>,
+    /// The threads still running old code in this transition, by calls
+    /// made there, most first.
+    pub old_callers: Vec<(u32, u64)>,
+    /// Old-code calls per thread before this transition: the counters run
+    /// across transitions.
+    old_calls_before: BTreeMap<u32, u64>,
 }
 
 impl WatchState {
@@ -224,6 +233,8 @@ impl WatchState {
             tracer_start_ns: None,
             candidates: BTreeMap::new(),
             switched: BTreeSet::new(),
+            old_callers: Vec::new(),
+            old_calls_before: BTreeMap::new(),
         }
     }
 
@@ -235,7 +246,14 @@ impl WatchState {
             Observation::Poll(poll) => self.on_poll(poll, &mut events),
             Observation::Trace(event) => self.on_trace(event, &mut events),
             Observation::KernelLog(message) => self.on_kernel_log(message, &mut events),
-            Observation::Calls { at_ns, counts } => self.on_calls(at_ns, &counts),
+            Observation::Calls {
+                at_ns,
+                counts,
+                old_callers,
+            } => {
+                self.on_calls(at_ns, &counts);
+                self.on_old_callers(old_callers);
+            }
             Observation::ForceWritten => self.forced(&mut events),
         }
         self.record(&events);
@@ -621,6 +639,30 @@ impl WatchState {
             };
             calls.sample(at_ns, count.old, count.new);
         }
+    }
+}
+
+impl WatchState {
+    /// How many threads the TUI lists as still running old code.
+    const OLD_CALLERS_SHOWN: usize = 8;
+
+    fn on_old_callers(&mut self, totals: Vec<(u32, u64)>) {
+        if self.transition.is_none() {
+            self.old_calls_before = totals.into_iter().collect();
+            self.old_callers.clear();
+            return;
+        }
+        let mut callers: Vec<(u32, u64)> = totals
+            .into_iter()
+            .map(|(tid, calls)| {
+                let before = self.old_calls_before.get(&tid).copied().unwrap_or(0);
+                (tid, calls.saturating_sub(before))
+            })
+            .filter(|&(_, calls)| calls > 0)
+            .collect();
+        callers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        callers.truncate(Self::OLD_CALLERS_SHOWN);
+        self.old_callers = callers;
     }
 }
 
@@ -1021,6 +1063,7 @@ mod tests {
         let mut state = polling();
         let calls = |at, old, new| Observation::Calls {
             at_ns: at,
+            old_callers: vec![],
             counts: vec![CallCount {
                 function: "f".into(),
                 old,
@@ -1033,6 +1076,7 @@ mod tests {
         assert_eq!(state.calls[0].latest(), (Some(100), Some(20)));
         state.apply(Observation::Calls {
             at_ns: SEC,
+            old_callers: vec![],
             counts: vec![],
         });
         assert!(
@@ -1147,5 +1191,23 @@ mod tests {
                 .any(|e| matches!(e, WatchEvent::Reverse { .. })),
             "{events:?}"
         );
+    }
+
+    #[test]
+    fn threads_still_on_old_code_count_from_the_transition_start() {
+        let mut state = polling();
+        let old_callers = |at, callers: Vec<(u32, u64)>| Observation::Calls {
+            at_ns: at,
+            counts: vec![],
+            old_callers: callers,
+        };
+        state.apply(old_callers(0, vec![(7, 100)]));
+        assert!(
+            state.old_callers.is_empty(),
+            "no transition: nothing listed"
+        );
+        state.apply(patching(1, 2, vec![]));
+        state.apply(old_callers(2 * SEC, vec![(7, 103), (9, 40), (11, 0)]));
+        assert_eq!(state.old_callers, [(9, 40), (7, 3)]);
     }
 }

@@ -484,6 +484,7 @@ impl Feed {
         Some(Observation::Calls {
             at_ns: now_ns,
             counts,
+            old_callers: counter.old_calls_by_task(),
         })
     }
 

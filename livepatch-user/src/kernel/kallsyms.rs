@@ -51,14 +51,6 @@ impl SymbolTable {
             n => candidates.nth(n as usize - 1),
         }
     }
-
-    /// Whether addresses were hidden (all zero) for this reader.
-    pub fn addresses_hidden(&self) -> bool {
-        self.symbols
-            .values()
-            .flatten()
-            .all(|symbol| symbol.address == 0)
-    }
 }
 
 pub fn read_kallsyms(root: &Path, names: &[&str]) -> io::Result<SymbolTable> {

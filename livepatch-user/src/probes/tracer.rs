@@ -1,7 +1,5 @@
 //! The transition tracer from user space: decoding its events and reading
 //! the kernel's per-task verdicts.
-use std::{io, os::fd::AsRawFd};
-
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError, RingBuf},
@@ -10,7 +8,6 @@ use livepatch_ebpf::{
     CHECK_FUNCTION_ON_STACK, CHECK_RUNNING, CHECK_SWITCHED, CHECK_UNRELIABLE_STACK, EventKind,
     TaskCheck,
 };
-use tokio::io::unix::AsyncFd;
 
 use crate::model::{BlockReason, TraceEvent};
 
@@ -59,18 +56,6 @@ impl TransitionTracer {
         out
     }
 
-    /// Waits until events arrive, then returns them.
-    pub async fn next_events(fd: &mut AsyncFd<Self>) -> io::Result<Vec<TraceEvent>> {
-        loop {
-            let mut guard = fd.readable_mut().await?;
-            let events = guard.get_inner_mut().drain();
-            guard.clear_ready();
-            if !events.is_empty() {
-                return Ok(events);
-            }
-        }
-    }
-
     /// The kernel's current verdict on every task it has tried to switch.
     pub fn verdicts(&self) -> Vec<TaskVerdict> {
         self.task_checks
@@ -87,12 +72,6 @@ impl TransitionTracer {
             // A task removed concurrently is not an error.
             let _ = self.task_checks.remove(&tid);
         }
-    }
-}
-
-impl AsRawFd for TransitionTracer {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.events.as_raw_fd()
     }
 }
 

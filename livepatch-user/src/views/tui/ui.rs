@@ -243,6 +243,18 @@ fn render_calls(state: &WatchState, area: Rect, buf: &mut Buffer) {
                 .render(row, buf);
         }
     }
+    if !state.old_callers.is_empty() {
+        if let Some(row) = rows.next() {
+            let callers: Vec<String> = state
+                .old_callers
+                .iter()
+                .map(|(tid, calls)| format!("{tid}×{calls}"))
+                .collect();
+            Line::from(format!("old code run by tid {}", callers.join(" ")))
+                .yellow()
+                .render(row, buf);
+        }
+    }
     if !state.uncounted.is_empty() {
         if let Some(row) = rows.next() {
             let names: Vec<&str> = state.uncounted.iter().map(|(f, _)| f.as_str()).collect();
