@@ -10,6 +10,7 @@ pub mod kernel_facts;
 pub mod kernel_log;
 pub mod livepatch_module;
 pub mod loaded_modules;
+pub mod patch_state_scanner;
 pub mod procfs_tasks;
 pub mod snapshot;
 pub mod sysfs_livepatch;
@@ -21,6 +22,7 @@ pub use kallsyms::{
     FilterFunctions, KernelSymbol, SymbolTable, read_filter_functions, read_kallsyms,
 };
 pub use kernel_facts::{read_kernel, tracefs_mount};
+pub use patch_state_scanner::PatchStateScanner;
 pub use procfs_tasks::{
     Stacks, ThreadFile, ThreadFileReader, ThreadId, list_threads, read_task, read_tasks,
     scan_patch_states,
