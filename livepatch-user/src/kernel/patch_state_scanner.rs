@@ -33,11 +33,14 @@ use crate::model::{Known, PatchState, ThreadPatchState};
 /// next scan. Returns the same data as `scan_patch_states`.
 pub struct PatchStateScanner {
     proc_dir: OwnedFd,
-    /// Procfs fills a getdents64 buffer until the next entry does not fit,
-    /// so a reply with room left is the end of the directory: that saves the
-    /// getdents64 returning 0, which would be a third syscall per process.
-    /// Other file systems (test fixtures) get no such trust.
-    room_left_is_end: bool,
+    /// Two procfs guarantees the shortcuts rest on; other file systems (test
+    /// fixtures) get no such trust. A getdents64 reply is filled until the
+    /// next entry does not fit, so one with room left is the end of the
+    /// directory: that saves the call returning 0, a third syscall per
+    /// process. And a thread's file is never replaced by another, so a kept
+    /// descriptor reads its current value; a fixture may rename a new file
+    /// into place, so there thread files are opened anew each scan.
+    procfs: bool,
     file: String,
     processes: HashMap<u32, Process>,
     fds: Fds,
@@ -109,10 +112,10 @@ impl PatchStateScanner {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let room_left_is_end = rustix::fs::fstatfs(&proc_dir)?.f_type == PROC_SUPER_MAGIC;
+        let procfs = rustix::fs::fstatfs(&proc_dir)?.f_type == PROC_SUPER_MAGIC;
         Ok(PatchStateScanner {
             proc_dir,
-            room_left_is_end,
+            procfs,
             file: file.to_owned(),
             processes: HashMap::new(),
             fds: Fds {
@@ -137,7 +140,7 @@ impl PatchStateScanner {
         list_numeric(
             self.proc_dir.as_fd(),
             &mut self.dirents,
-            self.room_left_is_end,
+            self.procfs,
             &mut pids,
         )?;
         let mut out = Vec::with_capacity(self.processes.values().map(|p| p.threads.len()).sum());
@@ -176,13 +179,7 @@ impl PatchStateScanner {
         // A kept directory that reads as gone may belong to an old process
         // whose pid was reused: then it is opened again by name.
         let listed = process.task_dir.as_ref().is_some_and(|dir| {
-            list_numeric(
-                dir.as_fd(),
-                &mut self.dirents,
-                self.room_left_is_end,
-                &mut tids,
-            )
-            .is_ok()
+            list_numeric(dir.as_fd(), &mut self.dirents, self.procfs, &mut tids).is_ok()
         });
         if !listed {
             tids.clear();
@@ -204,14 +201,7 @@ impl PatchStateScanner {
                 self.tids = tids;
                 return;
             };
-            if list_numeric(
-                dir.as_fd(),
-                &mut self.dirents,
-                self.room_left_is_end,
-                &mut tids,
-            )
-            .is_err()
-            {
+            if list_numeric(dir.as_fd(), &mut self.dirents, self.procfs, &mut tids).is_err() {
                 self.tids = tids;
                 return;
             }
@@ -292,7 +282,7 @@ impl PatchStateScanner {
             Err(error) => return Some(unreadable_state(error)),
         };
         let read = pread(file.as_fd(), &mut self.value);
-        if read.is_ok() && self.fds.may_keep() {
+        if read.is_ok() && self.procfs && self.fds.may_keep() {
             *slot = Slot::Open(file);
             self.fds.kept += 1;
         }
