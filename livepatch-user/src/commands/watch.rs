@@ -25,10 +25,10 @@ use crate::{
     },
     cli::WatchArgs,
     kernel::{
-        ThreadId,
+        PatchStateScanner, ThreadId,
         kernel_log::{LogEntry, read_livepatch_log},
         procfs_tasks::Stacks,
-        read_kernel, read_patches, read_task, reread_in_transition, scan_patch_states, transition,
+        read_kernel, read_patches, read_task, reread_in_transition, transition,
     },
     model::{Direction, Known, Patch, ThreadPatchState, TraceEvent, Transition},
     probes::{self, ProbeRequest, Probes, TaskVerdict},
@@ -251,6 +251,8 @@ struct Feed {
     /// The kernel's livepatch log as last read; None when unreadable.
     log: Option<Vec<LogEntry>>,
     patch_names: Vec<String>,
+    /// Kept between polls: its open descriptors make the scan cheap.
+    scanner: Option<PatchStateScanner>,
 }
 
 impl Feed {
@@ -285,6 +287,7 @@ impl Feed {
             log_seen_us: None,
             log: None,
             patch_names: Vec::new(),
+            scanner: None,
         }
     }
 
@@ -321,7 +324,13 @@ impl Feed {
         // A scan only when a transition may be under way: it is the costly
         // part, and a new patch may have started and ended between polls.
         let threads = if in_transition || names_changed {
-            Some(scan_patch_states(&self.root).context("scanning /proc for patch_state")?)
+            let scanner = match &mut self.scanner {
+                Some(scanner) => scanner,
+                scanner @ None => {
+                    scanner.insert(PatchStateScanner::new(&self.root).context("opening /proc")?)
+                }
+            };
+            Some(scanner.scan().context("scanning /proc for patch_state")?)
         } else {
             None
         };
