@@ -2,13 +2,17 @@
 //! 1k and 10k extra sleeping threads, against kpatch's shell loop
 //! (`for t in /proc/*/task/*; do cat $t/patch_state; done`) in the same run.
 //!
-//! Hosts without CONFIG_LIVEPATCH have no patch_state file, so both sides
-//! read `stat` instead there: the same open+read+close per thread, on a
-//! slightly longer file.
+//! Two readers: the one-shot `scan_patch_states` (open+read+close per
+//! thread), and watch's `PatchStateScanner`, measured in its steady state
+//! (after a first scan that opens everything) with its descriptors kept.
+//!
+//! Hosts without CONFIG_LIVEPATCH have no patch_state file, so all sides
+//! read `stat` instead there: the same syscalls per thread, on a slightly
+//! longer file.
 //!
 //! Syscalls are counted with `strace -f -c` on a child copy of this binary
-//! that scans once and then twice: the difference is one scan, free of
-//! start-up and thread-spawning noise.
+//! that scans once and then twice (the scanner after its warm-up scan): the
+//! difference is one scan, free of start-up and thread-spawning noise.
 use std::{
     collections::BTreeMap,
     env,
@@ -20,10 +24,10 @@ use std::{
 };
 
 use criterion::{BenchmarkId, Criterion};
-use livepatch_user::kernel::{ThreadFile, ThreadFileReader, list_threads};
+use livepatch_user::kernel::{PatchStateScanner, ThreadFile, ThreadFileReader, list_threads};
 
 const EXTRA_THREADS: [usize; 2] = [1_000, 10_000];
-/// Set in the child that strace watches: `<extra threads>:<scans>`.
+/// Set in the child that strace watches: `<extra threads>:<scans>:<reader>`.
 const CHILD_ENV: &str = "KLPSCOPE_BENCH_CHILD";
 
 /// Picks another per-thread file, e.g. `comm`, whose kernel side is as cheap
@@ -53,6 +57,40 @@ fn scan(file: &str) -> usize {
         .into_iter()
         .filter(|&thread| matches!(reader.read(thread, file), ThreadFile::Content(_)))
         .count()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Reader {
+    OneShot,
+    Scanner,
+}
+
+impl Reader {
+    fn name(self) -> &'static str {
+        match self {
+            Reader::OneShot => "one-shot",
+            Reader::Scanner => "scanner",
+        }
+    }
+
+    fn parse(name: &str) -> Self {
+        match name {
+            "one-shot" => Reader::OneShot,
+            "scanner" => Reader::Scanner,
+            _ => panic!("unknown reader {name}"),
+        }
+    }
+}
+
+/// A scanner past its warm-up scan, which opened every descriptor.
+fn warm_scanner(file: &str) -> PatchStateScanner {
+    let mut scanner = PatchStateScanner::with_file(Path::new("/"), file).expect("open /proc");
+    scanner.scan().expect("scan /proc");
+    scanner
+}
+
+fn scanner_scan(scanner: &mut PatchStateScanner) -> usize {
+    scanner.scan().expect("scan /proc").len()
 }
 
 /// Threads that sleep until the returned guard is dropped. Small stacks:
@@ -106,17 +144,18 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 /// Syscalls of one scan by name, or why they could not be counted.
-fn count_syscalls(extra: usize) -> Result<(BTreeMap<String, u64>, usize), String> {
+fn count_syscalls(extra: usize, reader: Reader) -> Result<(BTreeMap<String, u64>, usize), String> {
     let run = |scans: u32| -> Result<(BTreeMap<String, u64>, usize), String> {
         let out = env::temp_dir().join(format!(
-            "klpscope-bench-strace-{}-{scans}",
-            std::process::id()
+            "klpscope-bench-strace-{}-{}-{scans}",
+            std::process::id(),
+            reader.name()
         ));
         let output = Command::new("strace")
             .args(["-f", "-c", "-o"])
             .arg(&out)
             .arg(env::current_exe().map_err(|e| e.to_string())?)
-            .env(CHILD_ENV, format!("{extra}:{scans}"))
+            .env(CHILD_ENV, format!("{extra}:{scans}:{}", reader.name()))
             .output()
             .map_err(|e| format!("strace: {e}"))?;
         let threads = String::from_utf8_lossy(&output.stdout)
@@ -156,23 +195,41 @@ fn parse_strace_summary(summary: &str) -> BTreeMap<String, u64> {
 }
 
 fn child(spec: &str) {
-    let (extra, scans) = spec.split_once(':').expect("<threads>:<scans>");
+    let mut parts = spec.split(':');
+    let mut next = || parts.next().expect("<threads>:<scans>:<reader>");
+    let (extra, scans, reader) = (next(), next(), Reader::parse(next()));
     let _threads = SleepingThreads::spawn(extra.parse().expect("thread count"));
+    let scans = scans.parse::<u32>().expect("scan count");
+    let file = thread_file();
     let mut seen = 0;
-    for _ in 0..scans.parse::<u32>().expect("scan count") {
-        seen = scan(&thread_file());
+    match reader {
+        Reader::OneShot => {
+            for _ in 0..scans {
+                seen = scan(&file);
+            }
+        }
+        Reader::Scanner => {
+            let mut scanner = warm_scanner(&file);
+            for _ in 0..scans {
+                seen = scanner_scan(&mut scanner);
+            }
+        }
     }
     println!("{seen}");
     // Exit without joining: the threads' wake-up is not part of the count.
     std::process::exit(0);
 }
 
+type Syscalls = Result<(BTreeMap<String, u64>, usize), String>;
+
 struct Row {
     extra: usize,
     threads: usize,
-    rust: Duration,
+    one_shot: Duration,
+    scanner: Duration,
     shell: Duration,
-    syscalls: Result<(BTreeMap<String, u64>, usize), String>,
+    one_shot_syscalls: Syscalls,
+    scanner_syscalls: Syscalls,
 }
 
 fn main() {
@@ -189,21 +246,34 @@ fn main() {
         let sleeping = SleepingThreads::spawn(extra);
         let mut group = criterion.benchmark_group("patch_state_scan");
         group.bench_with_input(
-            BenchmarkId::new(format!("klpscope_{file}"), extra),
+            BenchmarkId::new(format!("one_shot_{file}"), extra),
             &extra,
             |b, _| b.iter(|| scan(file)),
         );
+        let mut scanner = warm_scanner(file);
+        group.bench_with_input(
+            BenchmarkId::new(format!("scanner_{file}"), extra),
+            &extra,
+            |b, _| b.iter(|| scanner_scan(&mut scanner)),
+        );
         group.finish();
         let threads = scan(file);
-        let rust = median((0..20).map(|_| timed(|| scan(file))).collect());
+        let one_shot = median((0..20).map(|_| timed(|| scan(file))).collect());
+        let scanner = median(
+            (0..20)
+                .map(|_| timed(|| scanner_scan(&mut scanner)))
+                .collect(),
+        );
         let shell = median((0..3).map(|_| shell_loop(file)).collect());
         drop(sleeping);
         rows.push(Row {
             extra,
             threads,
-            rust,
+            one_shot,
+            scanner,
             shell,
-            syscalls: count_syscalls(extra),
+            one_shot_syscalls: count_syscalls(extra, Reader::OneShot),
+            scanner_syscalls: count_syscalls(extra, Reader::Scanner),
         });
     }
     print_table(file, &rows);
@@ -221,45 +291,68 @@ fn print_table(file: &str, rows: &[Row]) {
         "\nFull scan of /proc/*/task/*/{file} (patch_state where the kernel has it; this run: {file})"
     );
     println!(
-        "{:>7} {:>8} {:>13} {:>13} {:>9} {:>14} {:>14}",
-        "extra", "threads", "klpscope", "shell loop", "speed-up", "syscalls/scan", "per thread"
+        "{:>6} {:>7} {:>9} {:>12} {:>12} {:>9} {:>11} {:>11}",
+        "extra",
+        "threads",
+        "reader",
+        "per scan",
+        "shell loop",
+        "speed-up",
+        "syscalls",
+        "per thread"
     );
     for row in rows {
-        let (total, per_thread) = match &row.syscalls {
-            Ok((calls, threads)) => {
-                let total: u64 = calls.values().sum();
-                (
-                    total.to_string(),
-                    format!("{:.2}", total as f64 / *threads as f64),
-                )
-            }
-            Err(_) => ("?".into(), "?".into()),
-        };
-        println!(
-            "{:>7} {:>8} {:>10.2} ms {:>10.1} ms {:>8.0}x {:>14} {:>14}",
-            row.extra,
-            row.threads,
-            row.rust.as_secs_f64() * 1e3,
-            row.shell.as_secs_f64() * 1e3,
-            row.shell.as_secs_f64() / row.rust.as_secs_f64(),
-            total,
-            per_thread,
-        );
+        for (reader, time, syscalls) in [
+            (Reader::OneShot, row.one_shot, &row.one_shot_syscalls),
+            (Reader::Scanner, row.scanner, &row.scanner_syscalls),
+        ] {
+            let (total, per_thread) = match syscalls {
+                Ok((calls, threads)) => {
+                    let total: u64 = calls.values().sum();
+                    (
+                        total.to_string(),
+                        format!("{:.2}", total as f64 / *threads as f64),
+                    )
+                }
+                Err(_) => ("?".into(), "?".into()),
+            };
+            println!(
+                "{:>6} {:>7} {:>9} {:>9.2} ms {:>9.1} ms {:>8.0}x {:>11} {:>11}",
+                row.extra,
+                row.threads,
+                reader.name(),
+                time.as_secs_f64() * 1e3,
+                row.shell.as_secs_f64() * 1e3,
+                row.shell.as_secs_f64() / time.as_secs_f64(),
+                total,
+                per_thread,
+            );
+        }
     }
     for row in rows {
-        match &row.syscalls {
-            Ok((calls, threads)) => {
-                let detail: Vec<String> = calls
-                    .iter()
-                    .map(|(name, n)| format!("{name} {n}"))
-                    .collect();
-                println!(
-                    "  {} extra: one scan of {threads} threads = {}",
+        for (reader, syscalls) in [
+            (Reader::OneShot, &row.one_shot_syscalls),
+            (Reader::Scanner, &row.scanner_syscalls),
+        ] {
+            match syscalls {
+                Ok((calls, threads)) => {
+                    let detail: Vec<String> = calls
+                        .iter()
+                        .map(|(name, n)| format!("{name} {n}"))
+                        .collect();
+                    println!(
+                        "  {} extra, {}: one scan of {threads} threads = {}",
+                        row.extra,
+                        reader.name(),
+                        detail.join(", ")
+                    );
+                }
+                Err(why) => println!(
+                    "  {} extra, {}: syscalls not counted ({why})",
                     row.extra,
-                    detail.join(", ")
-                );
+                    reader.name()
+                ),
             }
-            Err(why) => println!("  {} extra: syscalls not counted ({why})", row.extra),
         }
     }
 }
