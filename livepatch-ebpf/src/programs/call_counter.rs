@@ -56,10 +56,10 @@ fn count(slot: usize) -> u32 {
 
 #[inline(always)]
 fn count_old_call(tid: u32) {
-    match OLD_CALLS_BY_TASK.get_ptr_mut(&tid) {
+    match OLD_CALLS_BY_TASK.get_ptr_mut(tid) {
         Some(calls) => unsafe { *calls += 1 },
         None => {
-            let _ = OLD_CALLS_BY_TASK.insert(&tid, &1, 0);
+            let _ = OLD_CALLS_BY_TASK.insert(tid, 1, 0);
         }
     }
 }

@@ -62,7 +62,7 @@ pub fn klp_check_and_switch_task(ctx: FExitContext) -> u32 {
     let tid = task::pid(task);
     let now = unsafe { bpf_ktime_get_ns() };
 
-    let previous = unsafe { TASK_CHECKS.get(&tid) }.copied();
+    let previous = unsafe { TASK_CHECKS.get(tid) }.copied();
     let mut check = previous.unwrap_or(TaskCheck {
         first_failure_ns: 0,
         last_failure_ns: 0,
@@ -92,7 +92,7 @@ pub fn klp_check_and_switch_task(ctx: FExitContext) -> u32 {
         check.function = [0; 64];
     }
     check.last_result = result;
-    let _ = TASK_CHECKS.insert(&tid, &check, 0);
+    let _ = TASK_CHECKS.insert(tid, check, 0);
 
     if changed {
         emit(|event| {
@@ -118,7 +118,7 @@ pub fn klp_start_transition(ctx: FEntryContext) -> u32 {
 #[fentry(function = "klp_try_complete_transition")]
 pub fn klp_try_complete_transition_entry(_ctx: FEntryContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
-    let _ = ROUND_STATE.insert(&ROUND_STARTED, &now, 0);
+    let _ = ROUND_STATE.insert(ROUND_STARTED, now, 0);
     0
 }
 
@@ -128,11 +128,11 @@ pub fn klp_try_complete_transition_entry(_ctx: FEntryContext) -> u32 {
 #[fexit(function = "klp_try_complete_transition")]
 pub fn klp_try_complete_transition_exit(_ctx: FExitContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
-    let started = unsafe { ROUND_STATE.get(&ROUND_STARTED) }
+    let started = unsafe { ROUND_STATE.get(ROUND_STARTED) }
         .copied()
         .unwrap_or(now);
-    let completed = unsafe { ROUND_STATE.get(&ROUND_COMPLETED) }.is_some_and(|&c| c != 0);
-    let _ = ROUND_STATE.insert(&ROUND_COMPLETED, &0, 0);
+    let completed = unsafe { ROUND_STATE.get(ROUND_COMPLETED) }.is_some_and(|&c| c != 0);
+    let _ = ROUND_STATE.insert(ROUND_COMPLETED, 0, 0);
     emit(|event| {
         event.kind = EventKind::Round as u32;
         event.result = completed as i32;
@@ -188,7 +188,7 @@ pub fn klp_force_transition(_ctx: FEntryContext) -> u32 {
 
 #[fentry(function = "klp_complete_transition")]
 pub fn klp_complete_transition(_ctx: FEntryContext) -> u32 {
-    let _ = ROUND_STATE.insert(&ROUND_COMPLETED, &1, 0);
+    let _ = ROUND_STATE.insert(ROUND_COMPLETED, 1, 0);
     emit_kind(EventKind::Complete)
 }
 
