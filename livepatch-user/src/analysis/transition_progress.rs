@@ -207,6 +207,8 @@ pub struct WatchState {
     candidates: BTreeMap<u32, Candidate>,
     /// Switches the tracer saw since the last poll.
     switched: BTreeSet<u32>,
+    /// A patch seen in transition whose direction no poll has told yet.
+    unbegun: Option<String>,
     /// The threads still running old code in this transition, by calls
     /// made there, most first.
     pub old_callers: Vec<(u32, u64)>,
@@ -233,6 +235,7 @@ impl WatchState {
             tracer_start_ns: None,
             candidates: BTreeMap::new(),
             switched: BTreeSet::new(),
+            unbegun: None,
             old_callers: Vec::new(),
             old_calls_before: BTreeMap::new(),
         }
@@ -355,6 +358,7 @@ impl WatchState {
     }
 
     fn begin(&mut self, seen: &Transition, events: &mut Vec<WatchEvent>) {
+        self.unbegun = None;
         // The tracer saw the start before the poll did: count from there.
         let started_ns = self
             .tracer_start_ns
@@ -411,7 +415,8 @@ impl WatchState {
     /// whole transition unseen: report it, so scripts waiting for it end.
     fn quick_transitions(&mut self, poll: &Poll, events: &mut Vec<WatchEvent>) {
         for patch in &poll.patches {
-            let known = self.patches.iter().any(|p| p.name == patch.name && !p.gone);
+            let known = self.patches.iter().any(|p| p.name == patch.name && !p.gone)
+                && self.unbegun.as_deref() != Some(patch.name.as_str());
             let settled = patch.enabled == Known::Value(true)
                 && patch.transition == Known::Value(false)
                 && !patch.gone;
@@ -432,6 +437,7 @@ impl WatchState {
             };
             events.push(complete(&outcome));
             self.last_outcome = Some(outcome);
+            self.unbegun = None;
         }
     }
 
@@ -441,7 +447,7 @@ impl WatchState {
     /// the opposite direction, and every task, still at the initial state,
     /// looks switched to that direction's target. Such a poll keeps the
     /// direction already known, and does not start a transition.
-    fn settle_direction(&self, poll: &mut Poll) {
+    fn settle_direction(&mut self, poll: &mut Poll) {
         let Some(seen) = poll.transition.as_mut() else {
             return;
         };
@@ -450,7 +456,12 @@ impl WatchState {
         }
         match &self.transition {
             Some(current) if current.patch == seen.patch => seen.direction = current.direction,
-            _ => poll.transition = None,
+            _ => {
+                // Should it end before a poll tells its direction, it is
+                // reported as a transition that came and went between polls.
+                self.unbegun = Some(seen.patch.clone());
+                poll.transition = None;
+            }
         }
     }
 
@@ -1209,5 +1220,27 @@ mod tests {
         state.apply(patching(1, 2, vec![]));
         state.apply(old_callers(2 * SEC, vec![(7, 103), (9, 40), (11, 0)]));
         assert_eq!(state.old_callers, [(9, 40), (7, 3)]);
+    }
+
+    #[test]
+    fn a_transition_never_seen_with_pending_tasks_is_still_reported() {
+        let mut state = polling();
+        state.apply(poll(0, vec![], None, vec![]));
+        // Every task already switched; the kernel has not completed yet.
+        let end = poll(
+            1,
+            vec![patch("p", true, true)],
+            Some((Direction::Patching, 0)),
+            vec![],
+        );
+        assert!(state.apply(end).is_empty());
+        let events = state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
+        assert!(
+            matches!(
+                events.as_slice(),
+                [WatchEvent::Start { .. }, WatchEvent::Complete { .. }]
+            ),
+            "{events:?}"
+        );
     }
 }
