@@ -28,16 +28,20 @@ klpscope_patched() {
         (map(.event) | index(\"start\")) < (map(.event) | index(\"complete\"))
         and (.[] | select(.event == \"start\") | .patch == \"$P\" and .direction == \"patching\")
         and (.[] | select(.event == \"complete\") | .reversed == false)" || return 1
-    jq '[.[] | select(.event == "switched") | .tids[]] | unique | .[]' \
-        "$KS/watch-events.json" > "$KS/tids-switched"
-    for _tid in $(cat "$KS/tids-before"); do
-        [ -e "/proc/$_tid" ] || continue
-        grep -qx "$_tid" "$KS/tids-switched" || {
-            echo "FAIL: the tracer did not see tid $_tid switch"
-            return 1
-        }
-    done
-    log "klpscope watch saw all $(wc -l < "$KS/tids-switched") switches"
+    if kernel_verdicts; then
+        jq '[.[] | select(.event == "switched") | .tids[]] | unique | .[]' \
+            "$KS/watch-events.json" > "$KS/tids-switched"
+        for _tid in $(cat "$KS/tids-before"); do
+            [ -e "/proc/$_tid" ] || continue
+            grep -qx "$_tid" "$KS/tids-switched" || {
+                echo "FAIL: the tracer did not see tid $_tid switch"
+                return 1
+            }
+        done
+        log "klpscope watch saw all $(wc -l < "$KS/tids-switched") switches"
+    else
+        log "kernel $(uname -r): the tracer's check hook is off, switches not all seen"
+    fi
     ks_json status status --json || return 1
     jq_true "$KS/status.json" "
         .kernel.livepatch_supported and .transition == null

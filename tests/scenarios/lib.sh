@@ -19,6 +19,16 @@ show_state() {
     echo "---- tasks not yet switched (patch_state 0 / 1) ----"
     echo "0: $(tasks_in_state 0)"
     echo "1: $(tasks_in_state 1)"
+    # The fewer side is where the blockers are: name them, with their stacks.
+    for _state in 0 1; do
+        _tids=$(tasks_in_state $_state)
+        [ "$(echo $_tids | wc -w)" -le 3 ] || continue
+        for _tid in $_tids; do
+            _dir=$(echo /proc/[0-9]*/task/$_tid)
+            echo "-- tid $_tid ($(cat $_dir/comm 2>/dev/null), state $_state):"
+            cat $_dir/stack 2>/dev/null
+        done
+    done
     echo "---- dmesg ----"
     dmesg | tail -n 15
 }
@@ -188,6 +198,17 @@ busy_stop() {
 
 KS=/tmp/klpscope
 mkdir -p "$KS"
+
+# The kernel's own verdicts (fexit on klp_check_and_switch_task): klpscope
+# turns that hook off before 6.12, where its trampoline would make the
+# transition worker's own stack unreliable (probes/loader.rs).
+kernel_verdicts() {
+    _release=$(uname -r)
+    _major=${_release%%.*}
+    _minor=${_release#*.}
+    _minor=${_minor%%[!0-9]*}
+    [ "$_major" -gt 6 ] || { [ "$_major" -eq 6 ] && [ "$_minor" -ge 12 ]; }
+}
 
 # jq_true FILE FILTER: FILTER holds on the JSON in FILE; otherwise print
 # both and fail the check.

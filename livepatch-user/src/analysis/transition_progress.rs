@@ -221,7 +221,7 @@ impl WatchState {
     pub fn new(kernel_release: impl Into<String>, feed: Feed) -> Self {
         WatchState {
             kernel_release: kernel_release.into(),
-            rounds: matches!(feed, Feed::Ebpf).then(Rounds::default),
+            rounds: None,
             feed,
             patches: Vec::new(),
             transition: None,
@@ -565,7 +565,9 @@ impl WatchState {
         match event {
             TraceEvent::Start { timestamp_ns } => {
                 self.tracer_start_ns = Some(timestamp_ns);
-                self.rounds = Some(Rounds::default());
+                // Counted from the first round the tracer reports; until
+                // then (or on kernels where that hook is off) estimated.
+                self.rounds = None;
             }
             TraceEvent::Round { complete, .. } => {
                 let rounds = self.rounds.get_or_insert_with(Rounds::default);

@@ -238,6 +238,8 @@ struct Feed {
     patch: Option<String>,
     /// The transition tracer; None when eBPF is unavailable or refused.
     tracer: Option<Probes>,
+    /// Whether the tracer hears the kernel's verdicts (its check hook attached).
+    kernel_verdicts: bool,
     polling_reason: Option<String>,
     /// Call counters for the patched vmlinux functions, reloaded when the
     /// patches change (the programs attach to a fixed list).
@@ -257,6 +259,7 @@ struct Feed {
 
 impl Feed {
     fn open(root: &Path, args: &WatchArgs) -> Self {
+        let mut kernel_verdicts = false;
         let (tracer, polling_reason) = if args.no_ebpf {
             (None, Some("--no-ebpf".to_owned()))
         } else {
@@ -265,7 +268,12 @@ impl Feed {
                 count_calls: Vec::new(),
             };
             match probes::load(root, &request) {
-                (Some(probes), _) if probes.tracer.is_some() => (Some(probes), None),
+                (Some(probes), caps) if probes.tracer.is_some() => {
+                    kernel_verdicts = caps
+                        .get("tracer:klp_check_and_switch_task")
+                        .is_some_and(|c| c.available);
+                    (Some(probes), None)
+                }
                 (_, caps) => (
                     None,
                     Some(
@@ -279,6 +287,7 @@ impl Feed {
             root: root.to_owned(),
             patch: args.patch.clone(),
             tracer,
+            kernel_verdicts,
             polling_reason,
             counter: None,
             counted: Vec::new(),
@@ -375,7 +384,9 @@ impl Feed {
             }
             observations.push(Observation::Trace(event));
         }
-        Some(tracer.verdicts())
+        // Without the check hook the map stays empty: blockers are then
+        // inferred from stacks, not taken as "none".
+        self.kernel_verdicts.then(|| tracer.verdicts())
     }
 
     /// New livepatch messages in the kernel log. The first read only marks

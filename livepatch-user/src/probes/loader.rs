@@ -91,6 +91,31 @@ const TRACER_HOOKS: [(&str, &str, Hook); 10] = [
     ),
 ];
 
+/// fexit programs whose trampoline frame is on the stack of the task that
+/// runs the transition's checks while it checks itself.
+const ON_THE_CHECKERS_STACK: [&str; 2] = [
+    "klp_check_and_switch_task",
+    "klp_try_complete_transition_exit",
+];
+
+/// The first kernel series on which a task's reliable stack walk was seen to
+/// pass through BPF trampoline frames (6.12 in the VM lab; 6.1 fails).
+const RELIABLE_THROUGH_TRAMPOLINES: (u32, u32) = (6, 12);
+
+/// Whether fexit hooks on the transition worker's own call chain are safe on
+/// this kernel release, e.g. "6.12.117+deb12-amd64".
+fn exit_hooks_safe(release: &str) -> bool {
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= RELIABLE_THROUGH_TRAMPOLINES,
+        // Unknown release: stay on the safe side.
+        _ => false,
+    }
+}
+
 fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
@@ -184,9 +209,27 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
         }
     }
 
+    let release =
+        std::fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap_or_default();
+    let exit_hooks_safe = exit_hooks_safe(&release);
     let tracer = request.tracer.then(|| {
         for (program, function, hook) in TRACER_HOOKS {
             let name = format!("tracer:{program}");
+            if !exit_hooks_safe && ON_THE_CHECKERS_STACK.contains(&program) {
+                caps.missing(
+                    name,
+                    format!(
+                        "the fexit on {function} is off on kernel {}: its trampoline would sit \
+                         on the transition worker's own stack, which this kernel cannot walk \
+                         reliably, so the worker could never switch itself (seen on 6.1; fine \
+                         from {}.{}); verdicts are inferred instead",
+                        release.trim(),
+                        RELIABLE_THROUGH_TRAMPOLINES.0,
+                        RELIABLE_THROUGH_TRAMPOLINES.1
+                    ),
+                );
+                continue;
+            }
             match attach(&mut ebpf, &btf, program, function, hook) {
                 Ok(()) => caps.available(name),
                 Err(reason) => caps.missing(name, reason),
@@ -288,5 +331,21 @@ impl Probes {
         if let Some(logger) = &mut self.ebpf_log {
             logger.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_hooks_safe;
+
+    #[test]
+    fn exit_hooks_on_the_checkers_stack_need_6_12() {
+        assert!(exit_hooks_safe("6.12.117+deb12-amd64"));
+        assert!(exit_hooks_safe("6.18.44-fc-v669\n"));
+        assert!(exit_hooks_safe("7.0.0"));
+        assert!(!exit_hooks_safe("6.1.0-56-amd64"));
+        assert!(!exit_hooks_safe("5.15.0"));
+        assert!(!exit_hooks_safe(""));
+        assert!(!exit_hooks_safe("garbage"));
     }
 }
