@@ -11,6 +11,8 @@ pub fn run() -> Result<ExitCode> {
     build::ebpf(&toolchain)?;
 
     println!("bench: patch_state scan of /proc vs kpatch's shell loop (host)");
+    // The syscalls per thread are counted with it.
+    vm::apt::ensure_installed(&["strace"])?;
     build::checked(
         build::user_cargo("bench").args([
             "--package",

@@ -1,6 +1,6 @@
 //! The VM lab: Debian kernels booted in qemu with klpscope, our test modules
 //! and a scenario script; `vm-run`, `vm-test` and `demo`.
-mod apt;
+pub mod apt;
 mod demo;
 mod guest;
 mod initramfs;
