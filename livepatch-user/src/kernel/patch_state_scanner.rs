@@ -26,7 +26,7 @@ use rustix::{
     process::{Resource, Rlimit},
 };
 
-use super::procfs_tasks::parse_patch_state;
+use super::procfs_tasks::{NO_PATCH_STATE, patch_state_from};
 use crate::model::{Known, PatchState, ThreadPatchState};
 
 /// Scans `<root>/proc/*/task/*/patch_state`, keeping what it opened for the
@@ -240,7 +240,7 @@ impl PatchStateScanner {
     ) -> Option<Known<PatchState>> {
         match slot {
             Slot::Open(fd) => match pread(fd.as_fd(), &mut self.value) {
-                Ok(len) => return Some(content_state(&self.value[..len])),
+                Ok(len) => return Some(patch_state_from(&self.value[..len])),
                 // A reused tid, if it is still listed: opened again below.
                 Err(error) if is_gone(error) => {
                     *slot = Slot::Closed;
@@ -248,7 +248,7 @@ impl PatchStateScanner {
                 }
                 Err(error) => return Some(unreadable_state(error)),
             },
-            Slot::Missing => return Some(Known::unknown(MISSING)),
+            Slot::Missing => return Some(Known::unknown(NO_PATCH_STATE)),
             Slot::Closed => {}
         }
         self.path.clear();
@@ -276,7 +276,7 @@ impl PatchStateScanner {
                     return None;
                 }
                 *slot = Slot::Missing;
-                return Some(Known::unknown(MISSING));
+                return Some(Known::unknown(NO_PATCH_STATE));
             }
             Err(error) if is_gone(error) => return None,
             Err(error) => return Some(unreadable_state(error)),
@@ -287,7 +287,7 @@ impl PatchStateScanner {
             self.fds.kept += 1;
         }
         match read {
-            Ok(len) => Some(content_state(&self.value[..len])),
+            Ok(len) => Some(patch_state_from(&self.value[..len])),
             Err(error) if is_gone(error) => None,
             Err(error) => Some(unreadable_state(error)),
         }
@@ -359,20 +359,6 @@ fn pread(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
 /// ESRCH: the task exited after open; ENOENT: its directory is gone.
 fn is_gone(error: Errno) -> bool {
     matches!(error, Errno::SRCH | Errno::NOENT)
-}
-
-// The same values and reasons as `scan_patch_states`; the tests compare.
-const MISSING: &str = "no patch_state file: kernel without CONFIG_LIVEPATCH";
-
-fn content_state(bytes: &[u8]) -> Known<PatchState> {
-    let text = String::from_utf8_lossy(bytes);
-    match parse_patch_state(&text) {
-        Some(state) => Known::Value(state),
-        None => Known::unknown(format!(
-            "patch_state: expected -1, 0 or 1, found {:?}",
-            text.trim()
-        )),
-    }
 }
 
 fn unreadable_state(error: Errno) -> Known<PatchState> {

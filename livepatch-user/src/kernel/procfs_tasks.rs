@@ -197,22 +197,26 @@ fn read_task_with(reader: &mut ThreadFileReader, thread: ThreadId, stacks: Stack
     })
 }
 
+/// Why a thread has no patch_state, as every reader says it.
+pub(crate) const NO_PATCH_STATE: &str = "no patch_state file: kernel without CONFIG_LIVEPATCH";
+
+/// A patch_state file's content as a value, or why it is not one.
+pub(crate) fn patch_state_from(bytes: &[u8]) -> Known<PatchState> {
+    let text = String::from_utf8_lossy(bytes);
+    match parse_patch_state(&text) {
+        Some(state) => Known::Value(state),
+        None => Known::unknown(format!(
+            "patch_state: expected -1, 0 or 1, found {:?}",
+            text.trim()
+        )),
+    }
+}
+
 fn read_patch_state(reader: &mut ThreadFileReader, thread: ThreadId) -> Option<Known<PatchState>> {
     Some(match reader.read(thread, "patch_state") {
-        ThreadFile::Content(bytes) => {
-            let text = String::from_utf8_lossy(bytes);
-            match parse_patch_state(&text) {
-                Some(state) => Known::Value(state),
-                None => Known::unknown(format!(
-                    "patch_state: expected -1, 0 or 1, found {:?}",
-                    text.trim()
-                )),
-            }
-        }
+        ThreadFile::Content(bytes) => patch_state_from(bytes),
         ThreadFile::Gone => return None,
-        ThreadFile::Missing => {
-            Known::unknown("no patch_state file: kernel without CONFIG_LIVEPATCH")
-        }
+        ThreadFile::Missing => Known::unknown(NO_PATCH_STATE),
         ThreadFile::Unreadable(error) => Known::unknown(format!("patch_state: {error}")),
     })
 }
