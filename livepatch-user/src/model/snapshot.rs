@@ -127,6 +127,17 @@ pub struct StackFrame {
     pub module: Option<String>,
 }
 
+/// As the kernel prints it in /proc/<pid>/stack: `func+0x1c/0x80 [module]`.
+impl std::fmt::Display for StackFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}+{:#x}/{:#x}", self.function, self.offset, self.size)?;
+        match &self.module {
+            Some(module) => write!(f, " [{module}]"),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {

@@ -153,16 +153,7 @@ fn write_blocker(out: &mut String, blocker: &PredictedBlocker) -> std::fmt::Resu
         } else {
             " "
         };
-        let module = frame
-            .module
-            .as_deref()
-            .map(|m| format!(" [{m}]"))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "        {marker} {}+{:#x}/{:#x}{module}",
-            frame.function, frame.offset, frame.size
-        )?;
+        writeln!(out, "        {marker} {frame}")?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::{
         blockers::VerdictSource,
         diagnosis::{BlockerReport, Diagnosis},
     },
-    model::{BlockReason, Direction, StackFrame},
+    model::{BlockReason, Direction},
 };
 
 #[derive(Debug, Serialize)]
@@ -23,18 +23,6 @@ pub struct DiagnoseView<'a> {
 
 pub fn render_json(view: &DiagnoseView) -> String {
     serde_json::to_string_pretty(view).expect("diagnosis serialises") + "\n"
-}
-
-pub fn frame_text(frame: &StackFrame) -> String {
-    let module = frame
-        .module
-        .as_deref()
-        .map(|m| format!(" [{m}]"))
-        .unwrap_or_default();
-    format!(
-        "{}+{:#x}/{:#x}{module}",
-        frame.function, frame.offset, frame.size
-    )
 }
 
 fn reason_text(reason: BlockReason) -> &'static str {
@@ -143,7 +131,7 @@ fn write_blocker(out: &mut String, n: usize, report: &BlockerReport) -> std::fmt
         writeln!(out, "  stack:")?;
         for (i, frame) in b.stack.iter().enumerate() {
             let mark = if b.marked_frame == Some(i) { ">" } else { " " };
-            writeln!(out, "   {mark} {}", frame_text(frame))?;
+            writeln!(out, "   {mark} {frame}")?;
         }
     }
     writeln!(out, "  advice: {}", report.advice.advice)

@@ -394,15 +394,7 @@ fn render_stack(blocker: &Blocker, area: Rect, buf: &mut Buffer) {
             .iter()
             .enumerate()
             .map(|(index, frame)| {
-                let module = frame
-                    .module
-                    .as_deref()
-                    .map(|m| format!(" [{m}]"))
-                    .unwrap_or_default();
-                let text = format!(
-                    "{}+{:#x}/{:#x}{module}",
-                    frame.function, frame.offset, frame.size
-                );
+                let text = frame.to_string();
                 if Some(index) == blocker.marked_frame {
                     Line::styled(
                         format!("▶ {text}  ← blocks the transition"),
