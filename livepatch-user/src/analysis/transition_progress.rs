@@ -415,7 +415,13 @@ impl WatchState {
     /// whole transition unseen: report it, so scripts waiting for it end.
     fn quick_transitions(&mut self, poll: &Poll, events: &mut Vec<WatchEvent>) {
         for patch in &poll.patches {
-            let known = self.patches.iter().any(|p| p.name == patch.name && !p.gone)
+            // Known as applied already. A patch seen before its transition
+            // (sysfs shows it, not yet enabled, while the kernel sets it up)
+            // that is enabled now came and went between polls too.
+            let known = self
+                .patches
+                .iter()
+                .any(|p| p.name == patch.name && !p.gone && p.enabled == Known::Value(true))
                 && self.unbegun.as_deref() != Some(patch.name.as_str());
             let settled = patch.enabled == Known::Value(true)
                 && patch.transition == Known::Value(false)
@@ -1243,6 +1249,32 @@ mod tests {
                 [WatchEvent::Start { .. }, WatchEvent::Complete { .. }]
             ),
             "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_patch_seen_before_its_transition_then_settled_is_reported() {
+        let mut state = polling();
+        state.apply(poll(0, vec![], None, vec![]));
+        // The patch's sysfs folder exists before the kernel starts patching.
+        assert!(
+            state
+                .apply(poll(1, vec![patch("p", false, false)], None, vec![]))
+                .is_empty()
+        );
+        let events = state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
+        assert!(
+            matches!(
+                events.as_slice(),
+                [WatchEvent::Start { .. }, WatchEvent::Complete { .. }]
+            ),
+            "{events:?}"
+        );
+        assert!(
+            state
+                .apply(poll(3, vec![patch("p", true, false)], None, vec![]))
+                .is_empty(),
+            "reported once"
         );
     }
 }
