@@ -52,7 +52,15 @@ pub fn ensure_installed(packages: &[&str]) -> Result<()> {
     }
     println!("vm: installing {}", missing.join(" "));
     update()?;
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    // Another run (CI, a second xtask) may hold dpkg's lock for a while.
+    let mut args = vec![
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "-o",
+        "DPkg::Lock::Timeout=300",
+    ];
     args.extend(&missing);
     apt("apt-get", &args, None).with_context(|| {
         format!(

@@ -13,6 +13,8 @@ use super::initramfs::Initramfs;
 pub const TEST_DIR: &str = "/lib/klpscope-test";
 const BUSYBOX: &str = "/bin/busybox";
 const JQ: &str = "/usr/bin/jq";
+/// Debian's bpftool (package bpftool), installed on the host by the lab.
+const BPFTOOL: &str = "/usr/sbin/bpftool";
 
 pub struct Guest<'a> {
     pub klpscope: &'a Path,
@@ -34,7 +36,12 @@ impl Guest<'_> {
         image.file("/bin/klpscope", self.klpscope, 0o755);
         // Scenarios check klpscope's JSON with jq.
         image.file("/bin/jq", Path::new(JQ), 0o755);
-        for binary in [self.klpscope, Path::new(JQ)] {
+        // Scenarios list the kernel's eBPF programs with bpftool.
+        if !Path::new(BPFTOOL).is_file() {
+            bail!("no {BPFTOOL} on the host: install Debian's bpftool package");
+        }
+        image.file("/bin/bpftool", Path::new(BPFTOOL), 0o755);
+        for binary in [self.klpscope, Path::new(JQ), Path::new(BPFTOOL)] {
             for lib in shared_libraries(binary)? {
                 image.file(&lib, Path::new(&lib), 0o755);
             }

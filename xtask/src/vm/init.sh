@@ -11,6 +11,8 @@ mountfs() {
 mountfs proc proc /proc
 mountfs sysfs sysfs /sys
 mountfs devtmpfs devtmpfs /dev
+# Pseudo-terminals (/dev/ptmx): scenarios run the TUI on one (telnetd -i).
+mountfs devpts devpts /dev/pts
 mountfs tmpfs tmpfs /tmp
 mountfs debugfs debugfs /sys/kernel/debug
 mountfs tracefs tracefs /sys/kernel/tracing

@@ -15,7 +15,7 @@ const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Host packages the lab needs: the emulator, the guest's userland and
 /// pahole, without which kbuild cannot finish a module (BTF).
-const HOST_PACKAGES: [&str; 6] = [
+const HOST_PACKAGES: [&str; 7] = [
     "qemu-system-x86",
     "busybox-static",
     "pahole",
@@ -23,6 +23,8 @@ const HOST_PACKAGES: [&str; 6] = [
     "gcc-12",
     // Scenarios assert on klpscope's JSON with it.
     "jq",
+    // Scenarios list the kernel's eBPF programs with it (06-ebpf-detach).
+    "bpftool",
 ];
 
 /// Everything a boot needs on the host, built or fetched once per xtask run.
