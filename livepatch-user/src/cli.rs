@@ -43,19 +43,19 @@ pub struct StatusArgs {
 #[command(after_help = "Exit codes: 0 ready, 3 warnings, 4 not ready, 1 error.")]
 pub struct CheckArgs {
     /// A function to patch, as NAME or NAME,SYMPOS (repeatable).
-    #[arg(long = "function", value_name = "NAME[,SYMPOS]")]
+    #[arg(long = "function", value_name = "NAME[,SYMPOS]", value_parser = function_spec)]
     pub functions: Vec<String>,
     /// The object the --function names live in (a module); default vmlinux.
-    #[arg(long, value_name = "MODULE", requires = "functions")]
+    #[arg(long, value_name = "MODULE", requires = "functions", value_parser = module_name)]
     pub object: Option<String>,
     /// A livepatch module file: its patched functions are read from its ELF.
     #[arg(long, value_name = "FILE.ko", conflicts_with_all = ["functions", "patch"])]
     pub module: Option<PathBuf>,
     /// A loaded patch: readiness to disable it.
-    #[arg(long, value_name = "NAME", conflicts_with = "functions")]
+    #[arg(long, value_name = "NAME", conflicts_with = "functions", value_parser = module_name)]
     pub patch: Option<String>,
-    /// How long to sample calls and stacks.
-    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    /// How long to sample calls and stacks (0 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = seconds::<3600>)]
     pub duration: f64,
     /// Do not load eBPF programs; use /proc and /sys only.
     #[arg(long)]
@@ -69,7 +69,7 @@ pub struct CheckArgs {
 #[command(after_help = "Exit codes: 0 completed (or quit), 5 reversed, 6 timed out, 1 error.")]
 pub struct WatchArgs {
     /// Only this patch's transitions.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = module_name)]
     pub patch: Option<String>,
     /// One line per change instead of the TUI (the default without a
     /// terminal).
@@ -81,8 +81,8 @@ pub struct WatchArgs {
     /// Exit when the transition ends.
     #[arg(long)]
     pub until_complete: bool,
-    /// Give up after this many seconds.
-    #[arg(long, value_name = "SECS")]
+    /// Give up after this many seconds (up to a year).
+    #[arg(long, value_name = "SECS", value_parser = seconds::<31_536_000>)]
     pub timeout: Option<f64>,
     /// Do not load eBPF programs; poll /proc and /sys only.
     #[arg(long)]
@@ -92,7 +92,7 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 pub struct DiagnoseArgs {
     /// The patch to diagnose; default the one in transition.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = module_name)]
     pub patch: Option<String>,
     /// One JSON document instead of the report.
     #[arg(long)]
@@ -100,4 +100,91 @@ pub struct DiagnoseArgs {
     /// Infer verdicts from /proc and /sys instead of tracing the kernel.
     #[arg(long)]
     pub no_ebpf: bool,
+}
+
+/// The kernel's MODULE_NAME_LEN less its NUL: a patch is named after its
+/// module.
+const MODULE_NAME_MAX: usize = 55;
+/// The kernel's KSYM_NAME_LEN less its NUL.
+const SYMBOL_NAME_MAX: usize = 511;
+
+/// A module or patch name as the kernel allows it. It becomes a path under
+/// /sys/kernel/livepatch, so `/`, `.` and `..` must never get through.
+fn module_name(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= MODULE_NAME_MAX
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "not a module or patch name: letters, digits, '_' and '-', at most {MODULE_NAME_MAX} characters"
+        ))
+    }
+}
+
+/// `NAME` or `NAME,SYMPOS`, NAME a kernel symbol (letters, digits, `_`,
+/// `.`, `$`; compilers add suffixes such as `.isra.0` and `.cold`).
+fn function_spec(text: &str) -> Result<String, String> {
+    let name = text.split_once(',').map_or(text, |(name, _)| name);
+    let valid = !name.is_empty()
+        && name.len() <= SYMBOL_NAME_MAX
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$'));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "not a function name: letters, digits, '_', '.' and '$', at most {SYMBOL_NAME_MAX} characters, then an optional ,SYMPOS"
+        ))
+    }
+}
+
+/// A number of seconds from 0 to MAX: negative, NaN and infinite values
+/// would make a wait that never ends or ends at once.
+fn seconds<const MAX: u32>(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=f64::from(MAX)).contains(&secs) => Ok(secs),
+        _ => Err(format!("not a number of seconds from 0 to {MAX}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_leave_sysfs_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "/etc",
+            "../../x",
+            "a/b",
+            "a b",
+            "x\x1b",
+            &"a".repeat(56),
+        ] {
+            assert!(module_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(module_name("klp_test-2").unwrap(), "klp_test-2");
+        for bad in [".", "..", "/etc", "a/b,1", "", ",1", &"f".repeat(512)] {
+            assert!(function_spec(bad).is_err(), "{bad:?}");
+        }
+        assert!(function_spec("foo.isra.0,2").is_ok());
+    }
+
+    #[test]
+    fn seconds_are_finite_and_in_range() {
+        for bad in ["-5", "nan", "NaN", "inf", "-0.1", "3601", "x"] {
+            assert!(seconds::<3600>(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(seconds::<3600>("0.5"), Ok(0.5));
+    }
 }

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             // One line naming the cause: the chain, not a backtrace.
-            eprintln!("klpscope: {error:#}");
+            commands::output::note(&format!("{error:#}"));
             commands::EXIT_ERROR.into()
         }
     }

@@ -558,6 +558,13 @@ fn a_bad_duration_is_refused() {
         .args(["check", "--function", "cmdline_proc_show", "--duration=-1"])
         .output()
         .unwrap();
-    let line = error_line(&output);
-    assert!(line.contains("--duration"), "{line}");
+    // A usage error, caught by the command line parser like any other (2).
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(output.stdout.is_empty());
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("--duration") && first.contains("not a number of seconds"),
+        "{stderr}"
+    );
 }

@@ -3,7 +3,6 @@
 //! Read-only: nothing is loaded into or changed in the kernel but klpscope's
 //! own counting programs, detached on exit.
 use std::{
-    io::Write,
     path::Path,
     process::ExitCode,
     thread,
@@ -19,6 +18,7 @@ use crate::{
         resolve,
     },
     cli::CheckArgs,
+    commands::output,
     kernel::{
         Stacks, ftrace_users::read_ftrace_users, kallsyms_near::closest_symbols,
         livepatch_module::read_livepatch_module, loaded_modules::read_loaded_modules,
@@ -39,12 +39,6 @@ pub const EXIT_NOT_READY: u8 = 4;
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
 pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
-    if !args.duration.is_finite() || args.duration < 0.0 || args.duration > 3600.0 {
-        bail!(
-            "--duration {} is not a number of seconds between 0 and 3600",
-            args.duration
-        );
-    }
     let (plan, targets, module) = targets(root, args)?;
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     let kernel = read_kernel(root);
@@ -156,9 +150,7 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
     } else {
         render_text(&view)
     };
-    std::io::stdout()
-        .write_all(text.as_bytes())
-        .context("writing to stdout")?;
+    output::print(&text)?;
     Ok(exit_code(&readiness))
 }
 

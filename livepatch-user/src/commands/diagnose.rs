@@ -15,6 +15,7 @@ use crate::{
         diagnosis::{diagnose_idle, diagnose_transition},
     },
     cli::DiagnoseArgs,
+    commands::output,
     kernel::{clock::monotonic_ns, kernel_log::read_livepatch_log, read_snapshot},
     model::{Snapshot, TraceEvent},
     probes::{self, ProbeRequest, TaskVerdict},
@@ -40,9 +41,9 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
                 "reason": reason,
                 "blockers": [],
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            output::print(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
         } else {
-            println!("nothing to diagnose: {reason}");
+            output::print(&format!("nothing to diagnose: {reason}\n"))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -101,9 +102,9 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
         ebpf_unavailable: ebpf_unavailable.as_deref(),
     };
     if args.json {
-        print!("{}", render_json(&view));
+        output::print(&render_json(&view))?;
     } else {
-        print!("{}", render_text(&view));
+        output::print(&render_text(&view))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! Each command is a short composition of readers, analysis and views.
 mod check;
 mod diagnose;
+pub mod output;
 mod status;
 mod watch;
 
@@ -12,15 +13,23 @@ use crate::cli::{Cli, Command};
 
 pub const EXIT_ERROR: u8 = 1;
 
+/// The command's exit code; errors come back as one line for stderr. A
+/// closed stdout is not an error: the command ends quietly.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(path) = &cli.log {
         start_log(path)?;
     }
-    match cli.command {
+    let result = match cli.command {
         Command::Status(args) => status::run(&cli.root, &args),
         Command::Check(args) => check::run(&cli.root, &args),
         Command::Watch(args) => watch::run(&cli.root, &args),
         Command::Diagnose(args) => diagnose::run(&cli.root, &args),
+    };
+    match result {
+        Err(error) if error.is::<output::OutputClosed>() => {
+            Ok(ExitCode::from(output::EXIT_OUTPUT_CLOSED))
+        }
+        result => result,
     }
 }
 

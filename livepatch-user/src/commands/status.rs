@@ -1,9 +1,10 @@
-use std::{io::Write, path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode};
 
 use anyhow::{Context, Result};
 
 use crate::{
     cli::StatusArgs,
+    commands::output,
     kernel::{
         kernel_log::read_livepatch_log, read_kernel, read_patches, reread_in_transition,
         scan_patch_states, transition,
@@ -42,8 +43,6 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
     } else {
         render_text(&view)
     };
-    std::io::stdout()
-        .write_all(text.as_bytes())
-        .context("writing to stdout")?;
+    output::print(&text)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,11 +4,17 @@ use std::{fs::File, io::BufRead, io::BufReader, path::Path};
 
 /// How many suggestions to give.
 const SUGGESTIONS: usize = 5;
+/// Past this length no kernel symbol is a plausible near miss, and the
+/// comparison against every symbol would only burn time.
+const NAME_MAX: usize = 128;
 
 /// The text symbols nearest to `name` by edit distance, nearest first. A
 /// name containing the asked one (or contained in it) counts as close even
 /// when longer, since a fragment is a common way to misremember a name.
 pub fn closest_symbols(root: &Path, name: &str) -> std::io::Result<Vec<String>> {
+    if name.len() > NAME_MAX {
+        return Ok(Vec::new());
+    }
     let file = File::open(root.join("proc/kallsyms"))?;
     let limit = (name.len() / 3).max(2);
     let mut scored: Vec<(usize, String)> = Vec::new();

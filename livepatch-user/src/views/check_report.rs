@@ -8,6 +8,7 @@ use crate::{
     analysis::readiness::{PredictedBlocker, Readiness, Status, Verdict},
     kernel::livepatch_module::LivepatchModule,
     probes::Capability,
+    views::{printable, printable_lines},
 };
 
 /// What was checked and how, next to the analysis.
@@ -42,7 +43,7 @@ pub fn render_text(view: &CheckView) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = write_text(&mut out, view);
-    out
+    printable_lines(&out).into_owned()
 }
 
 fn write_text(out: &mut String, view: &CheckView) -> std::fmt::Result {
@@ -50,7 +51,7 @@ fn write_text(out: &mut String, view: &CheckView) -> std::fmt::Result {
     let what = match (view.module, view.patch) {
         (Some(module), _) => format!(
             "livepatch module {}{}",
-            module.name,
+            printable(&module.name),
             if module.replace {
                 " (atomic replace)"
             } else {
@@ -140,7 +141,7 @@ fn write_blocker(out: &mut String, blocker: &PredictedBlocker) -> std::fmt::Resu
         },
         blocker.pid,
         blocker.tid,
-        blocker.comm,
+        printable(&blocker.comm),
         if blocker.kthread { " [kthread]" } else { "" },
         blocker.function,
         blocker.seen_in,

@@ -11,6 +11,7 @@ use crate::{
         diagnosis::{BlockerReport, Diagnosis},
     },
     model::{BlockReason, Direction},
+    views::{printable, printable_lines},
 };
 
 #[derive(Debug, Serialize)]
@@ -45,7 +46,7 @@ fn kind_text(kind: BlockerKind) -> &'static str {
 pub fn render_text(view: &DiagnoseView) -> String {
     let mut out = String::new();
     let _ = write_text(&mut out, view);
-    out
+    printable_lines(&out).into_owned()
 }
 
 fn write_text(out: &mut String, view: &DiagnoseView) -> std::fmt::Result {
@@ -106,7 +107,9 @@ fn write_blocker(out: &mut String, n: usize, report: &BlockerReport) -> std::fmt
     writeln!(
         out,
         "blocker {n}: {} (pid {}, tid {}, {who})",
-        b.comm, b.pid, b.tid
+        printable(&b.comm),
+        b.pid,
+        b.tid
     )?;
     let function = b
         .function

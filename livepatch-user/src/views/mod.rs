@@ -2,6 +2,9 @@
 //! back into the kernel.
 pub mod check_report;
 pub mod diagnose_report;
+mod printable;
 pub mod status;
 pub mod tui;
 pub mod watch_lines;
+
+pub use printable::{printable, printable_lines};

@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::model::{Direction, Kernel, Known, Patch, Transition};
+use crate::{
+    model::{Kernel, Known, Patch, Transition},
+    views::{printable, printable_lines},
+};
 
 /// What status shows. Tasks are left out: they are many, and only their
 /// counts matter here (in `transition`).
@@ -24,7 +27,7 @@ pub fn render_text(view: &StatusView) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = write_text(&mut out, view);
-    out
+    printable_lines(&out).into_owned()
 }
 
 fn write_text(out: &mut String, view: &StatusView) -> std::fmt::Result {
@@ -68,10 +71,7 @@ fn write_text(out: &mut String, view: &StatusView) -> std::fmt::Result {
     match view.transition {
         None => writeln!(out, "\ntransition  none")?,
         Some(transition) => {
-            let direction = match transition.direction {
-                Direction::Patching => "patching",
-                Direction::Unpatching => "unpatching",
-            };
+            let direction = transition.direction;
             writeln!(
                 out,
                 "\ntransition  {} {direction}: {} of {} tasks pending",
@@ -94,7 +94,7 @@ fn write_patch(out: &mut String, patch: &Patch, width: usize) -> std::fmt::Resul
     };
     let row = format!(
         "{:<width$}  {:<7}  {:<10}  {:<5}  {replace:<7}{gone}",
-        patch.name,
+        printable(&patch.name),
         yes_no(&patch.enabled),
         yes_no(&patch.transition),
         yes_no(&patch.force),

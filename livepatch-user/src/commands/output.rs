@@ -1,0 +1,38 @@
+//! Where commands write: stdout for the result, stderr for one-line notes.
+//! Both can fail (a closed pipe, a full disk); neither may panic. A reader
+//! that went away (`klpscope diagnose | head -3`) ends the command quietly
+//! with `EXIT_OUTPUT_CLOSED`, as a shell tool killed by SIGPIPE would.
+use std::io::{self, Write};
+
+/// 128 + SIGPIPE: what a shell reports for a tool whose reader went away.
+pub const EXIT_OUTPUT_CLOSED: u8 = 128 + libc::SIGPIPE as u8;
+
+/// The reader of stdout went away: nothing more can be said, and nothing
+/// is wrong with the kernel or the input.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+pub struct OutputClosed;
+
+/// Writes the whole text to stdout and flushes it.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(stdout_error)
+}
+
+/// A closed pipe becomes `OutputClosed`; any other failure stays an error
+/// that says it was stdout that failed.
+pub fn stdout_error(error: io::Error) -> anyhow::Error {
+    if error.kind() == io::ErrorKind::BrokenPipe {
+        OutputClosed.into()
+    } else {
+        anyhow::Error::new(error).context("writing to stdout")
+    }
+}
+
+/// One line on stderr. If stderr itself is gone there is nobody to tell.
+pub fn note(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "klpscope: {line}");
+}
