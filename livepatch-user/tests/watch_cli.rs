@@ -38,12 +38,25 @@ fn set(fixture: &Fixture, relative: &str, content: &str) {
     fs::rename(temporary, path).unwrap();
 }
 
+/// The exit code and the events after `ready`, which must come first.
 fn finish(child: Child) -> (Option<i32>, Vec<Value>) {
     let output = child.wait_with_output().expect("wait for klpscope");
-    let events = BufReader::new(output.stdout.as_slice())
+    let mut events: Vec<Value> = BufReader::new(output.stdout.as_slice())
         .lines()
         .map(|line| serde_json::from_str(&line.unwrap()).expect("one JSON object per line"))
         .collect();
+    let ready = events.first().map(|e| e["event"].clone());
+    assert_eq!(
+        ready,
+        Some("ready".into()),
+        "ready comes first: {events:#?}"
+    );
+    assert_eq!(events[0]["ebpf"], false, "--no-ebpf");
+    events.remove(0);
+    assert!(
+        events.iter().all(|e| e["event"] != "ready"),
+        "ready is said once: {events:#?}"
+    );
     (output.status.code(), events)
 }
 

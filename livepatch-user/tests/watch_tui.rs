@@ -6,14 +6,14 @@ use livepatch_user::{
         blockers::{Blocker, VerdictSource},
         transition_progress::{Feed, Observation, Poll, WatchState},
     },
-    kernel::kernel_log::LivepatchMessage,
+    kernel::{kernel_log::LivepatchMessage, livepatch_write::TransitionWrite},
     model::{
         BlockReason, Direction, Known, Patch, PatchFunction, PatchObject, StackFrame, TraceEvent,
         Transition,
     },
     probes::CallCount,
     views::tui::{
-        app::{Action, App, Screen, SortKey},
+        app::{App, Confirmation, Screen, SortKey},
         handler::{Request, handle_key},
     },
 };
@@ -217,9 +217,10 @@ fn force_asks_first_and_explains_the_risk() {
     );
     assert_eq!(
         app.screen,
-        Screen::Confirm(Action::Force {
-            patch: "klp_demo".into()
-        })
+        Screen::Confirm(Confirmation::new(TransitionWrite::Force {
+            patch: "klp_demo".into(),
+            direction: Direction::Patching,
+        }))
     );
     insta::assert_snapshot!(render(&app, 80, 24));
 }
@@ -263,6 +264,10 @@ fn key(app: &mut App, code: KeyCode) -> Option<Request> {
     handle_key(app, KeyEvent::from(code))
 }
 
+fn typed(app: &mut App, text: &str) -> Vec<Option<Request>> {
+    text.chars().map(|c| key(app, KeyCode::Char(c))).collect()
+}
+
 #[test]
 fn keys_in_requests_out_only_after_confirmation() {
     let mut app = App::new(in_progress(Feed::Ebpf));
@@ -271,13 +276,13 @@ fn keys_in_requests_out_only_after_confirmation() {
         None,
         "r alone writes nothing"
     );
-    assert_eq!(key(&mut app, KeyCode::Char('x')), None);
     assert_eq!(
         key(&mut app, KeyCode::Char('y')),
-        Some(Request::Write(Action::Reverse {
+        Some(Request::Write(TransitionWrite::Reverse {
             patch: "klp_demo".into(),
-            to: Direction::Unpatching
-        }))
+            from: Direction::Patching,
+        })),
+        "the write names the transition it was confirmed against"
     );
     assert_eq!(app.screen, Screen::Main);
     key(&mut app, KeyCode::Char('f'));
@@ -287,9 +292,72 @@ fn keys_in_requests_out_only_after_confirmation() {
         "Esc cancels, it does not quit"
     );
     assert_eq!(app.screen, Screen::Main);
-    key(&mut app, KeyCode::Char('f'));
+    key(&mut app, KeyCode::Char('r'));
     assert_eq!(key(&mut app, KeyCode::Char('n')), None);
+    assert_eq!(app.screen, Screen::Main);
     assert_eq!(key(&mut app, KeyCode::Char('q')), Some(Request::Quit));
+}
+
+/// Typing a word that happens to contain r then y (or f then y) must not
+/// write: in the dialog, any key other than the answer cancels it.
+#[test]
+fn stray_typing_never_confirms() {
+    for word in ["ready", "rxy", "r y", "fly", "fy", "force"] {
+        let mut app = App::new(in_progress(Feed::Ebpf));
+        let requests = typed(&mut app, word);
+        assert!(
+            requests.iter().all(Option::is_none),
+            "typing {word:?} asked for {requests:?}"
+        );
+    }
+    let mut app = App::new(in_progress(Feed::Ebpf));
+    typed(&mut app, "r");
+    assert_eq!(key(&mut app, KeyCode::Char('x')), None);
+    assert_eq!(app.screen, Screen::Main, "x cancelled the dialog");
+    assert_eq!(
+        key(&mut app, KeyCode::Char('y')),
+        None,
+        "y alone is no answer"
+    );
+}
+
+/// Force cannot be undone: it takes the patch's name typed out, then Enter.
+#[test]
+fn force_takes_the_patch_name_typed_out() {
+    let mut app = App::new(in_progress(Feed::Ebpf));
+    key(&mut app, KeyCode::Char('f'));
+    assert_eq!(key(&mut app, KeyCode::Char('y')), None);
+    assert_eq!(key(&mut app, KeyCode::Enter), None, "'y' is not the name");
+    assert_eq!(app.screen, Screen::Main);
+
+    key(&mut app, KeyCode::Char('f'));
+    assert!(typed(&mut app, "klp_demx").iter().all(Option::is_none));
+    key(&mut app, KeyCode::Backspace);
+    typed(&mut app, "o");
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        Some(Request::Write(TransitionWrite::Force {
+            patch: "klp_demo".into(),
+            direction: Direction::Patching,
+        }))
+    );
+    key(&mut app, KeyCode::Char('f'));
+    typed(&mut app, "klp_demo");
+    assert_eq!(key(&mut app, KeyCode::Down), None, "an arrow cancels too");
+    assert_eq!(app.screen, Screen::Main);
+}
+
+/// A dialog opened for one transition is withdrawn when that transition
+/// completes: a late `y` then writes nothing.
+#[test]
+fn a_stale_question_is_withdrawn_when_the_transition_ends() {
+    let mut app = App::new(in_progress(Feed::Ebpf));
+    key(&mut app, KeyCode::Char('r'));
+    app.state
+        .apply(poll(120, vec![patch(true, false)], None, vec![]));
+    app.dismiss_stale_confirmation();
+    assert_eq!(app.screen, Screen::Main);
+    assert_eq!(key(&mut app, KeyCode::Char('y')), None);
 }
 
 #[test]
@@ -301,14 +369,15 @@ fn without_a_transition_reverse_and_force_only_explain() {
 }
 
 #[test]
-fn esc_leaves_the_stack_view_and_ctrl_c_always_quits() {
+fn esc_leaves_the_stack_view_and_ctrl_c_always_interrupts() {
     let mut app = App::new(in_progress(Feed::Ebpf));
     key(&mut app, KeyCode::Enter);
     assert_eq!(key(&mut app, KeyCode::Esc), None);
     assert_eq!(app.screen, Screen::Main);
     key(&mut app, KeyCode::Char('?'));
     let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-    assert_eq!(handle_key(&mut app, ctrl_c), Some(Request::Quit));
+    // Raw mode delivers Ctrl-C as a key: it interrupts, as SIGINT would.
+    assert_eq!(handle_key(&mut app, ctrl_c), Some(Request::Interrupt));
 }
 
 #[test]

@@ -87,6 +87,15 @@ pub enum WatchEvent {
     Timeout {
         secs: f64,
     },
+    /// Watch has attached its probes and polled once: from here on, no
+    /// transition goes unreported.
+    Ready {
+        ebpf: bool,
+    },
+    /// A signal ended the watch.
+    Interrupted {
+        signal: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -263,7 +272,8 @@ impl WatchState {
         events
     }
 
-    /// An event the watcher itself decided (a timeout), logged like the rest.
+    /// An event the watcher itself decided (ready, a timeout), logged like
+    /// the rest.
     pub fn note(&mut self, event: WatchEvent) {
         self.record(std::slice::from_ref(&event));
     }
@@ -587,10 +597,7 @@ impl WatchState {
             }
             TraceEvent::Reverse { .. } => {
                 if let Some(transition) = self.transition.as_mut() {
-                    let direction = match transition.direction {
-                        Direction::Patching => Direction::Unpatching,
-                        Direction::Unpatching => Direction::Patching,
-                    };
+                    let direction = transition.direction.opposite();
                     transition.direction = direction;
                     events.push(WatchEvent::Reverse {
                         patch: transition.patch.clone(),

@@ -1,11 +1,15 @@
-//! `klpscope watch`: poll sysfs and procfs (and drain the eBPF tracer) on a
-//! tick, feed the transition state machine, and show its events as a TUI or
-//! as lines. The eBPF programs live in `Feed` and are dropped with it on
-//! every way out.
+//! `klpscope watch`: a feed thread polls sysfs and procfs (and drains the
+//! eBPF tracer) on a tick and sends its observations to the event loop,
+//! which applies them to the transition state machine and shows the events
+//! as a TUI or as lines. Reading runs off the event loop so that keys and
+//! signals are answered at once even when a scan of /proc takes seconds.
+//! The eBPF programs live in `Feed`, on the feed thread, and go with it or
+//! with the process on every way out.
 use std::{
     io::{self, IsTerminal, Write},
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::mpsc::{self as std_mpsc, RecvTimeoutError},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -13,8 +17,9 @@ use anyhow::{Context, Result};
 use crossterm::event::{Event, EventStream};
 use futures_util::StreamExt;
 use tokio::{
-    signal::unix::{SignalKind, signal},
-    time::{Instant, MissedTickBehavior, interval, sleep_until},
+    signal::unix::{Signal, SignalKind, signal},
+    sync::mpsc::{UnboundedReceiver, unbounded_channel},
+    time::{Instant, sleep_until},
 };
 
 use crate::{
@@ -24,21 +29,24 @@ use crate::{
         transition_progress::{self, Observation, Poll, WatchEvent, WatchState},
     },
     cli::WatchArgs,
+    commands::output::{self, stdout_error},
     kernel::{
         PatchStateScanner, ThreadId,
+        clock::monotonic_ns,
         kernel_log::{LogEntry, read_livepatch_log},
+        livepatch_write::{TransitionWrite, write_confirmed},
         procfs_tasks::Stacks,
         read_kernel, read_patches, read_task, reread_in_transition, transition,
     },
-    model::{Direction, Known, Patch, ThreadPatchState, TraceEvent, Transition},
+    model::{Known, Patch, ThreadPatchState, TraceEvent, Transition},
     probes::{self, ProbeRequest, Probes, TaskVerdict},
     views::{
         tui::{
-            app::{Action, App},
+            app::App,
             handler::{Request, handle_key},
             terminal::TerminalSession,
         },
-        watch_lines::{json_line, plain_line},
+        watch_lines::{describe, json_line, plain_line},
     },
 };
 
@@ -50,6 +58,8 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 /// At most this many pending threads get their kernel stack read per poll:
 /// at the start of a transition almost every thread is pending.
 const MAX_STACKS: usize = 256;
+/// A hidden switch for the VM lab's detach test: panic once ready.
+const DEBUG_PANIC: &str = "KLPSCOPE_DEBUG_PANIC";
 
 pub fn run(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -67,16 +77,19 @@ async fn watch(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
         anyhow::bail!("nothing to watch: {reason}");
     }
     let interactive = !args.plain && !args.json && io::stdout().is_terminal();
+    // Loading the probes takes a moment; until the handlers below are in
+    // place a signal ends klpscope the default way, which detaches them too.
     let feed = Feed::open(root, args);
     let state = WatchState::new(kernel.release, feed.kind());
     let deadline = args
         .timeout
-        .filter(|secs| secs.is_finite() && *secs >= 0.0)
-        .map(|secs| Instant::now() + Duration::from_secs_f64(secs.min(1e9)));
+        .map(|secs| Instant::now() + Duration::from_secs_f64(secs));
+    let signals = StopSignals::new().context("installing signal handlers")?;
+    let rounds = FeedThread::start(feed)?;
     if interactive {
-        run_tui(feed, App::new(state), args, deadline).await
+        run_tui(root, rounds, signals, App::new(state), args, deadline).await
     } else {
-        run_lines(feed, state, args, deadline).await
+        run_lines(rounds, signals, state, args, deadline).await
     }
 }
 
@@ -92,65 +105,208 @@ fn exit_for(events: &[WatchEvent], until_complete: bool) -> Option<ExitCode> {
     })
 }
 
+/// The signals that end a watch, each with its own exit code (128 + the
+/// signal's number, as a shell reports it), distinct from completed,
+/// reversed and timed out.
+struct StopSignals {
+    hangup: Signal,
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum StopSignal {
+    Hangup,
+    Interrupt,
+    Terminate,
+}
+
+impl StopSignal {
+    fn number(self) -> i32 {
+        match self {
+            StopSignal::Hangup => libc::SIGHUP,
+            StopSignal::Interrupt => libc::SIGINT,
+            StopSignal::Terminate => libc::SIGTERM,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Hangup => "SIGHUP",
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    fn exit_code(self) -> ExitCode {
+        ExitCode::from(128 + self.number() as u8)
+    }
+
+    fn event(self) -> WatchEvent {
+        WatchEvent::Interrupted {
+            signal: self.name().to_owned(),
+        }
+    }
+}
+
+impl StopSignals {
+    fn new() -> io::Result<Self> {
+        Ok(StopSignals {
+            hangup: signal(SignalKind::hangup())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.hangup.recv() => StopSignal::Hangup,
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = self.terminate.recv() => StopSignal::Terminate,
+        }
+    }
+}
+
+/// What one round of reading found.
+struct Round {
+    observations: Vec<Observation>,
+    /// Patched functions whose calls are not counted, and why.
+    uncounted: Vec<(String, String)>,
+}
+
+impl Round {
+    fn apply(self, state: &mut WatchState) -> Vec<WatchEvent> {
+        let mut events = Vec::new();
+        for observation in self.observations {
+            events.extend(state.apply(observation));
+        }
+        state.uncounted = self.uncounted;
+        events
+    }
+}
+
+/// The feed on its own thread: a round every `POLL_EVERY`, sent to the
+/// event loop, until this handle is dropped.
+struct FeedThread {
+    rounds: UnboundedReceiver<Result<Round>>,
+    /// Dropping it tells the thread to stop (and drop the probes).
+    _stop: std_mpsc::Sender<()>,
+}
+
+impl FeedThread {
+    fn start(mut feed: Feed) -> Result<Self> {
+        let (send_round, rounds) = unbounded_channel();
+        let (stop, stopped) = std_mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("klpscope-feed".into())
+            .spawn(move || {
+                loop {
+                    let started = std::time::Instant::now();
+                    let round = feed.read_round();
+                    let failed = round.is_err();
+                    if send_round.send(round).is_err() || failed {
+                        return;
+                    }
+                    let rest = POLL_EVERY.saturating_sub(started.elapsed());
+                    if stopped.recv_timeout(rest) != Err(RecvTimeoutError::Timeout) {
+                        return;
+                    }
+                }
+            })
+            .context("starting the feed thread")?;
+        Ok(FeedThread {
+            rounds,
+            _stop: stop,
+        })
+    }
+
+    async fn next(&mut self) -> Result<Round> {
+        match self.rounds.recv().await {
+            Some(round) => round,
+            None => anyhow::bail!("the feed thread stopped unexpectedly"),
+        }
+    }
+}
+
+/// Said once, when the first round is in: the feed is attached and has
+/// polled, so scripts can start the transition they want to see.
+fn ready(state: &WatchState) -> WatchEvent {
+    WatchEvent::Ready {
+        ebpf: state.feed == transition_progress::Feed::Ebpf,
+    }
+}
+
+fn panic_if_asked() {
+    if std::env::var_os(DEBUG_PANIC).is_some_and(|value| value == "1") {
+        panic!("{DEBUG_PANIC}=1: panicking on purpose once ready");
+    }
+}
+
 async fn run_lines(
-    mut feed: Feed,
+    mut feed: FeedThread,
+    mut signals: StopSignals,
     mut state: WatchState,
     args: &WatchArgs,
     deadline: Option<Instant>,
 ) -> Result<ExitCode> {
     if let transition_progress::Feed::Polling { reason } = &state.feed {
-        eprintln!(
-            "klpscope: eBPF unavailable ({reason}): following transitions by polling /proc and /sys"
-        );
+        output::note(&format!(
+            "eBPF unavailable ({reason}): following transitions by polling /proc and /sys"
+        ));
     }
     let started = Instant::now();
     let mut stdout = io::stdout().lock();
-    let mut emit = |events: &[WatchEvent]| -> io::Result<()> {
+    let mut emit = |events: &[WatchEvent]| -> Result<()> {
         for event in events {
             let line = if args.json {
                 json_line(event, wall_clock_secs())
             } else {
                 plain_line(event, started.elapsed().as_secs_f64())
             };
-            writeln!(stdout, "{line}")?;
+            writeln!(stdout, "{line}").map_err(stdout_error)?;
         }
-        stdout.flush()
+        stdout.flush().map_err(stdout_error)
     };
-    let mut tick = interval(POLL_EVERY);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut announced = false;
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let events = feed.observe(&mut state)?;
-                if let Err(error) = emit(&events) {
-                    // A reader that went away (`| head`) ends the watch.
-                    return if error.kind() == io::ErrorKind::BrokenPipe {
-                        Ok(ExitCode::SUCCESS)
+            round = feed.next() => {
+                let events = round?.apply(&mut state);
+                if !announced {
+                    announced = true;
+                    let ready = ready(&state);
+                    state.note(ready.clone());
+                    if args.json {
+                        emit(std::slice::from_ref(&ready))?;
                     } else {
-                        Err(error).context("writing to stdout")
-                    };
+                        output::note(&describe(&ready));
+                    }
+                    panic_if_asked();
                 }
+                emit(&events)?;
                 if let Some(code) = exit_for(&events, args.until_complete) {
                     return Ok(code);
                 }
             }
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                let _ = emit(&[timeout(started)]);
+                emit(&[timeout(started)])?;
                 return Ok(ExitCode::from(EXIT_TIMED_OUT));
             }
-            _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
-            _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+            stop = signals.recv() => {
+                // Said if it can be: the pipe may be what went away.
+                let _ = emit(&[stop.event()]);
+                return Ok(stop.exit_code());
+            }
         }
     }
 }
-
-/// One `select!` over the poll tick, terminal events and signals; the
+/// One `select!` over the feed's rounds, terminal events and signals; the
 /// screen is redrawn after each. ratatui only writes the cells that
 /// changed, so redraws do not flicker.
 async fn run_tui(
-    mut feed: Feed,
+    root: &Path,
+    mut feed: FeedThread,
+    mut signals: StopSignals,
     mut app: App,
     args: &WatchArgs,
     deadline: Option<Instant>,
@@ -158,14 +314,17 @@ async fn run_tui(
     let mut session = TerminalSession::enter().context("setting up the terminal")?;
     let started = Instant::now();
     let mut keys = EventStream::new();
-    let mut tick = interval(POLL_EVERY);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut announced = false;
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let events = feed.observe(&mut app.state)?;
+            round = feed.next() => {
+                let events = round?.apply(&mut app.state);
+                app.dismiss_stale_confirmation();
+                if !announced {
+                    announced = true;
+                    app.state.note(ready(&app.state));
+                    panic_if_asked();
+                }
                 if let Some(code) = exit_for(&events, args.until_complete) {
                     return Ok(code);
                 }
@@ -173,13 +332,8 @@ async fn run_tui(
             event = keys.next() => match event {
                 Some(Ok(Event::Key(key))) => match handle_key(&mut app, key) {
                     Some(Request::Quit) => return Ok(ExitCode::SUCCESS),
-                    Some(Request::Write(action)) => {
-                        let outcome = feed.write(&action);
-                        if outcome.is_ok() && matches!(action, Action::Force { .. }) {
-                            app.state.apply(Observation::ForceWritten);
-                        }
-                        app.message = Some(outcome.unwrap_or_else(|error| error));
-                    }
+                    Some(Request::Interrupt) => return Ok(StopSignal::Interrupt.exit_code()),
+                    Some(Request::Write(write)) => write_confirmed_from_tui(root, &mut app, &write),
                     None => {}
                 },
                 // A resize needs only the redraw below.
@@ -191,14 +345,27 @@ async fn run_tui(
                 app.state.note(timeout(started));
                 return Ok(ExitCode::from(EXIT_TIMED_OUT));
             }
-            _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
-            _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+            stop = signals.recv() => return Ok(stop.exit_code()),
         }
         session
             .terminal
             .draw(|frame| frame.render_widget(&app, frame.area()))
             .context("drawing the screen")?;
     }
+}
+
+/// The kernel layer re-checks the transition before it writes; the outcome,
+/// written or refused, is the line the user sees.
+fn write_confirmed_from_tui(root: &Path, app: &mut App, write: &TransitionWrite) {
+    app.message = Some(match write_confirmed(root, write) {
+        Ok(written) => {
+            if matches!(write, TransitionWrite::Force { .. }) {
+                app.state.apply(Observation::ForceWritten);
+            }
+            written.to_string()
+        }
+        Err(refused) => refused.to_string(),
+    });
 }
 
 fn timeout(started: Instant) -> WatchEvent {
@@ -215,21 +382,6 @@ fn wall_clock_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// CLOCK_MONOTONIC, the clock of the tracer's timestamps (bpf_ktime_get_ns),
-/// so that polls and trace events can be compared.
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec it is given.
-    let ok = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } == 0;
-    if !ok {
-        return 0;
-    }
-    (now.tv_sec as u64).saturating_mul(1_000_000_000) + now.tv_nsec as u64
 }
 
 /// Everything watch reads from the kernel, and the eBPF programs it owns.
@@ -309,14 +461,13 @@ impl Feed {
         }
     }
 
-    /// One round of reading, applied to the state; returns the new events.
-    fn observe(&mut self, state: &mut WatchState) -> Result<Vec<WatchEvent>> {
-        let mut events = Vec::new();
-        for observation in self.read()? {
-            events.extend(state.apply(observation));
-        }
-        state.uncounted = self.uncounted.clone();
-        Ok(events)
+    /// One round of reading: what changed, and what cannot be counted.
+    fn read_round(&mut self) -> Result<Round> {
+        let observations = self.read()?;
+        Ok(Round {
+            observations,
+            uncounted: self.uncounted.clone(),
+        })
     }
 
     fn read(&mut self) -> Result<Vec<Observation>> {
@@ -506,33 +657,5 @@ impl Feed {
             counts,
             old_callers: counter.old_calls_by_task(),
         })
-    }
-
-    /// The only writes klpscope makes, after the user confirmed them.
-    /// Returns the line to show.
-    fn write(&self, action: &Action) -> Result<String, String> {
-        let (patch, file, value) = match action {
-            Action::Reverse { patch, to } => (
-                patch,
-                "enabled",
-                match to {
-                    Direction::Patching => "1",
-                    Direction::Unpatching => "0",
-                },
-            ),
-            Action::Force { patch } => (patch, "force", "1"),
-        };
-        let path = self
-            .root
-            .join("sys/kernel/livepatch")
-            .join(patch)
-            .join(file);
-        match std::fs::write(&path, value) {
-            Ok(()) => Ok(format!("wrote {value} to {}", path.display())),
-            Err(error) => Err(format!(
-                "cannot write {value} to {}: {error}",
-                path.display()
-            )),
-        }
     }
 }

@@ -1,5 +1,7 @@
 //! Readers of the kernel's state: the only code (with `probes`) that touches
 //! the kernel. Each takes a root path, so tests can point it at a fixture tree.
+//! The one exception to reading is `livepatch_write`: the two writes a user
+//! can confirm in `watch`, re-checked against sysfs at the moment of writing.
 mod attr;
 pub mod clock;
 pub mod ftrace_users;
@@ -9,6 +11,7 @@ pub mod kernel_config;
 pub mod kernel_facts;
 pub mod kernel_log;
 pub mod livepatch_module;
+pub mod livepatch_write;
 pub mod loaded_modules;
 pub mod patch_state_scanner;
 pub mod procfs_tasks;
@@ -33,7 +36,8 @@ pub use sysfs_livepatch::{read_patch, read_patches};
 /// A listing the readers cannot do without (/proc, /sys/kernel/livepatch)
 /// failed for a reason other than absence.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read {path}: {source}")]
+// The cause follows in the error chain: naming it here too would print it twice.
+#[error("cannot read {path}")]
 pub struct ReadError {
     pub path: String,
     #[source]

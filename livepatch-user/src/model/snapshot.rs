@@ -153,6 +153,27 @@ impl Direction {
             Direction::Unpatching => PatchState::Unpatched,
         }
     }
+
+    /// Where a reversal takes the transition.
+    pub fn opposite(self) -> Self {
+        match self {
+            Direction::Patching => Direction::Unpatching,
+            Direction::Unpatching => Direction::Patching,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Patching => "patching",
+            Direction::Unpatching => "unpatching",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

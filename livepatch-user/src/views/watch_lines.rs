@@ -2,7 +2,8 @@
 //! TUI's event log uses the same sentences.
 use crate::{
     analysis::transition_progress::{SignalsSeen, WatchEvent},
-    model::{BlockReason, Direction},
+    model::BlockReason,
+    views::printable,
 };
 
 /// One JSON object: `ts` (seconds since the Unix epoch), `event` and the
@@ -22,7 +23,11 @@ pub fn json_line(event: &WatchEvent, ts: f64) -> String {
 
 /// `+SECS  sentence`, seconds counted from when watch started.
 pub fn plain_line(event: &WatchEvent, since_start_secs: f64) -> String {
-    format!("{:>+8.1}s  {}", since_start_secs, describe(event))
+    format!(
+        "{:>+8.1}s  {}",
+        since_start_secs,
+        printable(&describe(event))
+    )
 }
 
 /// The event as one sentence for a person.
@@ -34,7 +39,7 @@ pub fn describe(event: &WatchEvent) -> String {
             tasks_total,
         } => format!(
             "{patch}: {} transition started ({tasks_total} tasks)",
-            direction_word(*direction)
+            direction.as_str()
         ),
         WatchEvent::Progress {
             patch,
@@ -71,7 +76,7 @@ pub fn describe(event: &WatchEvent) -> String {
             }
         ),
         WatchEvent::Reverse { patch, direction } => {
-            format!("{patch}: reversed, now {}", direction_word(*direction))
+            format!("{patch}: reversed, now {}", direction.as_str())
         }
         WatchEvent::Force { patch } => {
             format!("{patch}: FORCED: remaining tasks marked switched (module pinned)")
@@ -89,20 +94,17 @@ pub fn describe(event: &WatchEvent) -> String {
                 (false, false) => "",
             };
             let took = secs.map_or(" between two polls".into(), |s| format!(" in {s:.1}s"));
-            format!(
-                "{patch}: {} complete{how}{took}",
-                direction_word(*direction)
-            )
+            format!("{patch}: {} complete{how}{took}", direction.as_str())
         }
         WatchEvent::Gone { patch } => format!("{patch}: gone from /sys/kernel/livepatch"),
         WatchEvent::Timeout { secs } => format!("timed out after {secs:.0}s"),
-    }
-}
-
-pub fn direction_word(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Patching => "patching",
-        Direction::Unpatching => "unpatching",
+        WatchEvent::Ready { ebpf: true } => {
+            "ready: following transitions with the kernel's verdicts (eBPF)".into()
+        }
+        WatchEvent::Ready { ebpf: false } => {
+            "ready: following transitions by polling /proc and /sys".into()
+        }
+        WatchEvent::Interrupted { signal } => format!("interrupted by {signal}"),
     }
 }
 
@@ -117,6 +119,7 @@ pub fn reason_word(reason: BlockReason) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Direction;
 
     #[test]
     fn json_lines_carry_ts_event_and_fields() {

@@ -1,7 +1,7 @@
 //! What the TUI shows: the watch state plus the user's place in it.
 use crate::{
     analysis::{blockers::Blocker, transition_progress::WatchState},
-    model::Direction,
+    kernel::livepatch_write::TransitionWrite,
 };
 
 pub struct App {
@@ -20,18 +20,27 @@ pub enum Screen {
     Main,
     /// The selected blocker's kernel stack.
     Stack,
-    Confirm(Action),
+    Confirm(Confirmation),
     Help,
 }
 
-/// The only writes klpscope makes, each after a confirmation.
+/// A write waiting for the user's yes. Reverse takes `y`; force, the one
+/// write that cannot be undone, takes the patch's name typed out and Enter.
+/// Any other key cancels.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Turn the transition around: write the opposite of its goal to
-    /// `enabled`. `to` is the new goal.
-    Reverse { patch: String, to: Direction },
-    /// Write 1 to `force`.
-    Force { patch: String },
+pub struct Confirmation {
+    pub write: TransitionWrite,
+    /// What the user typed so far (force only).
+    pub typed: String,
+}
+
+impl Confirmation {
+    pub fn new(write: TransitionWrite) -> Self {
+        Confirmation {
+            write,
+            typed: String::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +116,25 @@ impl App {
                 .and_then(|tid| rows.iter().position(|b| b.tid == tid))
                 .unwrap_or(0),
         )
+    }
+
+    /// A dialog asks about the transition on screen when it opened; once
+    /// that transition has ended, turned around or given way to another,
+    /// the question is void. (The kernel layer re-checks at the write too:
+    /// this only keeps the screen honest.)
+    pub fn dismiss_stale_confirmation(&mut self) {
+        let Screen::Confirm(confirmation) = &self.screen else {
+            return;
+        };
+        let current = self.state.transition.as_ref().is_some_and(|transition| {
+            transition.patch == confirmation.write.patch()
+                && transition.direction == confirmation.write.confirmed_direction()
+        });
+        if !current {
+            self.screen = Screen::Main;
+            self.message =
+                Some("the transition changed: question withdrawn, nothing written".into());
+        }
     }
 
     pub fn selected_blocker(&self) -> Option<&Blocker> {

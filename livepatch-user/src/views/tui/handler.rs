@@ -1,34 +1,31 @@
 //! Keys in, state changes and requests out. Writes to the kernel are only
-//! requested here, after a confirmation; the caller performs them.
+//! requested here, after a deliberate confirmation; the caller performs
+//! them, and the kernel layer re-checks that they still apply.
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::app::{Action, App, Screen};
-use crate::model::Direction;
+use super::app::{App, Confirmation, Screen};
+use crate::kernel::livepatch_write::TransitionWrite;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Quit,
+    /// Ctrl-C: the raw-mode terminal delivers it as a key, not a signal.
+    Interrupt,
     /// The user confirmed this write.
-    Write(Action),
+    Write(TransitionWrite),
 }
 
 pub fn handle_key(app: &mut App, key: KeyEvent) -> Option<Request> {
     if key.kind == KeyEventKind::Release {
         return None;
     }
-    // Raw mode turns Ctrl-C into a key: it must still quit from anywhere.
+    // Raw mode turns Ctrl-C into a key: it must still interrupt from
+    // anywhere, as the signal would.
     if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
-        return Some(Request::Quit);
+        return Some(Request::Interrupt);
     }
     match app.screen.clone() {
-        Screen::Confirm(action) => match key.code {
-            KeyCode::Char('y') | KeyCode::Char('Y') => {
-                app.screen = Screen::Main;
-                return Some(Request::Write(action));
-            }
-            KeyCode::Char('n') | KeyCode::Esc | KeyCode::Char('q') => app.screen = Screen::Main,
-            _ => {}
-        },
+        Screen::Confirm(confirmation) => return confirm_key(app, confirmation, key.code),
         Screen::Help | Screen::Stack => match key.code {
             KeyCode::Esc | KeyCode::Enter | KeyCode::Char('?') => app.screen = Screen::Main,
             KeyCode::Char('q') => return Some(Request::Quit),
@@ -36,6 +33,37 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Option<Request> {
         },
         Screen::Main => return main_key(app, key.code),
     }
+    None
+}
+
+/// Stray typing must never confirm: every key that is not the expected
+/// answer cancels the dialog.
+fn confirm_key(app: &mut App, mut confirmation: Confirmation, code: KeyCode) -> Option<Request> {
+    app.screen = Screen::Main;
+    match (&confirmation.write, code) {
+        (TransitionWrite::Reverse { .. }, KeyCode::Char('y' | 'Y')) => {
+            return Some(Request::Write(confirmation.write));
+        }
+        (TransitionWrite::Force { patch, .. }, KeyCode::Enter) => {
+            if confirmation.typed == *patch {
+                return Some(Request::Write(confirmation.write));
+            }
+            app.message = Some("force cancelled: the name typed was not the patch's".into());
+            return None;
+        }
+        (TransitionWrite::Force { .. }, KeyCode::Char(c)) if !c.is_control() => {
+            confirmation.typed.push(c);
+            app.screen = Screen::Confirm(confirmation);
+            return None;
+        }
+        (TransitionWrite::Force { .. }, KeyCode::Backspace) => {
+            confirmation.typed.pop();
+            app.screen = Screen::Confirm(confirmation);
+            return None;
+        }
+        _ => {}
+    }
+    app.message = Some("cancelled: nothing written".into());
     None
 }
 
@@ -54,23 +82,23 @@ fn main_key(app: &mut App, code: KeyCode) -> Option<Request> {
         }
         KeyCode::Char('s') => app.sort = app.sort.next(),
         KeyCode::Char('?') => app.screen = Screen::Help,
-        KeyCode::Char('r') => confirm(app, |patch, direction| Action::Reverse {
+        KeyCode::Char('r') => confirm(app, |patch, from| TransitionWrite::Reverse { patch, from }),
+        KeyCode::Char('f') => confirm(app, |patch, direction| TransitionWrite::Force {
             patch,
-            to: match direction {
-                Direction::Patching => Direction::Unpatching,
-                Direction::Unpatching => Direction::Patching,
-            },
+            direction,
         }),
-        KeyCode::Char('f') => confirm(app, |patch, _| Action::Force { patch }),
         _ => {}
     }
     None
 }
 
-fn confirm(app: &mut App, action: impl FnOnce(String, Direction) -> Action) {
+/// Opens the dialog for the transition on screen now; the write carries its
+/// patch and direction so that a stale yes writes nothing.
+fn confirm(app: &mut App, write: impl FnOnce(String, crate::model::Direction) -> TransitionWrite) {
     match &app.state.transition {
         Some(transition) => {
-            app.screen = Screen::Confirm(action(transition.patch.clone(), transition.direction));
+            let write = write(transition.patch.clone(), transition.direction);
+            app.screen = Screen::Confirm(Confirmation::new(write));
         }
         None => app.message = Some("no transition in progress".into()),
     }

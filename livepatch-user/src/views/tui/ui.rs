@@ -10,14 +10,18 @@ use ratatui::{
     },
 };
 
-use super::app::{Action, App, Screen};
+use super::app::{App, Confirmation, Screen};
 use crate::{
     analysis::{
         blockers::Blocker,
         transition_progress::{Feed, SignalsSeen, TransitionProgress, WatchState},
     },
+    kernel::livepatch_write::TransitionWrite,
     model::{BlockReason, Direction, Known, Patch},
-    views::watch_lines::{describe, direction_word, reason_word},
+    views::{
+        printable,
+        watch_lines::{describe, reason_word},
+    },
 };
 
 const KEYS: &str = " q quit  ↑↓ select  ⏎ stack  s sort  r reverse  f force  ? help";
@@ -48,7 +52,7 @@ impl Widget for &App {
                     render_stack(blocker, body, buf);
                 }
             }
-            Screen::Confirm(action) => render_confirm(action, area, buf),
+            Screen::Confirm(confirmation) => render_confirm(confirmation, area, buf),
             Screen::Help => render_help(area, buf),
         }
     }
@@ -94,7 +98,7 @@ fn transition_line<'a>(state: &WatchState, transition: &'a TransitionProgress) -
         Span::styled(transition.patch.as_str(), Style::new().bold()),
         Span::raw(format!(
             "  {}{}  {elapsed:.0}s  rounds {rounds}  signals ",
-            direction_word(transition.direction),
+            transition.direction.as_str(),
             if transition.direction != transition.initial_direction {
                 " (reversed)"
             } else {
@@ -300,7 +304,7 @@ fn render_idle(state: &WatchState, area: Rect, buf: &mut Buffer) {
         lines.push(Line::from(vec![
             Span::raw(format!("last transition: {} ", last.patch)),
             Span::styled(text, Style::new().fg(color).bold()),
-            Span::raw(format!(", ended {}{took}", direction_word(last.direction))),
+            Span::raw(format!(", ended {}{took}", last.direction.as_str())),
         ]));
     }
     lines.push(Line::from("waiting for the next transition…").dark_gray());
@@ -413,10 +417,10 @@ fn render_stack(blocker: &Blocker, area: Rect, buf: &mut Buffer) {
         .render(area, buf);
 }
 
-fn render_confirm(action: &Action, area: Rect, buf: &mut Buffer) {
-    let (title, text, color) = match action {
-        Action::Reverse { patch, to } => {
-            let (value, effect) = match to {
+fn render_confirm(confirmation: &Confirmation, area: Rect, buf: &mut Buffer) {
+    let (title, text, answer, color) = match &confirmation.write {
+        TransitionWrite::Reverse { patch, from } => {
+            let (value, effect) = match from.opposite() {
                 Direction::Unpatching => (
                     0,
                     "Tasks already switched go back to the old code and the patch ends disabled.",
@@ -430,25 +434,32 @@ fn render_confirm(action: &Action, area: Rect, buf: &mut Buffer) {
                 " Reverse the transition? ",
                 format!(
                     "{effect} This is safe: every task is still checked before it switches.\n\n\
-                     Writes {value} to /sys/kernel/livepatch/{patch}/enabled."
+                     Writes {value} to /sys/kernel/livepatch/{}/enabled.",
+                    printable(patch)
                 ),
+                "[y] yes   any other key: no".to_owned(),
                 Color::Yellow,
             )
         }
-        Action::Force { patch } => (
+        TransitionWrite::Force { patch, .. } => (
             " FORCE the transition? ",
             format!(
                 "Marks every remaining task switched without checking its stack. UNSAFE: a task \
                  still inside an old function may run old and new code mixed, and the patch \
                  module is pinned: it can never be unloaded until reboot.\n\n\
-                 Writes 1 to /sys/kernel/livepatch/{patch}/force."
+                 Writes 1 to /sys/kernel/livepatch/{}/force.",
+                printable(patch)
+            ),
+            format!(
+                "Type the patch's name and Enter to force; Esc cancels.\n> {}_",
+                printable(&confirmation.typed)
             ),
             Color::Red,
         ),
     };
-    let popup = centered(area, 64, 11);
+    let popup = centered(area, 64, 12);
     Clear.render(popup, buf);
-    Paragraph::new(format!("{text}\n\n[y] yes   [n/Esc] no"))
+    Paragraph::new(format!("{text}\n\n{answer}"))
         .wrap(Wrap { trim: true })
         .block(
             Block::bordered()
@@ -466,7 +477,7 @@ fn render_help(area: Rect, buf: &mut Buffer) {
                 Enter    the blocker's kernel stack\n\
                 s        sort blockers: blocked for, pid, comm, reason\n\
                 r        reverse the transition (asks first)\n\
-                f        force the transition (unsafe, asks first)\n\
+                f        force the transition (unsafe: type its name)\n\
                 ?        this help\n\n\
                 Blockers appear once the kernel (eBPF) or two polls agree\n\
                 they block; 'for' counts from when klpscope first saw it.";

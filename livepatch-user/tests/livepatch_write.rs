@@ -1,0 +1,95 @@
+//! The two writes a user can confirm in `watch`, against a fixture sysfs:
+//! made only while the patch is still in the transition that was confirmed.
+mod common;
+
+use std::fs;
+
+use common::fixture::Fixture;
+use livepatch_user::{
+    kernel::livepatch_write::{TransitionWrite, WriteRefused, write_confirmed},
+    model::Direction,
+};
+
+fn reverse(from: Direction) -> TransitionWrite {
+    TransitionWrite::Reverse {
+        patch: "klp_demo".into(),
+        from,
+    }
+}
+
+/// Trimmed: the writer writes the bare value over the fixture's "N\n", as
+/// sysfs takes it.
+fn read(fixture: &Fixture, file: &str) -> String {
+    let path = fixture.path(&format!("sys/kernel/livepatch/klp_demo/{file}"));
+    fs::read_to_string(path).unwrap().trim().to_owned()
+}
+
+#[test]
+fn reverse_writes_the_opposite_goal_while_the_transition_runs() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture.patch("klp_demo", "1", "1", None);
+    let written = write_confirmed(fixture.root(), &reverse(Direction::Patching)).unwrap();
+    assert_eq!(read(&fixture, "enabled"), "0");
+    assert!(written.to_string().starts_with("wrote 0 to "), "{written}");
+
+    fixture.patch("klp_demo", "0", "1", None);
+    write_confirmed(fixture.root(), &reverse(Direction::Unpatching)).unwrap();
+    assert_eq!(read(&fixture, "enabled"), "1");
+}
+
+/// The question was asked during patching; by the answer the patch is fully
+/// applied. Writing 0 now would start disabling it.
+#[test]
+fn a_yes_after_the_transition_completed_writes_nothing() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture.patch("klp_demo", "1", "0", None);
+    let refused = write_confirmed(fixture.root(), &reverse(Direction::Patching)).unwrap_err();
+    assert!(
+        matches!(refused, WriteRefused::TransitionEnded { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(read(&fixture, "enabled"), "1", "enabled untouched");
+    assert!(
+        refused.to_string().contains("the patch is applied"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_transition_that_turned_around_or_went_away_is_not_written() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture.patch("klp_demo", "0", "1", None);
+    let force = TransitionWrite::Force {
+        patch: "klp_demo".into(),
+        direction: Direction::Patching,
+    };
+    let refused = write_confirmed(fixture.root(), &force).unwrap_err();
+    assert!(
+        matches!(refused, WriteRefused::DirectionChanged { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(read(&fixture, "force"), "0", "force untouched");
+
+    fixture.remove("sys/kernel/livepatch/klp_demo");
+    let refused = write_confirmed(fixture.root(), &reverse(Direction::Unpatching)).unwrap_err();
+    assert!(
+        matches!(refused, WriteRefused::PatchGone { .. }),
+        "{refused:?}"
+    );
+    assert!(
+        !fixture.path("sys/kernel/livepatch/klp_demo").exists(),
+        "no file created for a patch that is gone"
+    );
+}
+
+#[test]
+fn force_writes_one_only_in_the_confirmed_transition() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture.patch("klp_demo", "1", "1", None);
+    let force = TransitionWrite::Force {
+        patch: "klp_demo".into(),
+        direction: Direction::Patching,
+    };
+    write_confirmed(fixture.root(), &force).unwrap();
+    assert_eq!(read(&fixture, "force"), "1");
+}
