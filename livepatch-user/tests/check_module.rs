@@ -2,10 +2,24 @@
 //! host gcc from tests/fixtures/check/fake_livepatch.c, which copies the
 //! leading fields of the kernel's klp structs and pads the rest. Built, not
 //! checked in: the compiler decides the relocations, as kbuild's does.
-use std::{path::PathBuf, process::Command};
+//!
+//! Hostile input: the crafted objects of tests/fixtures/crafted-ko (gcc
+//! builds with edited relocations, made by `craft` below), files that are
+//! not regular or too large, and a file that makes the klp_patch search
+//! expensive. Each must give one error line, promptly, never a panic.
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
 use livepatch_user::{
-    kernel::livepatch_module::{LivepatchModule, ModuleError, ModuleObject, read_livepatch_module},
+    kernel::livepatch_module::{
+        Failure, LivepatchModule, ModuleError, ModuleObject, parse_livepatch_module,
+        read_livepatch_module,
+    },
     model::PatchFunction,
 };
 
@@ -185,4 +199,474 @@ fn a_missing_file_says_so() {
             .starts_with("cannot read /nonexistent/x.ko"),
         "{error}"
     );
+}
+
+#[test]
+fn the_cause_of_a_read_error_is_printed_once() {
+    let error = read_livepatch_module(Path::new("/nonexistent/x.ko")).unwrap_err();
+    // As main prints it: the message, then its chain of causes.
+    let line = format!("{:#}", anyhow::Error::new(error));
+    assert!(
+        line.starts_with("cannot read /nonexistent/x.ko: "),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "{line}"
+    );
+}
+
+// ---- Files that are no module file ----
+
+/// The error of reading `path`, which must come within 5 s: a reader that
+/// blocks (a FIFO) or reads forever (/dev/zero) fails the test.
+fn refused_promptly(path: &Path) -> ModuleError {
+    let (send, receive) = mpsc::channel();
+    let owned = path.to_owned();
+    std::thread::spawn(move || {
+        let _ = send.send(read_livepatch_module(&owned));
+    });
+    let result = receive
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("reading {} took more than 5 s", path.display()));
+    let error = result.expect_err("refused");
+    let line = error.to_string();
+    assert!(!line.contains('\n'), "one line: {line}");
+    error
+}
+
+fn fifo(dir: &Path) -> PathBuf {
+    let path = dir.join("pipe.ko");
+    let name = CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+    path
+}
+
+#[test]
+fn a_fifo_is_refused_without_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = refused_promptly(&fifo(dir.path()));
+    assert!(
+        matches!(error, ModuleError::NotRegularFile { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().ends_with(
+            "pipe.ko is a named pipe (FIFO), not a regular file (a livepatch module is a .ko file)"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_device_is_refused_without_reading_it() {
+    let error = refused_promptly(Path::new("/dev/zero"));
+    assert_eq!(
+        error.to_string(),
+        "/dev/zero is a character device, not a regular file (a livepatch module is a .ko file)"
+    );
+}
+
+#[test]
+fn a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = refused_promptly(dir.path());
+    assert!(
+        matches!(error, ModuleError::NotRegularFile { .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("is a directory, not a regular file"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_file_over_64_mib_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.ko");
+    // Sparse: no disk used, and nothing worth reading.
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    let error = refused_promptly(&path);
+    assert!(matches!(error, ModuleError::TooLarge { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .ends_with("huge.ko is 68157440 bytes, more than the 64 MiB a livepatch module can be"),
+        "{error}"
+    );
+    // At the cap exactly, it is read (and judged on its content).
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    assert!(matches!(
+        refused_promptly(&path),
+        ModuleError::NotElf { .. }
+    ));
+}
+
+/// `klpscope check --module FILE` as a user runs it: the module is read
+/// before the kernel, so an empty root will do.
+fn check_module_cli(root: &Path, module: &Path) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_klpscope"))
+        .arg("--root")
+        .arg(root)
+        .args(["check", "--no-ebpf", "--duration", "0", "--module"])
+        .arg(module)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("klpscope runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("klpscope check --module {} hangs", module.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.stdout.is_empty(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn check_refuses_a_fifo_and_a_missing_file_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = check_module_cli(dir.path(), &fifo(dir.path()));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    let missing = dir.path().join("missing.ko");
+    let (code, stderr) = check_module_cli(dir.path(), &missing);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot read"), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+
+    let crafted = crafted_dir().join("craft_this_offset.o");
+    let (code, stderr) = check_module_cli(dir.path(), &crafted);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("truncated or corrupt"), "{stderr}");
+}
+
+// ---- Crafted objects ----
+
+/// Reads and rewrites the 64-bit RELA entries of every `.rela.data*`
+/// section: how the crafted objects were made from a gcc build.
+mod craft {
+    use object::{Object, ObjectSection, ObjectSymbol, SymbolIndex};
+
+    /// One Elf64_Rela entry: where it sits in the file and what it says.
+    pub struct Rela {
+        /// Its file offset.
+        pub at: usize,
+        pub r_offset: u64,
+        pub symbol: String,
+        /// The symbol's value: its offset in its section.
+        pub value: u64,
+        pub addend: i64,
+    }
+
+    pub fn relas(bytes: &[u8]) -> Vec<Rela> {
+        let file = object::File::parse(bytes).expect("an ELF object");
+        let mut relas = Vec::new();
+        for section in file.sections() {
+            if !section.name().is_ok_and(|n| n.starts_with(".rela.data")) {
+                continue;
+            }
+            let (start, size) = section.file_range().expect("in the file");
+            for at in (start..start + size).step_by(24) {
+                let at = at as usize;
+                let word =
+                    |i: usize| u64::from_le_bytes(bytes[at + 8 * i..][..8].try_into().unwrap());
+                let symbol = file
+                    .symbol_by_index(SymbolIndex((word(1) >> 32) as usize))
+                    .expect("a symbol");
+                relas.push(Rela {
+                    at,
+                    r_offset: word(0),
+                    symbol: symbol.name().unwrap_or_default().to_owned(),
+                    value: symbol.address(),
+                    addend: word(2) as i64,
+                });
+            }
+        }
+        assert!(!relas.is_empty(), "no .rela.data* entries");
+        relas
+    }
+
+    pub fn set_offset(bytes: &mut [u8], rela: &Rela, r_offset: u64) {
+        bytes[rela.at..][..8].copy_from_slice(&r_offset.to_le_bytes());
+    }
+
+    pub fn set_addend(bytes: &mut [u8], rela: &Rela, addend: i64) {
+        bytes[rela.at + 16..][..8].copy_from_slice(&addend.to_le_bytes());
+    }
+}
+
+/// Each crafted object and the error it must give. The first three made a
+/// debug build panic with "attempt to add with overflow" (a release build
+/// wrapped); the last two were refused already.
+const CRAFTED: [(&str, Expect); 5] = [
+    ("craft_this_offset", Expect::Corrupt),
+    ("craft_all_offsets_max", Expect::Corrupt),
+    ("craft_objs", Expect::Corrupt),
+    ("craft_addend_neg", Expect::Layout),
+    ("craft_addend_max", Expect::Layout),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    Corrupt,
+    Layout,
+}
+
+const NEAR_TOP: u64 = 0xFFFF_FFFF_FFFF_FFF8;
+
+/// The crafted object `name`, made from the gcc build `base`.
+fn craft(name: &str, base: &[u8]) -> Vec<u8> {
+    let mut bytes = base.to_vec();
+    let relas = craft::relas(base);
+    let anchor = relas
+        .iter()
+        .find(|r| r.symbol == "__this_module")
+        .expect("klp_patch.mod points at __this_module");
+    match name {
+        "craft_this_offset" => craft::set_offset(&mut bytes, anchor, 0xFFFF_FFFF_FFFF_FFFC),
+        "craft_all_offsets_max" => {
+            for (i, rela) in relas.iter().enumerate() {
+                craft::set_offset(&mut bytes, rela, u64::MAX - i as u64);
+            }
+        }
+        "craft_objs" => {
+            // klp_patch.objs, the pointer after the anchor, made to lead
+            // to the last 8 bytes of the address space (symbol + addend
+            // wraps there)...
+            let objs = relas
+                .iter()
+                .find(|r| r.r_offset == anchor.r_offset + 8)
+                .expect("klp_patch.objs");
+            craft::set_addend(&mut bytes, objs, NEAR_TOP.wrapping_sub(objs.value) as i64);
+            // ...where another pointer of the section now sits.
+            let other = relas.last().unwrap();
+            assert!(other.at != objs.at && other.at != anchor.at);
+            craft::set_offset(&mut bytes, other, NEAR_TOP);
+        }
+        "craft_addend_neg" => {
+            for rela in &relas {
+                craft::set_addend(&mut bytes, rela, -(1 << 62));
+            }
+        }
+        "craft_addend_max" => {
+            for rela in &relas {
+                craft::set_addend(&mut bytes, rela, i64::MAX);
+            }
+        }
+        _ => panic!("no crafted object {name}"),
+    }
+    bytes
+}
+
+fn crafted_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crafted-ko")
+}
+
+/// Parses in this (debug) build, where an unchecked overflow panics.
+fn assert_refused(name: &str, bytes: &[u8], expect: Expect) {
+    let result = parse_livepatch_module(bytes, name);
+    match (&result, expect) {
+        (Err(Failure::Corrupt(_)), Expect::Corrupt) | (Err(Failure::Layout(_)), Expect::Layout) => {
+        }
+        _ => panic!("{name}: expected {expect:?}, got {result:?}"),
+    }
+}
+
+#[test]
+fn the_crafted_objects_are_refused_not_a_panic() {
+    for (name, expect) in CRAFTED {
+        let path = crafted_dir().join(format!("{name}.o"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert_refused(name, &bytes, expect);
+        let error = read_livepatch_module(&path).unwrap_err();
+        let line = error.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        match expect {
+            Expect::Corrupt => assert!(line.contains("is truncated or corrupt"), "{line}"),
+            Expect::Layout => assert!(line.contains("--function"), "{line}"),
+        }
+    }
+}
+
+#[test]
+fn the_crafted_objects_hold_the_edits_their_readme_describes() {
+    let read = |name: &str| craft::relas(&std::fs::read(crafted_dir().join(name)).unwrap());
+    let relas = read("craft_this_offset.o");
+    let anchor = relas.iter().find(|r| r.symbol == "__this_module").unwrap();
+    assert_eq!(anchor.r_offset, 0xFFFF_FFFF_FFFF_FFFC);
+    assert!(
+        read("craft_all_offsets_max.o")
+            .iter()
+            .all(|r| r.r_offset >= u64::MAX - 64)
+    );
+    let relas = read("craft_objs.o");
+    assert!(
+        relas
+            .iter()
+            .any(|r| r.value.wrapping_add_signed(r.addend) == NEAR_TOP)
+    );
+    assert!(relas.iter().any(|r| r.r_offset == NEAR_TOP));
+    assert!(
+        read("craft_addend_neg.o")
+            .iter()
+            .all(|r| r.addend == -(1 << 62))
+    );
+    assert!(
+        read("craft_addend_max.o")
+            .iter()
+            .all(|r| r.addend == i64::MAX)
+    );
+}
+
+#[test]
+fn objects_crafted_from_a_fresh_build_are_refused_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read(build(&dir, "base", 0x98, &[])).unwrap();
+    for (name, expect) in CRAFTED {
+        assert_refused(name, &craft(name, &base), expect);
+    }
+}
+
+/// Writes the crafted objects and the ko_reader fuzz seeds (the gcc builds
+/// of every fixture variant, and the crafted objects). By hand, after
+/// changing `craft` or the fixture source:
+/// `cargo test -p livepatch-user --test check_module -- --ignored regenerate`
+#[test]
+#[ignore = "rewrites the checked-in crafted objects and fuzz seeds"]
+fn regenerate_crafted_objects_and_fuzz_seeds() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let seeds = manifest.join("fuzz/seeds/ko_reader");
+    std::fs::create_dir_all(&seeds).unwrap();
+    std::fs::create_dir_all(crafted_dir()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read(build(&dir, "base", 0x98, &[])).unwrap();
+    for (name, _) in CRAFTED {
+        let bytes = craft(name, &base);
+        std::fs::write(crafted_dir().join(format!("{name}.o")), &bytes).unwrap();
+        std::fs::write(seeds.join(format!("{name}.o")), &bytes).unwrap();
+    }
+    let variants: [(&str, u32, &[&str]); 5] = [
+        ("fake_livepatch", 0x98, &[]),
+        ("linked", 0x98, &["-DDEFINE_THIS_MODULE"]),
+        ("small_structs", 0x40, &[]),
+        ("not_livepatch", 0x98, &["-DNOT_LIVEPATCH"]),
+        ("no_patch_struct", 0x98, &["-DNO_PATCH_STRUCT"]),
+    ];
+    for (name, internal, extra) in variants {
+        let built = build(&dir, name, internal, extra);
+        std::fs::copy(&built, seeds.join(format!("{name}.o"))).unwrap();
+    }
+    let status = Command::new("objcopy")
+        .args(["--strip-unneeded", "--keep-symbol=__this_module"])
+        .arg(build(&dir, "plain", 0x98, &[]))
+        .arg(seeds.join("stripped.o"))
+        .status()
+        .expect("objcopy runs");
+    assert!(status.success());
+}
+
+/// Compiles `source` (with a `livepatch=Y` .modinfo appended) and parses
+/// it, timed.
+fn parse_source(source: &str) -> (Result<LivepatchModule, Failure>, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("hostile.c");
+    std::fs::write(
+        &c,
+        format!(
+            "struct module;\nextern struct module __this_module;\n{source}\n\
+             static const char modinfo[] __attribute__((section(\".modinfo\"), used, aligned(1))) \
+             = \"livepatch=Y\\0name=hostile\";\n"
+        ),
+    )
+    .unwrap();
+    let ko = dir.path().join("hostile.ko");
+    let status = Command::new("gcc")
+        .args(["-c", "-O2", "-fno-pic", "-mcmodel=kernel", "-o"])
+        .arg(&ko)
+        .arg(&c)
+        .status()
+        .expect("gcc runs");
+    assert!(status.success(), "gcc failed");
+    let bytes = std::fs::read(&ko).unwrap();
+    let started = Instant::now();
+    let result = parse_livepatch_module(&bytes, "hostile");
+    (result, started.elapsed())
+}
+
+#[test]
+fn many_candidate_patches_leading_to_one_array_are_searched_quickly() {
+    // 3000 structs that each look like the start of a klp_patch and lead
+    // to one array that cannot be sized: each one used to rescan the whole
+    // section.
+    let mut source = String::from("void *anchors[] = {\n");
+    for _ in 0..3000 {
+        source.push_str("\t&__this_module, &anchors[0],\n");
+    }
+    source.push_str("};\n");
+    let (result, elapsed) = parse_source(&source);
+    assert!(
+        matches!(&result, Err(Failure::Layout(why)) if why.contains("cannot size")),
+        "{result:?}"
+    );
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+#[test]
+fn many_candidate_patches_into_one_long_array_hit_the_step_budget() {
+    // 2000 structs that look like the start of a klp_patch, each leading
+    // one klp_object further into an array of 2000 whose last fails: the
+    // walks add up to millions of entries, and the search gives up.
+    let n = 2000;
+    let mut source = String::from(
+        "int fn(void) { return 0; }\n\
+         struct func { const char *old_name; void *new_func; unsigned long sympos; char pad[24]; };\n\
+         struct obj { const char *name; struct func *funcs; void *cb[4]; char pad[16]; };\n\
+         struct func good[] = { { \"f\", fn }, {} };\n\
+         struct func bad[] = { { \"g\", fn, (unsigned long)&fn }, {} };\n\
+         struct obj objs[] = {\n",
+    );
+    for _ in 0..n {
+        source.push_str("\t{ \"m\", good },\n");
+    }
+    source.push_str("\t{ \"m\", bad },\n\t{}\n};\n");
+    source.push_str(
+        "__attribute__((section(\".data.anchors\"))) \
+         struct { struct module *mod; struct obj *objs; } anchors[] = {\n",
+    );
+    for k in 0..n {
+        source.push_str(&format!("\t{{ &__this_module, &objs[{k}] }},\n"));
+    }
+    source.push_str("};\n");
+    let (result, elapsed) = parse_source(&source);
+    assert!(
+        matches!(&result, Err(Failure::Layout(why)) if why.contains("gave up")),
+        "{result:?}"
+    );
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 }
