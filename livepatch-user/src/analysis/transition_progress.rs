@@ -334,13 +334,15 @@ impl WatchState {
             (None, _) => false,
         };
         if !continuing {
-            if let Some(ended) = self.transition.take() {
+            let ended = self.transition.take().map(|ended| {
+                let name = ended.patch.clone();
                 self.end(ended, &poll.patches, events);
-            }
+                name
+            });
             if let Some(seen) = &poll.transition {
                 self.begin(seen, events);
             } else if !first_poll {
-                self.quick_transitions(&poll, events);
+                self.quick_transitions(&poll, ended.as_deref(), events);
             }
         }
         if let (Some(current), Some(seen)) = (self.transition.as_mut(), &poll.transition) {
@@ -421,32 +423,35 @@ impl WatchState {
         self.last_outcome = Some(outcome);
     }
 
-    /// A patch that appeared enabled and settled between two polls had its
-    /// whole transition unseen: report it, so scripts waiting for it end.
-    fn quick_transitions(&mut self, poll: &Poll, events: &mut Vec<WatchEvent>) {
-        for patch in &poll.patches {
-            // Known as applied already. A patch seen before its transition
-            // (sysfs shows it, not yet enabled, while the kernel sets it up)
-            // that is enabled now came and went between polls too.
-            let known = self
-                .patches
-                .iter()
-                .any(|p| p.name == patch.name && !p.gone && p.enabled == Known::Value(true))
-                && self.unbegun.as_deref() != Some(patch.name.as_str());
-            let settled = patch.enabled == Known::Value(true)
-                && patch.transition == Known::Value(false)
-                && !patch.gone;
-            if known || !settled {
+    /// A transition that began and ended between two polls (a few
+    /// milliseconds on 7.x) is seen only in what it left: a patch that
+    /// appeared enabled, or a known patch whose `enabled` flipped. Report
+    /// it, so that scripts waiting for it end.
+    ///
+    /// `ended` is the patch whose transition this poll saw end: already
+    /// reported. A patch that turned disabled while another transition
+    /// came or went is left alone: an atomic replace disables the patches
+    /// it replaces as part of its own transition.
+    fn quick_transitions(&mut self, poll: &Poll, ended: Option<&str>, events: &mut Vec<WatchEvent>) {
+        let quick: Vec<(&Patch, Direction)> = poll
+            .patches
+            .iter()
+            .filter(|patch| Some(patch.name.as_str()) != ended)
+            .filter_map(|patch| Some((patch, self.settled_since_last_poll(patch)?)))
+            .collect();
+        let patching = quick.iter().any(|(_, d)| *d == Direction::Patching);
+        for (patch, direction) in quick {
+            if direction == Direction::Unpatching && (patching || ended.is_some()) {
                 continue;
             }
             events.push(WatchEvent::Start {
                 patch: patch.name.clone(),
-                direction: Direction::Patching,
+                direction,
                 tasks_total: poll.threads.unwrap_or(0),
             });
             let outcome = Outcome {
                 patch: patch.name.clone(),
-                direction: Direction::Patching,
+                direction,
                 reversed: false,
                 forced: false,
                 secs: None,
@@ -454,6 +459,36 @@ impl WatchState {
             events.push(complete(&outcome));
             self.last_outcome = Some(outcome);
             self.unbegun = None;
+        }
+    }
+
+    /// The direction of a transition `patch` went through unseen, if its
+    /// settled state differs from the last poll's.
+    fn settled_since_last_poll(&self, patch: &Patch) -> Option<Direction> {
+        let Known::Value(enabled) = patch.enabled else {
+            return None;
+        };
+        if patch.gone || patch.transition != Known::Value(false) {
+            return None;
+        }
+        let direction = if enabled {
+            Direction::Patching
+        } else {
+            Direction::Unpatching
+        };
+        let before = self.patches.iter().find(|p| p.name == patch.name && !p.gone);
+        match before {
+            // New: loaded and applied between polls. A disabled newcomer is
+            // only being set up (sysfs shows it before its transition).
+            None => enabled.then_some(direction),
+            // Seen before its transition began, enabled now.
+            Some(_) if self.unbegun.as_deref() == Some(patch.name.as_str()) => {
+                enabled.then_some(direction)
+            }
+            Some(before) => match before.enabled {
+                Known::Value(was) if was != enabled => Some(direction),
+                _ => None,
+            },
         }
     }
 
@@ -885,6 +920,62 @@ mod tests {
                 .apply(poll(0, vec![patch("p", true, false)], None, vec![]))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_disable_too_quick_to_poll_is_an_unpatching_transition() {
+        let mut state = polling();
+        state.apply(poll(0, vec![patch("p", true, false)], None, vec![]));
+        let events = state.apply(poll(1, vec![patch("p", false, false)], None, vec![]));
+        assert_eq!(names(&events), ["start", "complete"]);
+        assert!(matches!(
+            events[1],
+            WatchEvent::Complete {
+                direction: Direction::Unpatching,
+                reversed: false,
+                ..
+            }
+        ));
+        let again = state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
+        assert_eq!(names(&again), ["start", "complete"], "enabled again");
+        assert!(
+            state
+                .apply(poll(3, vec![patch("p", true, false)], None, vec![]))
+                .is_empty(),
+            "nothing changed"
+        );
+    }
+
+    /// An atomic replace disables the patch it replaces inside its own
+    /// transition: one transition, not two.
+    #[test]
+    fn a_replaced_patch_turning_disabled_is_not_a_transition_of_its_own() {
+        let mut state = polling();
+        state.apply(poll(0, vec![patch("old", true, false)], None, vec![]));
+        let events = state.apply(poll(
+            1,
+            vec![patch("new", true, false), patch("old", false, false)],
+            None,
+            vec![],
+        ));
+        assert_eq!(names(&events), ["start", "complete"], "{events:?}");
+        assert!(matches!(&events[0], WatchEvent::Start { patch, .. } if patch == "new"));
+    }
+
+    /// A transition polled while it ran ends once, even if `enabled` read
+    /// its old value at the start (it lags during code patching).
+    #[test]
+    fn a_polled_transition_is_not_reported_again_as_a_quick_one() {
+        let mut state = polling();
+        state.apply(poll(0, vec![patch("p", false, false)], None, vec![]));
+        state.apply(poll(
+            1,
+            vec![patch("p", false, true)],
+            Some((Direction::Patching, 5)),
+            vec![],
+        ));
+        let end = state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
+        assert_eq!(names(&end), ["complete"], "{end:?}");
     }
 
     #[test]
