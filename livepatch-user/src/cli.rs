@@ -68,11 +68,13 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Exit codes: 0 completed (or quit with q), 5 reversed, 6 timed out, \
+#[command(
+    after_help = "Exit codes: 0 completed (or quit with q), 5 reversed, 6 timed out, \
     1 error, 2 usage error, 141 stdout closed; interrupted: 129 SIGHUP, 130 SIGINT or Ctrl-C, 143 SIGTERM.
 
 Keys: r reverses the transition after a y; f forces it after its name is typed out. Any other \
-key cancels, and nothing is written if the transition has ended or turned around meanwhile.")]
+key cancels, and nothing is written if the transition has ended or turned around meanwhile."
+)]
 pub struct WatchArgs {
     /// Only this patch's transitions.
     #[arg(long, value_name = "NAME", value_parser = module_name)]

@@ -154,7 +154,14 @@ fn negative_nan_and_infinite_seconds_are_refused() {
             let mut args: Vec<&str> = option.split(' ').collect();
             let value = format!("{}={bad}", args.pop().unwrap());
             args.push(&value);
-            let output = run(fixture.root(), &args);
+            // Accepted, such a watch would run forever: bounded here.
+            let child = klpscope(fixture.root())
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let output = wait_bounded(child, &format!("{args:?}"));
             assert_eq!(output.status.code(), Some(EXIT_USAGE), "{args:?}");
             assert!(
                 text(&output.stderr).contains("not a number of seconds"),

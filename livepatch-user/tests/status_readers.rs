@@ -62,6 +62,23 @@ fn the_boot_config_is_the_fallback() {
     assert!(!kernel.problems[0].contains("CONFIG_MODULES"));
 }
 
+/// From 7.x Debian also ships the config in the modules folder.
+#[test]
+fn the_modules_folder_config_is_read_when_boot_has_none() {
+    let fixture = Fixture::without_livepatch();
+    fixture.remove("proc/config.gz").file(
+        &format!("usr/lib/modules/{RELEASE}/config"),
+        "CONFIG_MODULES=y\nCONFIG_LIVEPATCH=y\nCONFIG_HAVE_RELIABLE_STACKTRACE=y\n",
+    );
+    let kernel = read_kernel(fixture.root());
+    assert_eq!(
+        kernel.reliable_stacktrace,
+        Some(true),
+        "{:?}",
+        kernel.problems
+    );
+}
+
 #[test]
 fn no_config_anywhere_names_the_places_tried() {
     let fixture = Fixture::without_livepatch();
@@ -72,7 +89,9 @@ fn no_config_anywhere_names_the_places_tried() {
     let problem = &kernel.problems[0];
     assert!(problem.contains("no kernel config found"), "{problem}");
     assert!(
-        problem.contains("/proc/config.gz") && problem.contains("/boot/config-"),
+        problem.contains("/proc/config.gz")
+            && problem.contains("/boot/config-")
+            && problem.contains("/usr/lib/modules/"),
         "{problem}"
     );
 }
@@ -514,4 +533,27 @@ fn stacks_longer_than_the_first_buffer_are_read_whole() {
     let frames = task.stack.value().unwrap();
     assert_eq!(frames.len(), 200);
     assert_eq!(frames[199].function, "some_deep_kernel_function_199");
+}
+
+/// 7.x tells each patch's place in the stack; earlier kernels have no file.
+#[test]
+fn stack_order_is_read_where_the_kernel_has_it() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture
+        .patch("klp_a", "1", "0", Some("0"))
+        .patch("klp_b", "1", "0", Some("0"))
+        .file("sys/kernel/livepatch/klp_b/stack_order", "2\n")
+        .file("sys/kernel/livepatch/klp_a/stack_order", "0\n");
+    let patches = read_patches(fixture.root()).unwrap();
+    assert_eq!(
+        patches[1].stack_order,
+        Some(livepatch_user::model::Known::Value(2))
+    );
+    assert!(
+        matches!(&patches[0].stack_order, Some(livepatch_user::model::Known::Unknown { unknown }) if unknown.contains("a number from 1")),
+        "0 is not a place in the stack: {:?}",
+        patches[0].stack_order
+    );
+    fixture.remove("sys/kernel/livepatch/klp_a/stack_order");
+    assert_eq!(read_patch(fixture.root(), "klp_a").stack_order, None);
 }

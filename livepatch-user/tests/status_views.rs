@@ -31,6 +31,7 @@ fn patch(name: &str, enabled: bool, transition: bool, replace: Option<bool>) -> 
         transition: Known::Value(transition),
         force: Known::unknown("force: write-only"),
         replace: replace.map(Known::Value),
+        stack_order: None,
         objects: vec![
             PatchObject {
                 name: "vmlinux".into(),

@@ -28,6 +28,7 @@ fn patch(enabled: bool, transition: bool) -> Patch {
         transition: Known::Value(transition),
         force: Known::unknown("write-only"),
         replace: Some(Known::Value(true)),
+        stack_order: None,
         objects: vec![PatchObject {
             name: "vmlinux".into(),
             patched: Known::Value(true),

@@ -165,6 +165,7 @@ mod tests {
             transition: Known::Value(true),
             force: Known::Value(false),
             replace: None,
+            stack_order: None,
             objects: vec![PatchObject {
                 name: "klp_test_target".into(),
                 patched: Known::Value(true),

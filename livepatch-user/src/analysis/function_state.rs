@@ -43,6 +43,7 @@ mod tests {
             transition: Known::Value(transition),
             force: Known::Value(false),
             replace: None,
+            stack_order: None,
             objects: vec![PatchObject {
                 name: "vmlinux".into(),
                 patched: Known::Value(true),

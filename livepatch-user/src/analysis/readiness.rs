@@ -695,6 +695,7 @@ fn patched_code(seen: &Observations) -> (Patch, Direction) {
         transition: Known::Value(false),
         force: Known::Value(false),
         replace: None,
+        stack_order: None,
         objects: objects
             .into_iter()
             .map(|(name, functions)| PatchObject {

@@ -432,7 +432,12 @@ impl WatchState {
     /// reported. A patch that turned disabled while another transition
     /// came or went is left alone: an atomic replace disables the patches
     /// it replaces as part of its own transition.
-    fn quick_transitions(&mut self, poll: &Poll, ended: Option<&str>, events: &mut Vec<WatchEvent>) {
+    fn quick_transitions(
+        &mut self,
+        poll: &Poll,
+        ended: Option<&str>,
+        events: &mut Vec<WatchEvent>,
+    ) {
         let quick: Vec<(&Patch, Direction)> = poll
             .patches
             .iter()
@@ -476,7 +481,10 @@ impl WatchState {
         } else {
             Direction::Unpatching
         };
-        let before = self.patches.iter().find(|p| p.name == patch.name && !p.gone);
+        let before = self
+            .patches
+            .iter()
+            .find(|p| p.name == patch.name && !p.gone);
         match before {
             // New: loaded and applied between polls. A disabled newcomer is
             // only being set up (sysfs shows it before its transition).
@@ -793,6 +801,7 @@ mod tests {
             transition: Known::Value(transition),
             force: Known::unknown("write-only"),
             replace: None,
+            stack_order: None,
             objects: Vec::<PatchObject>::new(),
             gone: false,
         }

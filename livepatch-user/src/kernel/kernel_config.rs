@@ -1,5 +1,6 @@
 //! The running kernel's build configuration: /proc/config.gz (it is the
-//! running kernel's by construction) or else /boot/config-<release>.
+//! running kernel's by construction) or else where Debian installs it:
+//! /boot/config-<release>, /usr/lib/modules/<release>/config.
 use std::{
     collections::HashMap,
     fs::File,
@@ -50,8 +51,15 @@ pub fn read_kernel_config(root: &Path, release: Option<&str>) -> Result<KernelCo
         Ok(text) => return Ok(KernelConfig::parse("/proc/config.gz", &text)),
         Err(error) => tried.push(format!("/proc/config.gz: {error}")),
     }
-    if let Some(release) = release {
-        let source = format!("/boot/config-{release}");
+    // Debian puts the config in /boot; from 7.x it also ships in the
+    // modules folder (/boot may then hold none).
+    let installed = release.into_iter().flat_map(|release| {
+        [
+            format!("/boot/config-{release}"),
+            format!("/usr/lib/modules/{release}/config"),
+        ]
+    });
+    for source in installed {
         match std::fs::read(root.join(source.trim_start_matches('/'))) {
             Ok(bytes) => {
                 return Ok(KernelConfig::parse(

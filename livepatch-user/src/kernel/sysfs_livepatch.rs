@@ -1,7 +1,8 @@
 //! /sys/kernel/livepatch: the loaded patches, their objects and functions.
 //!
 //! Layout (kernel/livepatch/core.c): `<patch>/{enabled,transition,force}`,
-//! `<patch>/replace` since 6.11, `<patch>/<object>/patched` and one directory
+//! `<patch>/replace` since 6.11, `<patch>/stack_order` since 7.x,
+//! `<patch>/<object>/patched` and one directory
 //! per function named `<function>,<sympos>`.
 use std::{
     fs, io,
@@ -44,6 +45,14 @@ pub fn read_patch(root: &Path, name: &str) -> Patch {
         Attr::Missing => None,
         attr => Some(attr.parse(&dir.join("replace"), "0 or 1", parse_flag)),
     };
+    let stack_order = match read_attr(&dir.join("stack_order")) {
+        Attr::Missing => None,
+        attr => Some(
+            attr.parse(&dir.join("stack_order"), "a number from 1", |text| {
+                text.parse::<u32>().ok().filter(|&order| order >= 1)
+            }),
+        ),
+    };
     let objects = match subdirectories(&dir) {
         Ok(mut objects) => {
             objects.sort();
@@ -60,6 +69,7 @@ pub fn read_patch(root: &Path, name: &str) -> Patch {
         transition,
         force,
         replace,
+        stack_order,
         objects,
         // Checked last: a directory that vanished at any point above is gone.
         gone: !dir.is_dir(),
@@ -100,7 +110,7 @@ fn read_object(patch_dir: &Path, name: &str) -> PatchObject {
 /// `<function>,<sympos>`: the kernel writes 1 for a unique symbol (sympos 0
 /// asked), so sysfs never shows 0. A name without a valid sympos is kept
 /// whole with sympos 0 rather than dropped.
-fn parse_function_dir(entry: &str) -> PatchFunction {
+pub fn parse_function_dir(entry: &str) -> PatchFunction {
     match entry.rsplit_once(',') {
         Some((name, sympos)) if !name.is_empty() => match sympos.parse() {
             Ok(sympos) => PatchFunction {

@@ -65,6 +65,10 @@ pub struct Patch {
     pub force: Known<bool>,
     /// None on kernels before 6.11, which have no `replace` file.
     pub replace: Option<Known<bool>>,
+    /// The patch's place in the kernel's patch stack, from 1 (oldest);
+    /// later patches' functions run in place of earlier ones'. None on
+    /// kernels before 7.x, which have no `stack_order` file.
+    pub stack_order: Option<Known<u32>>,
     pub objects: Vec<PatchObject>,
     /// The patch's directory vanished while it was being read.
     pub gone: bool,

@@ -60,8 +60,8 @@ fn write_text(out: &mut String, view: &StatusView) -> std::fmt::Result {
             .max("PATCH".len());
         writeln!(
             out,
-            "\n{:<width$}  {:<7}  {:<10}  {:<5}  REPLACE",
-            "PATCH", "ENABLED", "TRANSITION", "FORCE"
+            "\n{:<width$}  {:<7}  {:<10}  {:<5}  {:<7}  STACK",
+            "PATCH", "ENABLED", "TRANSITION", "FORCE", "REPLACE"
         )?;
         for patch in view.patches {
             write_patch(out, patch, width)?;
@@ -92,8 +92,15 @@ fn write_patch(out: &mut String, patch: &Patch, width: usize) -> std::fmt::Resul
     } else {
         ""
     };
+    // The place in the patch stack (7.x): "-" where the kernel has no such
+    // file.
+    let stack = match &patch.stack_order {
+        None => "-".to_owned(),
+        Some(Known::Value(order)) => order.to_string(),
+        Some(Known::Unknown { .. }) => "?".to_owned(),
+    };
     let row = format!(
-        "{:<width$}  {:<7}  {:<10}  {:<5}  {replace:<7}{gone}",
+        "{:<width$}  {:<7}  {:<10}  {:<5}  {replace:<7}  {stack:<5}{gone}",
         printable(&patch.name),
         yes_no(&patch.enabled),
         yes_no(&patch.transition),
