@@ -404,3 +404,18 @@ fn sorting_and_selection_follow_the_task() {
         "the selection moved with its task"
     );
 }
+
+/// On kernels where the per-task verdict hook is missing (5.10) or off
+/// (6.1), the header says the blockers are inferred.
+#[test]
+fn inferred_verdicts_are_said_in_the_header() {
+    let mut state = in_progress(Feed::Ebpf);
+    let first_line = |state: WatchState| render(&App::new(state), 100, 24).to_string();
+    assert!(!first_line(state.clone()).contains("blockers inferred"));
+    state.verdicts_inferred = Some("klp_check_and_switch_task is not in the kernel's BTF".into());
+    let screen = first_line(state);
+    assert!(
+        screen.lines().next().unwrap().contains("blockers inferred"),
+        "{screen}"
+    );
+}

@@ -91,6 +91,10 @@ pub enum WatchEvent {
     /// transition goes unreported.
     Ready {
         ebpf: bool,
+        /// The kernel's own per-task verdicts are traced; otherwise
+        /// blockers are inferred from patch_state, scheduler state and
+        /// stacks.
+        kernel_verdicts: bool,
     },
     /// A signal ended the watch.
     Interrupted {
@@ -208,6 +212,10 @@ pub struct WatchState {
     pub calls: Vec<FunctionCalls>,
     /// Patched functions whose calls cannot be counted, with the reason.
     pub uncounted: Vec<(String, String)>,
+    /// With the eBPF feed but without the kernel's per-task verdicts (the
+    /// hook is missing or off on this kernel): why. Blockers are then
+    /// inferred.
+    pub verdicts_inferred: Option<String>,
     pub log: VecDeque<LoggedEvent>,
     pub started_ns: Option<u64>,
     pub now_ns: u64,
@@ -237,6 +245,7 @@ impl WatchState {
             last_outcome: None,
             calls: Vec::new(),
             uncounted: Vec::new(),
+            verdicts_inferred: None,
             log: VecDeque::new(),
             started_ns: None,
             now_ns: 0,

@@ -80,7 +80,8 @@ async fn watch(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
     // Loading the probes takes a moment; until the handlers below are in
     // place a signal ends klpscope the default way, which detaches them too.
     let feed = Feed::open(root, args);
-    let state = WatchState::new(kernel.release, feed.kind());
+    let mut state = WatchState::new(kernel.release, feed.kind());
+    state.verdicts_inferred = feed.verdicts_inferred.clone();
     let deadline = args
         .timeout
         .map(|secs| Instant::now() + Duration::from_secs_f64(secs));
@@ -231,8 +232,10 @@ impl FeedThread {
 /// Said once, when the first round is in: the feed is attached and has
 /// polled, so scripts can start the transition they want to see.
 fn ready(state: &WatchState) -> WatchEvent {
+    let ebpf = state.feed == transition_progress::Feed::Ebpf;
     WatchEvent::Ready {
-        ebpf: state.feed == transition_progress::Feed::Ebpf,
+        ebpf,
+        kernel_verdicts: ebpf && state.verdicts_inferred.is_none(),
     }
 }
 
@@ -280,6 +283,9 @@ async fn run_lines(
                         emit(std::slice::from_ref(&ready))?;
                     } else {
                         output::note(&describe(&ready));
+                    }
+                    if let Some(why) = &state.verdicts_inferred {
+                        output::note(&format!("blockers are inferred from stacks: {why}"));
                     }
                     panic_if_asked();
                 }
@@ -393,6 +399,8 @@ struct Feed {
     /// Whether the tracer hears the kernel's verdicts (its check hook attached).
     kernel_verdicts: bool,
     polling_reason: Option<String>,
+    /// With the tracer loaded but its per-task verdict hook off: why.
+    verdicts_inferred: Option<String>,
     /// Call counters for the patched vmlinux functions, reloaded when the
     /// patches change (the programs attach to a fixed list).
     counter: Option<Probes>,
@@ -412,6 +420,7 @@ struct Feed {
 impl Feed {
     fn open(root: &Path, args: &WatchArgs) -> Self {
         let mut kernel_verdicts = false;
+        let mut verdicts_inferred = None;
         let (tracer, polling_reason) = if args.no_ebpf {
             (None, Some("--no-ebpf".to_owned()))
         } else {
@@ -421,9 +430,9 @@ impl Feed {
             };
             match probes::load(root, &request) {
                 (Some(probes), caps) if probes.tracer.is_some() => {
-                    kernel_verdicts = caps
-                        .get("tracer:klp_check_and_switch_task")
-                        .is_some_and(|c| c.available);
+                    let hook = caps.get("tracer:klp_check_and_switch_task");
+                    kernel_verdicts = hook.is_some_and(|c| c.available);
+                    verdicts_inferred = hook.and_then(|c| c.reason.clone());
                     (Some(probes), None)
                 }
                 (_, caps) => (
@@ -441,6 +450,7 @@ impl Feed {
             tracer,
             kernel_verdicts,
             polling_reason,
+            verdicts_inferred,
             counter: None,
             counted: Vec::new(),
             refused: Vec::new(),

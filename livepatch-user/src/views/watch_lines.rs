@@ -98,10 +98,14 @@ pub fn describe(event: &WatchEvent) -> String {
         }
         WatchEvent::Gone { patch } => format!("{patch}: gone from /sys/kernel/livepatch"),
         WatchEvent::Timeout { secs } => format!("timed out after {secs:.0}s"),
-        WatchEvent::Ready { ebpf: true } => {
-            "ready: following transitions with the kernel's verdicts (eBPF)".into()
+        WatchEvent::Ready {
+            ebpf: true,
+            kernel_verdicts: true,
+        } => "ready: following transitions with the kernel's own verdicts (eBPF)".into(),
+        WatchEvent::Ready { ebpf: true, .. } => {
+            "ready: following transitions with eBPF, blockers inferred from stacks".into()
         }
-        WatchEvent::Ready { ebpf: false } => {
+        WatchEvent::Ready { ebpf: false, .. } => {
             "ready: following transitions by polling /proc and /sys".into()
         }
         WatchEvent::Interrupted { signal } => format!("interrupted by {signal}"),

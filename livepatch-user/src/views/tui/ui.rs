@@ -63,11 +63,18 @@ fn render_header(state: &WatchState, polling_reason: Option<&str>, area: Rect, b
         None => Span::styled("eBPF tracer", Style::new().fg(Color::Green)),
         Some(_) => Span::styled("procfs/sysfs polling", Style::new().fg(Color::Yellow)),
     };
-    let mut lines = vec![Line::from(vec![
+    let mut header = vec![
         Span::styled("klpscope watch", Style::new().bold()),
         Span::raw(format!("  kernel {}  feed: ", state.kernel_release)),
         feed,
-    ])];
+    ];
+    if polling_reason.is_none() && state.verdicts_inferred.is_some() {
+        header.push(Span::styled(
+            ", blockers inferred",
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    let mut lines = vec![Line::from(header)];
     lines.push(match &state.transition {
         Some(transition) => transition_line(state, transition),
         None => Line::from("no transition in progress"),
