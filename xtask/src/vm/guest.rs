@@ -22,6 +22,8 @@ pub struct Guest<'a> {
     pub script: &'a Path,
     /// Extra host files and their guest paths.
     pub files: &'a [(PathBuf, String)],
+    /// The kernel's own files (its config), where Debian installs them.
+    pub kernel_files: &'a [(PathBuf, String)],
 }
 
 impl Guest<'_> {
@@ -57,6 +59,9 @@ impl Guest<'_> {
             0o644,
         );
         image.file(&format!("{TEST_DIR}/run.sh"), self.script, 0o755);
+        for (host, guest) in self.kernel_files {
+            image.file(guest, host, 0o644);
+        }
         for (host, guest) in self.files {
             image.file(guest, host, 0o755);
         }

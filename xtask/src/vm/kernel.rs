@@ -1,5 +1,7 @@
 //! Debian's packaged kernels: the current version of a series resolved at
-//! run time, its image and build headers extracted into the cache.
+//! run time from Debian's archive (a private apt configuration per suite),
+//! its image, config and build headers extracted into the cache, with what
+//! the headers need to build modules on this host (toolchain.rs).
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -10,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
-use super::apt;
+use super::{apt, toolchain};
 use crate::{build, cache};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -19,42 +21,122 @@ pub enum Series {
     V6_12,
     #[value(name = "6.1")]
     V6_1,
+    #[value(name = "5.10")]
+    V5_10,
+    /// Linux 7.x from trixie-backports.
+    #[value(name = "7")]
+    V7,
+    /// Whatever Debian unstable ships.
+    #[value(name = "sid")]
+    Sid,
 }
 
 impl Series {
-    pub const ALL: [Series; 2] = [Series::V6_12, Series::V6_1];
+    /// `all`: the kernels users run on Debian's stable releases. sid is
+    /// opt-in: it moves daily and may break for reasons of its own.
+    pub const ALL: [Series; 4] = [Series::V6_12, Series::V6_1, Series::V5_10, Series::V7];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Series::V6_12 => "6.12",
+            Series::V6_1 => "6.1",
+            Series::V5_10 => "5.10",
+            Series::V7 => "7",
+            Series::Sid => "sid",
+        }
+    }
+
+    fn archive(self) -> &'static apt::Archive {
+        match self {
+            Series::V6_12 | Series::V6_1 => &apt::BOOKWORM,
+            Series::V5_10 => &apt::BULLSEYE,
+            Series::V7 => &apt::TRIXIE_BACKPORTS,
+            Series::Sid => &apt::SID,
+        }
+    }
 
     /// The metapackage that always depends on the series' current image.
     fn metapackage(self) -> &'static str {
         match self {
             Series::V6_12 => "linux-image-6.12-amd64",
-            Series::V6_1 => "linux-image-amd64",
+            _ => "linux-image-amd64",
         }
     }
 
+    /// What the ABI name starts with (sid: any version).
     fn prefix(self) -> &'static str {
         match self {
             Series::V6_12 => "6.12.",
             Series::V6_1 => "6.1.",
+            Series::V5_10 => "5.10.",
+            Series::V7 => "7.",
+            Series::Sid => "",
         }
     }
 }
 
 /// An extracted Debian kernel.
 pub struct Kernel {
-    /// Debian's ABI name, e.g. `6.12.117+deb12` or `6.1.0-56`.
+    /// Debian's ABI name, e.g. `6.12.117+deb12`, `6.1.0-56` or `7.3.4+deb13`.
     pub abi: String,
+    /// The cache folder: `root` (the extracted packages) and `tools`.
+    dir: PathBuf,
     root: PathBuf,
 }
 
 impl Kernel {
+    fn new(abi: &str, dir: PathBuf) -> Kernel {
+        Kernel {
+            abi: abi.to_string(),
+            root: dir.join("root"),
+            dir,
+        }
+    }
+
     /// `uname -r` in the guest.
     pub fn release(&self) -> String {
         format!("{}-amd64", self.abi)
     }
 
+    /// Up to 6.12 the image package holds /boot/vmlinuz-RELEASE and
+    /// /boot/config-RELEASE; from 7.x, linux-binary-ABI holds
+    /// /usr/lib/modules/RELEASE/vmlinuz and linux-base-ABI the config there.
+    fn split_layout(&self) -> bool {
+        self.modules_dir().join("vmlinuz").exists()
+    }
+
+    fn modules_dir(&self) -> PathBuf {
+        self.root
+            .join(format!("usr/lib/modules/{}", self.release()))
+    }
+
     pub fn vmlinuz(&self) -> PathBuf {
-        self.root.join(format!("boot/vmlinuz-{}", self.release()))
+        if self.split_layout() {
+            self.modules_dir().join("vmlinuz")
+        } else {
+            self.root.join(format!("boot/vmlinuz-{}", self.release()))
+        }
+    }
+
+    /// The kernel's build configuration.
+    pub fn config(&self) -> PathBuf {
+        if self.split_layout() {
+            self.modules_dir().join("config")
+        } else {
+            self.root.join(format!("boot/config-{}", self.release()))
+        }
+    }
+
+    /// Files the guest has where an installed Debian system has them:
+    /// the config as /boot/config-RELEASE, and on 7.x also as
+    /// /usr/lib/modules/RELEASE/config (host path, guest path).
+    pub fn guest_files(&self) -> Vec<(PathBuf, String)> {
+        let release = self.release();
+        let mut files = vec![(self.config(), format!("/boot/config-{release}"))];
+        if self.split_layout() {
+            files.push((self.config(), format!("/usr/lib/modules/{release}/config")));
+        }
+        files
     }
 
     /// The folder to pass to `make -C` for out-of-tree modules.
@@ -62,51 +144,71 @@ impl Kernel {
         self.root
             .join(format!("usr/src/linux-headers-{}", self.release()))
     }
+
+    /// Extra `make` arguments the headers need on this host (toolchain.rs).
+    pub fn make_args(&self) -> Vec<String> {
+        toolchain::make_args(&self.dir)
+    }
 }
 
 /// The series' current kernel, downloaded and extracted on first use.
 pub fn prepare(series: Series) -> Result<Kernel> {
+    let archive = series.archive();
     let abi = resolve(series)?;
     let dir = cache::dir().join("kernels").join(&abi);
-    let kernel = Kernel {
-        abi: abi.clone(),
-        root: dir.join("root"),
-    };
+    let kernel = Kernel::new(&abi, dir.clone());
     if dir.join(super::lab::COMPLETE).exists() {
         return Ok(kernel);
     }
     let started = Instant::now();
+    let image = format!("linux-image-{abi}-amd64");
+    let binary = format!("linux-binary-{abi}-amd64");
     let headers = format!("linux-headers-{abi}-amd64");
-    let mut packages = vec![format!("linux-image-{abi}-amd64-unsigned"), headers.clone()];
+    let mut packages = if archive.depends(&image)?.contains(&binary) {
+        // 7.x: the image is a metapackage; vmlinuz and config come apart.
+        vec![binary, format!("linux-base-{abi}-amd64"), headers.clone()]
+    } else {
+        vec![format!("{image}-unsigned"), headers.clone()]
+    };
     // The arch headers include the -common headers and need kbuild's tools.
     packages.extend(
-        apt::depends(&headers)?
+        archive
+            .depends(&headers)?
             .into_iter()
             .filter(|p| p.starts_with("linux-headers-") || p.starts_with("linux-kbuild-")),
     );
-    println!("vm: downloading {}", packages.join(" "));
+    println!(
+        "vm: downloading {} (Debian {})",
+        packages.join(" "),
+        archive.name
+    );
     // Staged under a name of our own, then renamed: concurrent runs must
     // not extract into each other's folder.
     let staging = dir.with_file_name(format!("{abi}.partial-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
     let debs = staging.join("debs");
     fs::create_dir_all(&debs)?;
-    apt::download(&packages, &debs)?;
-    for deb in fs::read_dir(&debs)? {
-        let deb = deb?.path();
-        build::checked(
-            Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(&deb)
-                .arg(staging.join("root")),
-            &format!("extracting {}", deb.display()),
-        )?;
+    archive.download(&packages, &debs)?;
+    extract(&debs, &staging.join("root"))?;
+    fs::remove_dir_all(&debs)?;
+    let staged = Kernel::new(&abi, staging.clone());
+    if !staged.vmlinuz().is_file() || !staged.config().is_file() {
+        bail!(
+            "no vmlinuz or config for {} in {}: an unknown package layout",
+            kernel.release(),
+            packages.join(" ")
+        );
     }
     fix_headers_makefile(&staging.join("root"), &kernel)?;
     // The image's own modules (up to 400 MB): the guest loads only ours.
-    let distro_modules = staging.join(format!("root/lib/modules/{}/kernel", kernel.release()));
-    fs::remove_dir_all(&distro_modules)
-        .with_context(|| format!("cannot remove {}", distro_modules.display()))?;
-    fs::remove_dir_all(&debs)?;
+    for modules in ["lib/modules", "usr/lib/modules"] {
+        let distro_modules = staging.join(format!("root/{modules}/{}/kernel", kernel.release()));
+        if distro_modules.exists() {
+            fs::remove_dir_all(&distro_modules)
+                .with_context(|| format!("cannot remove {}", distro_modules.display()))?;
+        }
+    }
+    toolchain::adapt(&staging, &dir, &kernel.release())?;
     super::lab::publish(&staging, &dir)?;
     println!(
         "vm: kernel {} ready in {} ({:.1}s)",
@@ -117,24 +219,42 @@ pub fn prepare(series: Series) -> Result<Kernel> {
     Ok(kernel)
 }
 
+/// Extracts every .deb of `debs` into `root`.
+pub fn extract(debs: &Path, root: &Path) -> Result<()> {
+    for deb in fs::read_dir(debs)? {
+        let deb = deb?.path();
+        build::checked(
+            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root),
+            &format!("extracting {}", deb.display()),
+        )?;
+    }
+    Ok(())
+}
+
 /// The ABI name the series' metapackage currently depends on.
 fn resolve(series: Series) -> Result<String> {
     let meta = series.metapackage();
-    apt::depends(meta)?
+    let archive = series.archive();
+    archive
+        .depends(meta)?
         .iter()
         .filter_map(|p| p.strip_prefix("linux-image-")?.strip_suffix("-amd64"))
-        .find(|abi| abi.starts_with(series.prefix()))
+        .find(|abi| {
+            abi.starts_with(series.prefix()) && abi.starts_with(|c: char| c.is_ascii_digit())
+        })
         .map(str::to_string)
         .with_context(|| {
             format!(
-                "apt-cache names no {}* kernel image for {meta}",
+                "Debian {}'s {meta} names no {}* kernel image",
+                archive.name,
                 series.prefix()
             )
         })
 }
 
-/// The arch headers' Makefile includes the -common one by its absolute,
-/// installed path; point it into the cache instead.
+/// The arch headers' Makefile names the -common headers (and on 7.x its
+/// own folder, as KBUILD_OUTPUT) by their absolute, installed paths; point
+/// them into the cache instead.
 fn fix_headers_makefile(staged_root: &Path, kernel: &Kernel) -> Result<()> {
     let headers = kernel.headers();
     let relative = headers.strip_prefix(&kernel.root)?;
@@ -142,8 +262,10 @@ fn fix_headers_makefile(staged_root: &Path, kernel: &Kernel) -> Result<()> {
     let text = fs::read_to_string(&makefile)
         .with_context(|| format!("cannot read {}", makefile.display()))?;
     let root = kernel.root.to_str().context("cache path is not UTF-8")?;
-    let fixed = text.replace("include /usr/src/", &format!("include {root}/usr/src/"));
-    if fixed == text {
+    let fixed = text
+        .replace("include /usr/src/", &format!("include {root}/usr/src/"))
+        .replace("=/usr/src/", &format!("={root}/usr/src/"));
+    if !fixed.contains(&format!("include {root}/usr/src/")) {
         bail!(
             "unexpected {}: no `include /usr/src/...` to redirect",
             makefile.display()

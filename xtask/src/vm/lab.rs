@@ -58,6 +58,7 @@ impl Lab {
             modules: &modules,
             script,
             files,
+            kernel_files: &kernel.guest_files(),
         }
         .pack(&out)?;
         Ok(out)

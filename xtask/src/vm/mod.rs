@@ -9,6 +9,7 @@ mod lab;
 mod modules;
 mod qemu;
 mod scenarios;
+mod toolchain;
 
 use std::{
     path::{Path, PathBuf},

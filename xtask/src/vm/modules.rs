@@ -16,6 +16,11 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
         hash.add(file.file_name().unwrap_or_default().as_encoded_bytes());
         hash.add(&fs::read(file)?);
     }
+    // CC= and PAHOLE= (toolchain.rs): a different compiler, different modules.
+    let make_args = kernel.make_args();
+    for arg in &make_args {
+        hash.add(arg.as_bytes());
+    }
     let name = format!("{}-{:016x}", kernel.release(), hash.0);
     let dir = cache::dir().join("modules").join(&name);
     if !dir.join(super::lab::COMPLETE).exists() {
@@ -32,6 +37,7 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
             .arg("-C")
             .arg(kernel.headers())
             .arg(format!("M={}", staging.display()))
+            .args(&make_args)
             .args(["-j2", "modules"])
             .output()
             .context("cannot run make: is it installed?")?;
