@@ -10,6 +10,12 @@
 #include <linux/atomic.h>
 #include <linux/sched.h>
 #include <linux/wait.h>
+#include <linux/version.h>
+
+/* Before 5.17, kthread_complete_and_exit() was complete_and_exit(). */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 17, 0)
+#define kthread_complete_and_exit complete_and_exit
+#endif
 
 /* What a park or busy-loop function returns: which version of it ran. */
 #define KLP_TEST_ORIGINAL 1
