@@ -98,6 +98,10 @@ pub struct WatchArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 diagnosed (or no transition), 3 incomplete: some pending task could \
+    not be explained (its stack is unreadable without root), 1 error, 2 usage error, 141 stdout closed."
+)]
 pub struct DiagnoseArgs {
     /// The patch to diagnose; default the one in transition.
     #[arg(long, value_name = "NAME", value_parser = module_name)]

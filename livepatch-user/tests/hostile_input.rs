@@ -442,3 +442,38 @@ fn a_stuck_scan_does_not_hold_up_sigterm() {
     let output = wait_bounded(child, "watch after SIGTERM over a stuck scan");
     assert_eq!(output.status.code(), Some(143));
 }
+
+// Issue 15: a pending task that nothing explains is never an all-clear.
+
+#[test]
+fn a_pending_task_whose_stack_cannot_be_read_is_unexplained_and_exit_3() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture
+        .patch("klp_demo", "1", "1", None)
+        .object("klp_demo", "vmlinux", "1", &["cmdline_proc_show,1"])
+        .user_thread(1, 1, "1")
+        .thread(Thread {
+            pid: 42,
+            tid: 42,
+            comm: "hidden",
+            state: 'S',
+            kthread: false,
+            patch_state: Some("0"),
+            // As without root: no stack to read.
+            stack: None,
+        });
+    let text = run(fixture.root(), &["diagnose", "--no-ebpf"]);
+    assert_eq!(text.status.code(), Some(3), "{}", self::text(&text.stderr));
+    let report = self::text(&text.stdout);
+    assert!(!report.contains("no blocker found"), "{report}");
+    assert!(report.contains("pending, reason unknown"), "{report}");
+
+    let json = run(fixture.root(), &["diagnose", "--no-ebpf", "--json"]);
+    assert_eq!(json.status.code(), Some(3));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let blocker = &doc["blockers"][0];
+    assert_eq!(blocker["pid"], 42);
+    assert_eq!(blocker["reason"], "unexplained");
+    assert_eq!(blocker["forecast"], "unknown");
+    assert!(blocker["unexplained"].as_str().unwrap().contains("stack"));
+}

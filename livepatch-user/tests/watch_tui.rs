@@ -57,8 +57,11 @@ fn blocker(tid: u32, comm: &str, kthread: bool, reason: BlockReason, failed: u32
         tid,
         comm: comm.into(),
         kthread,
+        state: 'S',
         reason,
         function: on_stack.then(|| "cmdline_proc_show".into()),
+        version: None,
+        unexplained: None,
         stack: if on_stack {
             vec![
                 frame("__schedule", 0x2f1),

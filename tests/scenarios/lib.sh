@@ -239,14 +239,35 @@ ks_json() {
 # attached.
 probes_attached() { ls -l "/proc/$1/fd" 2>/dev/null | grep -q bpf_link; }
 
+# watch_ready: watch's first line is its `ready` event: its tracer (or
+# poller) is attached and has polled once, so a transition started now is
+# seen, however quick.
+watch_ready() { grep -q '"event": *"ready"' "$KS/watch.json" 2> /dev/null; }
+
 # watch_start [SECONDS]: `klpscope watch --json --until-complete` in the
-# background, once its tracer is attached; sets WATCH_PID.
+# background; returns once it said it is ready (within 30 s: loading BTF
+# and its programs is slow under TCG); sets WATCH_PID.
 watch_start() {
     klpscope watch --json --until-complete --timeout "${1:-90}" \
         > "$KS/watch.json" 2> "$KS/watch.err" &
     WATCH_PID=$!
-    wait_until 30 "klpscope watch attached its probes" probes_attached "$WATCH_PID"
-    log "klpscope watch $WATCH_PID is tracing"
+    _tries=150
+    until watch_ready; do
+        if exited "$WATCH_PID"; then
+            watch_ready && break
+            echo "FAIL: klpscope watch $WATCH_PID exited before it was ready"
+            cat "$KS/watch.err" "$KS/watch.json"
+            return 1
+        fi
+        _tries=$((_tries - 1))
+        if [ "$_tries" -le 0 ]; then
+            echo "FAIL: klpscope watch $WATCH_PID not ready after 30s"
+            cat "$KS/watch.err" "$KS/watch.json"
+            return 1
+        fi
+        sleep 0.2
+    done
+    log "klpscope watch $WATCH_PID is ready: $(grep '"event": *"ready"' "$KS/watch.json")"
 }
 
 # watch_done STATUS: the watcher ended with STATUS (0 completed, 5

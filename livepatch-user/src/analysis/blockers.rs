@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::{
-    model::{BlockReason, Direction, Patch, PatchState, StackFrame, Task},
+    model::{BlockReason, Direction, Known, Patch, PatchState, StackFrame, Task},
     probes::TaskVerdict,
 };
 
@@ -20,16 +20,36 @@ pub enum VerdictSource {
     Inferred,
 }
 
+/// Which version of a patched function a task is in: what the kernel
+/// looks for depends on the patches already stacked on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CodeVersion {
+    /// The function as its object (vmlinux or a module) was built.
+    Original,
+    /// A patch's replacement function, in that patch's own module.
+    Replacement { patch: String },
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Blocker {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
     pub kthread: bool,
+    /// The scheduler state letter (R running, S interruptible sleep, D
+    /// uninterruptible, ...): it decides whether the fake signal helps.
+    #[serde(serialize_with = "letter")]
+    pub state: char,
     pub reason: BlockReason,
     /// The patched function found on the stack: the old version while
-    /// patching, the new one (in the patch module) while unpatching.
+    /// patching (or an earlier patch's replacement of it), this patch's
+    /// new one while unpatching.
     pub function: Option<String>,
+    /// Which version of the function that frame runs.
+    pub version: Option<CodeVersion>,
+    /// Why a pending task could not be explained (reason `unexplained`).
+    pub unexplained: Option<String>,
     pub stack: Vec<StackFrame>,
     /// Index into `stack` of the frame that blocks.
     pub marked_frame: Option<usize>,
@@ -39,34 +59,102 @@ pub struct Blocker {
     pub source: VerdictSource,
 }
 
-/// Which stack frames belong to the code a transition waits for.
+/// A scheduler state letter as a one-letter string.
+pub(crate) fn letter<S: serde::Serializer>(state: &char, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(state)
+}
+
+/// The code a transition waits for, as the kernel decides it
+/// (klp_check_stack_func in kernel/livepatch/transition.c): while
+/// unpatching, this patch's new functions; while patching, for each
+/// function, what runs now: the original, or the replacement from the
+/// patch below in the kernel's func stack.
 pub struct PatchedCode<'a> {
     pub patch: &'a Patch,
     pub direction: Direction,
+    /// Every loaded patch (this one among them): enabled ones that patch
+    /// the same functions sit below it in the func stack.
+    pub loaded: &'a [Patch],
+}
+
+/// A frame the transition waits for, and which version it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockingFrame {
+    pub index: usize,
+    pub version: CodeVersion,
 }
 
 impl PatchedCode<'_> {
-    /// The index of the first frame that runs code the transition must wait
-    /// for. While patching, that is an old function (named as the patched
-    /// one, in its object); while unpatching, a new function, which lives in
-    /// the patch's own module.
-    pub fn blocking_frame(&self, stack: &[StackFrame]) -> Option<usize> {
-        stack.iter().position(|frame| match self.direction {
-            Direction::Unpatching => frame.module.as_deref() == Some(self.patch.name.as_str()),
-            Direction::Patching => self.patch.objects.iter().any(|object| {
-                let in_object = match frame.module.as_deref() {
-                    None => object.name == "vmlinux",
-                    Some(module) => module == object.name,
-                };
-                in_object && object.functions.iter().any(|f| f.name == frame.function)
-            }),
+    /// The first frame that runs code the transition must wait for.
+    pub fn blocking_frame(&self, stack: &[StackFrame]) -> Option<BlockingFrame> {
+        stack.iter().enumerate().find_map(|(index, frame)| {
+            let version = self.version_of(frame)?;
+            Some(BlockingFrame { index, version })
+        })
+    }
+
+    fn version_of(&self, frame: &StackFrame) -> Option<CodeVersion> {
+        let module = frame.module.as_deref();
+        match self.direction {
+            Direction::Unpatching => {
+                (module == Some(self.patch.name.as_str())).then(|| CodeVersion::Replacement {
+                    patch: self.patch.name.clone(),
+                })
+            }
+            Direction::Patching => {
+                if self.patches_original(frame) {
+                    return Some(CodeVersion::Original);
+                }
+                // A frame in an earlier patch's module: its replacement of a
+                // function this patch patches again (an atomic replace takes
+                // over every function of every earlier patch).
+                let below = self
+                    .stacked_below()
+                    .find(|other| module == Some(&other.name))?;
+                Some(CodeVersion::Replacement {
+                    patch: below.name.clone(),
+                })
+            }
+        }
+    }
+
+    /// Named as a patched function, in that function's object.
+    fn patches_original(&self, frame: &StackFrame) -> bool {
+        self.patch.objects.iter().any(|object| {
+            let in_object = match frame.module.as_deref() {
+                None => object.name == "vmlinux",
+                Some(module) => module == object.name,
+            };
+            in_object && object.functions.iter().any(|f| f.name == frame.function)
+        })
+    }
+
+    /// Enabled patches whose replacements run where this one takes over.
+    fn stacked_below(&self) -> impl Iterator<Item = &Patch> {
+        let replace = self.patch.replace.as_ref().and_then(Known::value) == Some(&true);
+        self.loaded.iter().filter(move |other| {
+            other.name != self.patch.name
+                && !other.gone
+                && other.enabled == Known::Value(true)
+                && (replace || shares_a_function(self.patch, other))
         })
     }
 }
 
+fn shares_a_function(a: &Patch, b: &Patch) -> bool {
+    a.objects.iter().any(|ao| {
+        b.objects
+            .iter()
+            .filter(|bo| bo.name == ao.name)
+            .any(|bo| ao.functions.iter().any(|f| bo.functions.contains(f)))
+    })
+}
+
 /// The blockers among the tasks still pending, using the kernel's verdicts
 /// where the tracer has them. `now_ns` is on the same clock as the verdicts'
-/// timestamps (CLOCK_MONOTONIC).
+/// timestamps (CLOCK_MONOTONIC). A pending task whose stack cannot be read
+/// is listed as unexplained: it may well block, and an empty list would
+/// read as an all-clear.
 pub fn find_blockers(
     tasks: &[Task],
     code: &PatchedCode,
@@ -76,14 +164,21 @@ pub fn find_blockers(
     let target = code.direction.target();
     let mut blockers: Vec<Blocker> = tasks
         .iter()
-        .filter(|task| {
-            task.patch_state
-                .value()
-                .is_some_and(|state| *state != target && *state != PatchState::Idle)
-        })
-        .filter_map(|task| match verdicts {
-            Some(verdicts) => from_kernel(task, code, verdicts, now_ns),
-            None => inferred(task, code),
+        .filter_map(|task| {
+            let pending = match &task.patch_state {
+                Known::Value(state) => *state != target && *state != PatchState::Idle,
+                Known::Unknown { unknown } => {
+                    let why = format!("its patch_state is unknown: {unknown}");
+                    return Some(unexplained(task, code, why));
+                }
+            };
+            if !pending {
+                return None;
+            }
+            match verdicts {
+                Some(verdicts) => from_kernel(task, code, verdicts, now_ns),
+                None => inferred(task, code),
+            }
         })
         .collect();
     blockers.sort_by_key(|b| (b.reason != BlockReason::FunctionOnStack, b.pid, b.tid));
@@ -96,24 +191,40 @@ fn stack_of(task: &Task) -> Vec<StackFrame> {
 
 fn blocker(task: &Task, reason: BlockReason, code: &PatchedCode) -> Blocker {
     let stack = stack_of(task);
-    let marked_frame = code.blocking_frame(&stack);
+    let marked = code.blocking_frame(&stack);
     Blocker {
         pid: task.pid,
         tid: task.tid,
         comm: task.comm.clone(),
         kthread: task.kthread,
+        state: task.state,
         reason,
-        function: marked_frame.map(|i| stack[i].function.clone()),
+        function: marked.as_ref().map(|m| stack[m.index].function.clone()),
+        version: marked.as_ref().map(|m| m.version.clone()),
+        unexplained: None,
+        marked_frame: marked.map(|m| m.index),
         stack,
-        marked_frame,
         blocked_secs: None,
         failed_checks: None,
         source: VerdictSource::Inferred,
     }
 }
 
+fn unexplained(task: &Task, code: &PatchedCode, why: String) -> Blocker {
+    Blocker {
+        unexplained: Some(why),
+        ..blocker(task, BlockReason::Unexplained, code)
+    }
+}
+
 fn inferred(task: &Task, code: &PatchedCode) -> Option<Blocker> {
-    let stack = task.stack.value()?;
+    let stack = match &task.stack {
+        Known::Value(stack) => stack,
+        Known::Unknown { unknown } => {
+            let why = format!("pending, reason unknown: cannot read its stack ({unknown})");
+            return Some(unexplained(task, code, why));
+        }
+    };
     if code.blocking_frame(stack).is_some() {
         Some(blocker(task, BlockReason::FunctionOnStack, code))
     } else if task.state == 'R' {
@@ -204,6 +315,7 @@ mod tests {
         let code = PatchedCode {
             patch: &patch,
             direction: Direction::Patching,
+            loaded: std::slice::from_ref(&patch),
         };
         let tasks = vec![
             task(10, 'S', PatchState::Unpatched, parked()),
@@ -232,6 +344,7 @@ mod tests {
         let code = PatchedCode {
             patch: &patch,
             direction: Direction::Patching,
+            loaded: std::slice::from_ref(&patch),
         };
         let tasks = vec![task(
             10,
@@ -248,6 +361,7 @@ mod tests {
         let code = PatchedCode {
             patch: &patch,
             direction: Direction::Unpatching,
+            loaded: std::slice::from_ref(&patch),
         };
         let stack = vec![
             frame("__schedule", None),
@@ -275,6 +389,7 @@ mod tests {
         let code = PatchedCode {
             patch: &patch,
             direction: Direction::Patching,
+            loaded: std::slice::from_ref(&patch),
         };
         let tasks = vec![
             task(10, 'S', PatchState::Unpatched, parked()),
@@ -312,15 +427,140 @@ mod tests {
         assert_eq!(blockers[1].reason, BlockReason::UnreliableStack);
     }
 
+    /// Without root the stack is unreadable: a pending task is then
+    /// unexplained, never silently dropped (that would read as all-clear).
     #[test]
-    fn without_a_readable_stack_nothing_is_inferred() {
+    fn a_pending_task_with_an_unreadable_stack_is_unexplained() {
         let patch = patch();
         let code = PatchedCode {
             patch: &patch,
             direction: Direction::Patching,
+            loaded: std::slice::from_ref(&patch),
         };
-        let mut t = task(10, 'S', PatchState::Unpatched, vec![]);
-        t.stack = Known::unknown("not root");
-        assert!(find_blockers(&[t], &code, None, 0).is_empty());
+        let mut hidden = task(10, 'S', PatchState::Unpatched, vec![]);
+        hidden.stack = Known::unknown("/proc/10/task/10/stack: Permission denied");
+        let mut garbled = task(11, 'S', PatchState::Unpatched, vec![]);
+        garbled.patch_state = Known::unknown("expected -1, 0 or 1, found \"x\"");
+        let mut switched = task(12, 'S', PatchState::Patched, vec![]);
+        switched.stack = Known::unknown("Permission denied");
+        let blockers = find_blockers(&[hidden, garbled, switched], &code, None, 0);
+        assert_eq!(
+            blockers
+                .iter()
+                .map(|b| (b.tid, b.reason))
+                .collect::<Vec<_>>(),
+            [
+                (10, BlockReason::Unexplained),
+                (11, BlockReason::Unexplained)
+            ]
+        );
+        assert!(
+            blockers[0]
+                .unexplained
+                .as_deref()
+                .is_some_and(|why| why.contains("Permission denied"))
+        );
+    }
+
+    fn stacked(name: &str, enabled: bool) -> Patch {
+        Patch {
+            name: name.into(),
+            enabled: Known::Value(enabled),
+            transition: Known::Value(false),
+            ..patch()
+        }
+    }
+
+    fn in_first_patch() -> Vec<StackFrame> {
+        vec![
+            frame("__schedule", None),
+            frame(
+                "livepatch_klp_test_park_wait",
+                Some("klp_test_patch_target"),
+            ),
+            frame("vfs_read", None),
+        ]
+    }
+
+    /// A second patch of a function an enabled patch already replaced: the
+    /// task runs (and sleeps in) the first patch's replacement, and that is
+    /// what the kernel looks for.
+    #[test]
+    fn patching_over_an_earlier_patch_blocks_on_its_replacement() {
+        let first = stacked("klp_test_patch_target", true);
+        let second = Patch {
+            transition: Known::Value(true),
+            ..stacked("klp_test_patch_target2", true)
+        };
+        let loaded = [first, second.clone()];
+        let code = PatchedCode {
+            patch: &second,
+            direction: Direction::Patching,
+            loaded: &loaded,
+        };
+        let tasks = vec![
+            task(10, 'S', PatchState::Unpatched, in_first_patch()),
+            task(11, 'S', PatchState::Unpatched, parked()),
+        ];
+        let blockers = find_blockers(&tasks, &code, None, 0);
+        assert_eq!(blockers.len(), 2, "{blockers:#?}");
+        assert_eq!(
+            blockers[0].function.as_deref(),
+            Some("livepatch_klp_test_park_wait")
+        );
+        assert_eq!(
+            blockers[0].version,
+            Some(CodeVersion::Replacement {
+                patch: "klp_test_patch_target".into()
+            })
+        );
+        assert_eq!(blockers[0].marked_frame, Some(1));
+        assert_eq!(blockers[1].version, Some(CodeVersion::Original));
+    }
+
+    /// A disabled patch's module runs nothing any more; a patch of other
+    /// functions is not below this one in any func stack.
+    #[test]
+    fn only_enabled_patches_of_the_same_function_are_below() {
+        let disabled = stacked("klp_test_patch_target", false);
+        let mut elsewhere = stacked("klp_other", true);
+        elsewhere.objects[0].functions[0].name = "klp_test_busy_loop".into();
+        let second = stacked("klp_test_patch_target2", true);
+        for below in [disabled, elsewhere] {
+            let mut in_module = in_first_patch();
+            in_module[1].module = Some(below.name.clone());
+            let loaded = [below, second.clone()];
+            let code = PatchedCode {
+                patch: &second,
+                direction: Direction::Patching,
+                loaded: &loaded,
+            };
+            assert_eq!(code.blocking_frame(&in_module), None);
+        }
+    }
+
+    /// An atomic replace takes over every function of every earlier patch.
+    #[test]
+    fn an_atomic_replace_waits_for_every_earlier_patch() {
+        let mut elsewhere = stacked("klp_other", true);
+        elsewhere.objects[0].functions[0].name = "klp_test_busy_loop".into();
+        let replace = Patch {
+            replace: Some(Known::Value(true)),
+            ..stacked("klp_replace", true)
+        };
+        let loaded = [elsewhere, replace.clone()];
+        let code = PatchedCode {
+            patch: &replace,
+            direction: Direction::Patching,
+            loaded: &loaded,
+        };
+        let mut in_other = in_first_patch();
+        in_other[1].module = Some("klp_other".into());
+        assert_eq!(
+            code.blocking_frame(&in_other).map(|f| f.version),
+            Some(CodeVersion::Replacement {
+                patch: "klp_other".into()
+            })
+        );
     }
 }

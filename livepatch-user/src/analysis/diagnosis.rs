@@ -78,11 +78,25 @@ pub fn diagnose_transition(
     } else {
         VerdictSource::Inferred
     };
-    let next = next_step(elapsed_secs, signals_sent, blockers.is_empty());
+    let next = next_step(
+        elapsed_secs,
+        signals_sent,
+        blockers.is_empty(),
+        transition.tasks_pending,
+    );
+    let signals_in_secs = match signals_sent {
+        Some(true) => None,
+        _ => elapsed_secs.map(|elapsed| (f64::from(SIGNALS_AFTER_ROUNDS) - elapsed).max(0.0)),
+    };
     let blockers = blockers
         .into_iter()
         .map(|blocker| BlockerReport {
-            advice: advise(&blocker, transition.direction, &transition.patch),
+            advice: advise(
+                &blocker,
+                transition.direction,
+                &transition.patch,
+                signals_in_secs,
+            ),
             blocker,
         })
         .collect();
@@ -102,7 +116,26 @@ pub fn diagnose_transition(
     }
 }
 
-fn next_step(elapsed: Option<f64>, signals_sent: Option<bool>, no_blockers: bool) -> String {
+/// After this long, a transition with no task pending in /proc is held up
+/// by something /proc does not list.
+const IDLE_SUSPECT_SECS: f64 = 3.0;
+
+fn next_step(
+    elapsed: Option<f64>,
+    signals_sent: Option<bool>,
+    no_blockers: bool,
+    tasks_pending: usize,
+) -> String {
+    if no_blockers && tasks_pending == 0 && elapsed.is_some_and(|e| e > IDLE_SUSPECT_SECS) {
+        return format!(
+            "no task in /proc is pending, yet the transition has run for {:.0} s: the \
+             per-CPU idle tasks (swapper/N) take part too and have no /proc entry; one of \
+             them is what is left. An idle task switches itself when its CPU goes through \
+             the idle loop, and the kernel wakes idle CPUs every round for that: a CPU that \
+             never gets there is busy with interrupts or stuck in a driver's idle state",
+            elapsed.unwrap_or_default()
+        );
+    }
     if no_blockers {
         return "no task blocks right now: the pending tasks switch at the next retry round \
                 (within a second) or on their way back to user space"
@@ -196,8 +229,11 @@ mod tests {
             tid: 5,
             comm: "cat".into(),
             kthread: false,
+            state: 'S',
             reason: BlockReason::FunctionOnStack,
             function: Some("f".into()),
+            version: None,
+            unexplained: None,
             stack: vec![],
             marked_frame: None,
             blocked_secs: None,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::blockers::PatchedCode;
+use super::blockers::{CodeVersion, PatchedCode};
 use crate::{
     kernel::{FilterFunctions, SymbolTable, ftrace_users::FtraceUse},
     model::{Direction, Kernel, Known, Patch, PatchFunction, PatchObject, StackFrame, Task},
@@ -120,6 +120,9 @@ pub struct PredictedBlocker {
     pub comm: String,
     pub kthread: bool,
     pub function: String,
+    /// Which version of it the task runs: the original, or an earlier
+    /// patch's replacement (what the kernel will look for).
+    pub version: CodeVersion,
     /// On the stack in every sample: it will hold the transition up.
     pub persistent: bool,
     pub seen_in: usize,
@@ -694,7 +697,10 @@ fn patched_code(seen: &Observations) -> (Patch, Direction) {
         enabled: Known::Value(false),
         transition: Known::Value(false),
         force: Known::Value(false),
-        replace: None,
+        replace: match seen.plan {
+            Plan::Module { replace, .. } => Some(Known::Value(*replace)),
+            _ => None,
+        },
         stack_order: None,
         objects: objects
             .into_iter()
@@ -716,6 +722,7 @@ fn predict_blockers(seen: &Observations) -> Vec<PredictedBlocker> {
     let code = PatchedCode {
         patch: &patch,
         direction,
+        loaded: seen.patches,
     };
     let samples = seen.samples.len();
     let mut found: BTreeMap<(u32, u32), PredictedBlocker> = BTreeMap::new();
@@ -735,6 +742,7 @@ fn predict_blockers(seen: &Observations) -> Vec<PredictedBlocker> {
                     comm: task.comm.clone(),
                     kthread: task.kthread,
                     function: String::new(),
+                    version: marked.version.clone(),
                     persistent: false,
                     seen_in: 0,
                     samples,
@@ -745,9 +753,10 @@ fn predict_blockers(seen: &Observations) -> Vec<PredictedBlocker> {
                 });
             entry.seen_in += 1;
             entry.state = task.state;
-            entry.function = stack[marked].function.clone();
+            entry.function = stack[marked.index].function.clone();
+            entry.version = marked.version;
             entry.stack = stack.clone();
-            entry.marked_frame = marked;
+            entry.marked_frame = marked.index;
         }
     }
     let mut blockers: Vec<PredictedBlocker> = found

@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::Serialize;
 
-use super::{advice::SIGNALS_AFTER_ROUNDS, blockers::Blocker};
+use super::{
+    advice::SIGNALS_AFTER_ROUNDS,
+    blockers::{Blocker, CodeVersion, letter},
+};
 use crate::{
     kernel::kernel_log::LivepatchMessage,
     model::{BlockReason, Direction, Known, Patch, TraceEvent, Transition},
@@ -41,8 +44,11 @@ pub enum WatchEvent {
         tid: u32,
         comm: String,
         kthread: bool,
+        #[serde(serialize_with = "letter")]
+        state: char,
         reason: BlockReason,
         function: Option<String>,
+        version: Option<CodeVersion>,
     },
     BlockerCleared {
         pid: u32,
@@ -590,8 +596,10 @@ impl WatchState {
                         tid: blocker.tid,
                         comm: blocker.comm.clone(),
                         kthread: blocker.kthread,
+                        state: blocker.state,
                         reason: blocker.reason,
                         function: blocker.function.clone(),
+                        version: blocker.version.clone(),
                     });
                 }
                 shown.push(blocker.clone());
@@ -822,8 +830,11 @@ mod tests {
             tid,
             comm: format!("task{tid}"),
             kthread: false,
+            state: 'S',
             reason,
             function: Some("cmdline_proc_show".into()),
+            version: None,
+            unexplained: None,
             stack: vec![],
             marked_frame: None,
             blocked_secs: None,

@@ -17,7 +17,7 @@ use crate::{
     cli::DiagnoseArgs,
     commands::output,
     kernel::{clock::monotonic_ns, kernel_log::read_livepatch_log, read_snapshot},
-    model::{Snapshot, TraceEvent},
+    model::{BlockReason, Snapshot, TraceEvent},
     probes::{self, ProbeRequest, TaskVerdict},
     views::diagnose_report::{DiagnoseView, render_json, render_text},
 };
@@ -91,6 +91,7 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
             let code = PatchedCode {
                 patch,
                 direction: transition.direction,
+                loaded: &snapshot.patches,
             };
             let blockers =
                 find_blockers(&snapshot.tasks, &code, verdicts.as_deref(), monotonic_ns());
@@ -106,8 +107,21 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
     } else {
         output::print(&render_text(&view))?;
     }
-    Ok(ExitCode::SUCCESS)
+    // Some pending task could not be explained: the report is not the
+    // all-clear it might look like.
+    let incomplete = diagnosis
+        .blockers
+        .iter()
+        .any(|report| report.blocker.reason == BlockReason::Unexplained);
+    Ok(if incomplete {
+        ExitCode::from(EXIT_INCOMPLETE)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
+
+/// Some pending task could not be explained (not root, unreadable state).
+const EXIT_INCOMPLETE: u8 = 3;
 
 /// Attaches the tracer and collects the kernel's verdicts over two retry
 /// rounds. Err is the one-line reason eBPF could not be used.

@@ -483,7 +483,9 @@ impl Feed {
     fn read(&mut self) -> Result<Vec<Observation>> {
         let mut observations = Vec::new();
         let verdicts = self.drain_tracer(&mut observations);
-        let mut patches = read_patches(&self.root).context("reading /sys/kernel/livepatch")?;
+        // Every patch for the func stack; the watched ones for the rest.
+        let loaded = read_patches(&self.root).context("reading /sys/kernel/livepatch")?;
+        let mut patches = loaded.clone();
         if let Some(name) = &self.patch {
             patches.retain(|patch| &patch.name == name);
         }
@@ -518,7 +520,7 @@ impl Feed {
         });
         let blockers = match (&transition, &threads) {
             (Some(transition), Some(threads)) => {
-                self.blockers(transition, &patches, threads, verdicts.as_deref(), now_ns)
+                self.blockers(transition, &loaded, threads, verdicts.as_deref(), now_ns)
             }
             _ => Vec::new(),
         };
@@ -604,6 +606,7 @@ impl Feed {
         let code = PatchedCode {
             patch,
             direction: transition.direction,
+            loaded: patches,
         };
         find_blockers(&tasks, &code, verdicts, now_ns)
     }

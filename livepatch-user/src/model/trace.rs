@@ -22,6 +22,33 @@ pub enum BlockReason {
     FunctionOnStack,
     /// -EINVAL: its stack could not be walked reliably.
     UnreliableStack,
+    /// Not a verdict of the kernel: the task is pending and klpscope could
+    /// not tell why (its stack is unreadable without root, or its
+    /// patch_state makes no sense). Never silently dropped.
+    Unexplained,
+}
+
+impl BlockReason {
+    /// The reason in a sentence.
+    pub fn words(self) -> &'static str {
+        match self {
+            BlockReason::Running => "running on a CPU",
+            BlockReason::FunctionOnStack => "function on stack",
+            BlockReason::UnreliableStack => "unreliable stack",
+            BlockReason::Unexplained => "pending, reason unknown",
+        }
+    }
+
+    /// The reason in a table cell, where the function column needs the
+    /// width more.
+    pub fn short(self) -> &'static str {
+        match self {
+            BlockReason::Running => "running",
+            BlockReason::FunctionOnStack => "on stack",
+            BlockReason::UnreliableStack => "unreliable",
+            BlockReason::Unexplained => "unknown",
+        }
+    }
 }
 
 /// What the transition tracer saw, decoded from the eBPF ring buffer.

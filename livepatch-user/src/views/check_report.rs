@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::{
-    analysis::readiness::{PredictedBlocker, Readiness, Status, Verdict},
+    analysis::{
+        blockers::CodeVersion,
+        readiness::{PredictedBlocker, Readiness, Status, Verdict},
+    },
     kernel::livepatch_module::LivepatchModule,
     probes::Capability,
     views::{printable, printable_lines},
@@ -133,7 +136,7 @@ fn write_text(out: &mut String, view: &CheckView) -> std::fmt::Result {
 fn write_blocker(out: &mut String, blocker: &PredictedBlocker) -> std::fmt::Result {
     writeln!(
         out,
-        "  {} {}/{} {}{} in {} ({} of {} samples)",
+        "  {} {}/{} {}{} in {}{} ({} of {} samples)",
         if blocker.persistent {
             "persistent"
         } else {
@@ -144,6 +147,10 @@ fn write_blocker(out: &mut String, blocker: &PredictedBlocker) -> std::fmt::Resu
         printable(&blocker.comm),
         if blocker.kthread { " [kthread]" } else { "" },
         blocker.function,
+        match &blocker.version {
+            CodeVersion::Replacement { patch } => format!(", {patch}'s replacement"),
+            CodeVersion::Original => String::new(),
+        },
         blocker.seen_in,
         blocker.samples
     )?;

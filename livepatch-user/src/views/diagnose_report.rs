@@ -6,11 +6,11 @@ use serde::Serialize;
 
 use crate::{
     analysis::{
-        advice::BlockerKind,
-        blockers::VerdictSource,
+        advice::{BlockerKind, Forecast},
+        blockers::{CodeVersion, VerdictSource},
         diagnosis::{BlockerReport, Diagnosis},
     },
-    model::{BlockReason, Direction},
+    model::Direction,
     views::{printable, printable_lines},
 };
 
@@ -26,11 +26,15 @@ pub fn render_json(view: &DiagnoseView) -> String {
     serde_json::to_string_pretty(view).expect("diagnosis serialises") + "\n"
 }
 
-fn reason_text(reason: BlockReason) -> &'static str {
-    match reason {
-        BlockReason::Running => "running on a CPU",
-        BlockReason::FunctionOnStack => "patched function on its stack",
-        BlockReason::UnreliableStack => "unreliable stack",
+fn forecast_text(forecast: Forecast) -> &'static str {
+    match forecast {
+        Forecast::ClearsAfterSignals => "clears after the kernel's fake signal",
+        Forecast::MayClearAfterSignals => {
+            "may clear after the kernel's fake signal, if that makes it leave the function"
+        }
+        Forecast::WillNotClearByItself => "will not clear by itself",
+        Forecast::Transient => "usually clears within a few retry rounds",
+        Forecast::Unknown => "unknown",
     }
 }
 
@@ -40,6 +44,10 @@ fn kind_text(kind: BlockerKind) -> &'static str {
         BlockerKind::KthreadInPatchedFunction => "kernel thread inside a patched function",
         BlockerKind::RunningInKernel => "task running in the kernel",
         BlockerKind::UnreliableStack => "stack the kernel cannot walk reliably",
+        BlockerKind::UninterruptibleInPatchedFunction => {
+            "inside a patched function, in a sleep no signal interrupts"
+        }
+        BlockerKind::Unexplained => "pending, and klpscope cannot tell why",
     }
 }
 
@@ -106,10 +114,11 @@ fn write_blocker(out: &mut String, n: usize, report: &BlockerReport) -> std::fmt
     };
     writeln!(
         out,
-        "blocker {n}: {} (pid {}, tid {}, {who})",
+        "blocker {n}: {} (pid {}, tid {}, {who}, state {})",
         printable(&b.comm),
         b.pid,
-        b.tid
+        b.tid,
+        b.state
     )?;
     let function = b
         .function
@@ -127,9 +136,16 @@ fn write_blocker(out: &mut String, n: usize, report: &BlockerReport) -> std::fmt
     writeln!(
         out,
         "  why: {}{function}{blocked}{checks}",
-        reason_text(b.reason)
+        b.reason.words()
     )?;
+    if let Some(CodeVersion::Replacement { patch }) = &b.version {
+        writeln!(out, "  runs: {patch}'s replacement of the function")?;
+    }
+    if let Some(why) = &b.unexplained {
+        writeln!(out, "  unknown: {why}")?;
+    }
     writeln!(out, "  kind: {}", kind_text(report.advice.kind))?;
+    writeln!(out, "  forecast: {}", forecast_text(report.advice.forecast))?;
     if !b.stack.is_empty() {
         writeln!(out, "  stack:")?;
         for (i, frame) in b.stack.iter().enumerate() {

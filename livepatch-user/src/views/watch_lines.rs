@@ -1,8 +1,10 @@
 //! `watch` without a terminal: one line per change, as text or JSON. The
 //! TUI's event log uses the same sentences.
 use crate::{
-    analysis::transition_progress::{SignalsSeen, WatchEvent},
-    model::BlockReason,
+    analysis::{
+        blockers::CodeVersion,
+        transition_progress::{SignalsSeen, WatchEvent},
+    },
     views::printable,
 };
 
@@ -52,14 +54,20 @@ pub fn describe(event: &WatchEvent) -> String {
             tid,
             comm,
             kthread,
+            state,
             reason,
             function,
+            version,
         } => {
             let who = if *kthread { "kthread" } else { "task" };
             let function = function.as_deref().unwrap_or("?");
+            let version = match version {
+                Some(CodeVersion::Replacement { patch }) => format!(", {patch}'s replacement"),
+                _ => String::new(),
+            };
             format!(
-                "blocker: {who} {comm} pid {pid} tid {tid}: {} ({function})",
-                reason_word(*reason)
+                "blocker: {who} {comm} pid {pid} tid {tid} [{state}]: {} ({function}{version})",
+                reason.words()
             )
         }
         WatchEvent::BlockerCleared { pid, tid, comm } => {
@@ -112,18 +120,10 @@ pub fn describe(event: &WatchEvent) -> String {
     }
 }
 
-pub fn reason_word(reason: BlockReason) -> &'static str {
-    match reason {
-        BlockReason::Running => "running",
-        BlockReason::FunctionOnStack => "function on stack",
-        BlockReason::UnreliableStack => "unreliable stack",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Direction;
+    use crate::model::{BlockReason, Direction};
 
     #[test]
     fn json_lines_carry_ts_event_and_fields() {
@@ -133,8 +133,10 @@ mod tests {
                 tid: 8,
                 comm: "cat".into(),
                 kthread: false,
+                state: 'S',
                 reason: BlockReason::FunctionOnStack,
                 function: Some("cmdline_proc_show".into()),
+                version: Some(CodeVersion::Original),
             },
             1700000000.12345,
         );
@@ -146,7 +148,8 @@ mod tests {
                 "ts": 1700000000.123,
                 "event": "blocker",
                 "pid": 7, "tid": 8, "comm": "cat", "kthread": false,
-                "reason": "function_on_stack", "function": "cmdline_proc_show"
+                "state": "S", "reason": "function_on_stack", "function": "cmdline_proc_show",
+                "version": {"kind": "original"}
             })
         );
     }

@@ -17,11 +17,8 @@ use crate::{
         transition_progress::{Feed, SignalsSeen, TransitionProgress, WatchState},
     },
     kernel::livepatch_write::TransitionWrite,
-    model::{BlockReason, Direction, Known, Patch},
-    views::{
-        printable,
-        watch_lines::{describe, reason_word},
-    },
+    model::{Direction, Known, Patch},
+    views::{printable, watch_lines::describe},
 };
 
 const KEYS: &str = " q quit  ↑↓ select  ⏎ stack  s sort  r reverse  f force  ? help";
@@ -148,15 +145,6 @@ fn render_transition(app: &App, transition: &TransitionProgress, area: Rect, buf
     render_bottom(&app.state, bottom, buf);
 }
 
-/// The reason in a table cell: the function column needs the width more.
-fn reason_short(reason: BlockReason) -> &'static str {
-    match reason {
-        BlockReason::Running => "running",
-        BlockReason::FunctionOnStack => "on stack",
-        BlockReason::UnreliableStack => "unreliable",
-    }
-}
-
 fn render_blockers(app: &App, area: Rect, buf: &mut Buffer) {
     let rows = app.blockers();
     let header = Row::new([
@@ -169,7 +157,7 @@ fn render_blockers(app: &App, area: Rect, buf: &mut Buffer) {
             Cell::from(b.tid.to_string()),
             Cell::from(b.comm.clone()),
             Cell::from(if b.kthread { "yes" } else { "" }),
-            Cell::from(reason_short(b.reason)),
+            Cell::from(b.reason.short()),
             Cell::from(b.function.clone().unwrap_or_else(|| "?".into())),
             Cell::from(b.blocked_secs.map_or("-".into(), |s| format!("{s:.0}s"))),
             Cell::from(b.failed_checks.map_or("-".into(), |n| n.to_string())),
@@ -392,7 +380,7 @@ fn render_stack(blocker: &Blocker, area: Rect, buf: &mut Buffer) {
         blocker.comm,
         blocker.pid,
         blocker.tid,
-        reason_word(blocker.reason)
+        blocker.reason.words()
     );
     let lines: Vec<Line> = if blocker.stack.is_empty() {
         vec![
