@@ -70,7 +70,7 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exit codes: 0 completed (or quit with q), 5 reversed, 6 timed out, \
-    1 error, 2 usage error, 141 stdout closed; interrupted: 129 SIGHUP, 130 SIGINT or Ctrl-C, 143 SIGTERM.
+    7 load refused by the kernel (with --until-complete), 1 error, 2 usage error, 141 stdout closed; interrupted: 129 SIGHUP, 130 SIGINT or Ctrl-C, 143 SIGTERM.
 
 Keys: r reverses the transition after a y; f forces it after its name is typed out. Any other \
 key cancels, and nothing is written if the transition has ended or turned around meanwhile."

@@ -206,3 +206,41 @@ fn on_a_kernel_without_livepatch_watch_says_so_in_one_line() {
     assert!(err.contains("CONFIG_LIVEPATCH"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// A load the kernel refuses (a pre-patch callback failed) never becomes a
+/// transition: watch says so from the kernel log and stops waiting.
+#[test]
+fn a_refused_load_is_one_event_and_ends_until_complete_with_7() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture.user_thread(1, 1, "-1");
+    // Older messages only mark where the log stands.
+    set(
+        &fixture,
+        "dev/kmsg",
+        "6,1,100,-;livepatch: 'old': patching complete\n",
+    );
+    let child = watch(fixture.root(), &["--until-complete", "--timeout", "30"]);
+    sleep(Duration::from_millis(1200));
+    set(
+        &fixture,
+        "dev/kmsg",
+        "4,2,200,-;livepatch: pre-patch callback failed for object 'klp_test_target'\n",
+    );
+    sleep(Duration::from_millis(1200));
+    set(
+        &fixture,
+        "dev/kmsg",
+        "4,3,300,-;livepatch: failed to enable patch 'klp_refused'\n",
+    );
+    let (code, events) = finish(child);
+    assert_eq!(code, Some(7), "{events:#?}");
+    assert_eq!(names(&events), ["refused"], "{events:#?}");
+    assert_eq!(events[0]["patch"], "klp_refused");
+    assert!(
+        events[0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("pre-patch callback failed for object klp_test_target"),
+        "{events:#?}"
+    );
+}

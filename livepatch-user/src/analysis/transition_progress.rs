@@ -102,6 +102,11 @@ pub enum WatchEvent {
         /// stacks.
         kernel_verdicts: bool,
     },
+    /// The kernel refused to enable a patch: no transition will come of it.
+    Refused {
+        patch: String,
+        why: String,
+    },
     /// A signal ended the watch.
     Interrupted {
         signal: String,
@@ -222,6 +227,9 @@ pub struct WatchState {
     /// hook is missing or off on this kernel): why. Blockers are then
     /// inferred.
     pub verdicts_inferred: Option<String>,
+    /// The object whose pre-patch callback failed, until the refusal that
+    /// follows it in the log.
+    failed_callback: Option<String>,
     pub log: VecDeque<LoggedEvent>,
     pub started_ns: Option<u64>,
     pub now_ns: u64,
@@ -252,6 +260,7 @@ impl WatchState {
             calls: Vec::new(),
             uncounted: Vec::new(),
             verdicts_inferred: None,
+            failed_callback: None,
             log: VecDeque::new(),
             started_ns: None,
             now_ns: 0,
@@ -682,6 +691,26 @@ impl WatchState {
         match message {
             LivepatchMessage::Signaling => self.signals(SignalsSeen::KernelLog, events),
             LivepatchMessage::Forcing => self.forced(events),
+            LivepatchMessage::PreCallbackFailed { object } => {
+                self.failed_callback = Some(object);
+            }
+            LivepatchMessage::Refused {
+                patch,
+                incompatible_states,
+            } => {
+                let why = if incompatible_states {
+                    "not compatible with the already installed livepatches (system states)"
+                        .to_owned()
+                } else {
+                    match self.failed_callback.take() {
+                        Some(object) => {
+                            format!("its pre-patch callback failed for object {object}")
+                        }
+                        None => "the kernel failed to enable it (see dmesg)".to_owned(),
+                    }
+                };
+                events.push(WatchEvent::Refused { patch, why });
+            }
             LivepatchMessage::Starting { .. } | LivepatchMessage::Complete { .. } => {}
         }
     }

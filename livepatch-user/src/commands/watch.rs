@@ -33,7 +33,7 @@ use crate::{
     kernel::{
         PatchStateScanner, ThreadId,
         clock::monotonic_ns,
-        kernel_log::{LogEntry, read_livepatch_log},
+        kernel_log::{KernelLogFollower, LogEntry},
         livepatch_write::{TransitionWrite, write_confirmed},
         procfs_tasks::Stacks,
         read_kernel, read_patches, read_task, reread_in_transition, transition,
@@ -52,6 +52,7 @@ use crate::{
 
 const EXIT_REVERSED: u8 = 5;
 const EXIT_TIMED_OUT: u8 = 6;
+const EXIT_REFUSED: u8 = 7;
 
 /// Twice per kernel retry round, so that a short transition is still seen.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -95,13 +96,17 @@ async fn watch(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
 }
 
 /// How the loop ends, as the exit code the CLI documents.
-fn exit_for(events: &[WatchEvent], until_complete: bool) -> Option<ExitCode> {
-    if !until_complete {
+fn exit_for(events: &[WatchEvent], args: &WatchArgs) -> Option<ExitCode> {
+    if !args.until_complete {
         return None;
     }
     events.iter().find_map(|event| match event {
         WatchEvent::Complete { reversed: true, .. } => Some(ExitCode::from(EXIT_REVERSED)),
         WatchEvent::Complete { .. } => Some(ExitCode::SUCCESS),
+        // The transition waited for will never come.
+        WatchEvent::Refused { patch, .. } if args.patch.as_ref().is_none_or(|p| p == patch) => {
+            Some(ExitCode::from(EXIT_REFUSED))
+        }
         _ => None,
     })
 }
@@ -290,7 +295,7 @@ async fn run_lines(
                     panic_if_asked();
                 }
                 emit(&events)?;
-                if let Some(code) = exit_for(&events, args.until_complete) {
+                if let Some(code) = exit_for(&events, args) {
                     return Ok(code);
                 }
             }
@@ -331,7 +336,7 @@ async fn run_tui(
                     app.state.note(ready(&app.state));
                     panic_if_asked();
                 }
-                if let Some(code) = exit_for(&events, args.until_complete) {
+                if let Some(code) = exit_for(&events, args) {
                     return Ok(code);
                 }
             }
@@ -408,6 +413,8 @@ struct Feed {
     /// Functions the kernel would not let the counter attach to, and why.
     refused: Vec<(String, String)>,
     uncounted: Vec<(String, String)>,
+    /// The kernel log, read from a kept descriptor.
+    log_follower: KernelLogFollower,
     /// The newest kernel log record already seen.
     log_seen_us: Option<u64>,
     /// The kernel's livepatch log as last read; None when unreadable.
@@ -455,6 +462,7 @@ impl Feed {
             counted: Vec::new(),
             refused: Vec::new(),
             uncounted: Vec::new(),
+            log_follower: KernelLogFollower::new(root),
             log_seen_us: None,
             log: None,
             patch_names: Vec::new(),
@@ -509,10 +517,10 @@ impl Feed {
         if threads.is_some() {
             patches = reread_in_transition(&self.root, patches);
         }
-        // After the scan: a switched task it saw is logged by then.
-        if !patches.is_empty() {
-            observations.extend(self.kernel_log());
-        }
+        // After the scan: a switched task it saw is logged by then. Read on
+        // every poll, patches or none: a refused load leaves only its
+        // message behind.
+        observations.extend(self.kernel_log());
         let now_ns = monotonic_ns();
         let transition = threads.as_ref().and_then(|threads| {
             let log = self.log.as_deref();
@@ -555,18 +563,18 @@ impl Feed {
     /// New livepatch messages in the kernel log. The first read only marks
     /// where the log stands: older messages belong to older transitions.
     fn kernel_log(&mut self) -> Vec<Observation> {
-        let Known::Value(entries) = read_livepatch_log(&self.root) else {
+        let Known::Value((entries, _)) = self.log_follower.poll() else {
             self.log = None;
             return Vec::new();
         };
-        self.log = Some(entries.clone());
+        self.log = Some(entries.to_vec());
         let newest = entries.iter().map(|e| e.timestamp_us).max().unwrap_or(0);
         let fresh = match self.log_seen_us {
             None => Vec::new(),
             Some(seen) => entries
-                .into_iter()
+                .iter()
                 .filter(|entry| entry.timestamp_us > seen)
-                .map(|entry| Observation::KernelLog(entry.message))
+                .map(|entry| Observation::KernelLog(entry.message.clone()))
                 .collect(),
         };
         self.log_seen_us = Some(self.log_seen_us.unwrap_or(0).max(newest));

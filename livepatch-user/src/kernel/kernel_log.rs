@@ -6,10 +6,10 @@
 //! kmsg timestamps are CLOCK_MONOTONIC, the clock of eBPF's
 //! `bpf_ktime_get_ns`, so the two can be compared directly.
 use std::{
-    fs::OpenOptions,
-    io::{ErrorKind, Read},
-    os::unix::fs::OpenOptionsExt,
-    path::Path,
+    fs::{File, OpenOptions},
+    io::{self, ErrorKind, Read},
+    os::unix::fs::{FileTypeExt, OpenOptionsExt},
+    path::{Path, PathBuf},
 };
 
 use serde::Serialize;
@@ -27,6 +27,16 @@ pub enum LivepatchMessage {
     Signaling,
     /// "forcing remaining tasks to the patched state".
     Forcing,
+    /// "pre-patch callback failed for object '<object>'": the load that
+    /// follows is refused.
+    PreCallbackFailed { object: String },
+    /// The kernel refused to enable a patch: "failed to enable patch
+    /// '<patch>'", or "Livepatch patch (<patch>) is not compatible with the
+    /// already installed livepatches.".
+    Refused {
+        patch: String,
+        incompatible_states: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -36,34 +46,84 @@ pub struct LogEntry {
     pub message: LivepatchMessage,
 }
 
-const O_NONBLOCK: i32 = 0o4000;
-
 /// Every livepatch message still in the kernel's ring buffer. Needs root
 /// unless `kernel.dmesg_restrict` is 0.
 pub fn read_livepatch_log(root: &Path) -> Known<Vec<LogEntry>> {
     let path = root.join("dev/kmsg");
-    let mut file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(O_NONBLOCK)
-        .open(&path)
-    {
-        Ok(file) => file,
-        Err(e) => return Known::unknown(format!("cannot read {}: {e}", path.display())),
-    };
     let mut entries = Vec::new();
+    match open_kmsg(&path).and_then(|mut file| read_records(&mut file, &mut entries)) {
+        Ok(()) => Known::Value(entries),
+        Err(e) => Known::unknown(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Follows the kernel log from a kept descriptor: each poll reads only the
+/// records written since the last one, however full the ring buffer is.
+/// (A fixture's plain file, replaced between polls, is read whole again.)
+pub struct KernelLogFollower {
+    path: PathBuf,
+    /// The open /dev/kmsg, positioned after the last record read.
+    kmsg: Option<File>,
+    entries: Vec<LogEntry>,
+}
+
+impl KernelLogFollower {
+    pub fn new(root: &Path) -> Self {
+        KernelLogFollower {
+            path: root.join("dev/kmsg"),
+            kmsg: None,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Every livepatch message so far, and how many of them are new.
+    pub fn poll(&mut self) -> Known<(&[LogEntry], usize)> {
+        let before = self.entries.len();
+        let result = match &mut self.kmsg {
+            Some(kmsg) => read_records(kmsg, &mut self.entries),
+            None => open_kmsg(&self.path).and_then(|mut file| {
+                self.entries.clear();
+                read_records(&mut file, &mut self.entries)?;
+                if file.metadata()?.file_type().is_char_device() {
+                    self.kmsg = Some(file);
+                }
+                Ok(())
+            }),
+        };
+        match result {
+            Ok(()) => {
+                let fresh = self.entries.len().saturating_sub(before);
+                Known::Value((&self.entries, fresh))
+            }
+            Err(e) => {
+                self.kmsg = None;
+                Known::unknown(format!("cannot read {}: {e}", self.path.display()))
+            }
+        }
+    }
+}
+
+fn open_kmsg(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Appends the livepatch records up to the end of the buffer.
+fn read_records(file: &mut File, entries: &mut Vec<LogEntry>) -> io::Result<()> {
     // One read returns one record; EAGAIN marks the end of the buffer.
     let mut record = vec![0u8; 8192];
     loop {
         match file.read(&mut record) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(n) => entries.extend(parse_record(&String::from_utf8_lossy(&record[..n]))),
             // Records overwritten while reading: kmsg skips ahead.
-            Err(e) if e.raw_os_error() == Some(32) => continue,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) => return Known::unknown(format!("cannot read {}: {e}", path.display())),
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
         }
     }
-    Known::Value(entries)
 }
 
 /// The direction of the patch's latest transition, from its latest
@@ -83,6 +143,13 @@ pub fn logged_direction(log: &[LogEntry], patch: &str) -> Option<Direction> {
     })
 }
 
+/// The name in `...<marker><name>'...`.
+fn quoted_after(text: &str, marker: &str) -> Option<String> {
+    let (_, rest) = text.split_once(marker)?;
+    let (name, _) = rest.split_once('\'')?;
+    Some(name.to_owned())
+}
+
 /// Parses one kmsg record, `pri,seq,ts_usec,flags;message`.
 pub fn parse_record(record: &str) -> Option<LogEntry> {
     let (header, text) = record.split_once(';')?;
@@ -100,6 +167,23 @@ fn parse_message(text: &str) -> Option<LivepatchMessage> {
     }
     if text.contains("forcing remaining tasks to the patched state") {
         return Some(LivepatchMessage::Forcing);
+    }
+    if let Some(object) = quoted_after(text, "pre-patch callback failed for object '") {
+        return Some(LivepatchMessage::PreCallbackFailed { object });
+    }
+    if let Some(patch) = quoted_after(text, "failed to enable patch '") {
+        return Some(LivepatchMessage::Refused {
+            patch,
+            incompatible_states: false,
+        });
+    }
+    if let Some(rest) = text.split_once("Livepatch patch (").map(|(_, rest)| rest) {
+        if let Some((patch, _)) = rest.split_once(") is not compatible") {
+            return Some(LivepatchMessage::Refused {
+                patch: patch.to_owned(),
+                incompatible_states: true,
+            });
+        }
     }
     let rest = text
         .find("livepatch: '")
@@ -130,6 +214,33 @@ fn parse_message(text: &str) -> Option<LivepatchMessage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_recognised() {
+        let parse = |text: &str| parse_record(&format!("4,9,100,-;{text}")).map(|e| e.message);
+        assert_eq!(
+            parse("livepatch: pre-patch callback failed for object 'klp_test_target'"),
+            Some(LivepatchMessage::PreCallbackFailed {
+                object: "klp_test_target".into()
+            })
+        );
+        assert_eq!(
+            parse("livepatch: failed to enable patch 'klp_x'"),
+            Some(LivepatchMessage::Refused {
+                patch: "klp_x".into(),
+                incompatible_states: false
+            })
+        );
+        assert_eq!(
+            parse(
+                "livepatch: Livepatch patch (klp_y) is not compatible with the already installed livepatches."
+            ),
+            Some(LivepatchMessage::Refused {
+                patch: "klp_y".into(),
+                incompatible_states: true
+            })
+        );
+    }
 
     #[test]
     fn livepatch_records_are_recognised() {

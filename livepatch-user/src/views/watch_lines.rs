@@ -117,6 +117,7 @@ pub fn describe(event: &WatchEvent) -> String {
             "ready: following transitions by polling /proc and /sys".into()
         }
         WatchEvent::Interrupted { signal } => format!("interrupted by {signal}"),
+        WatchEvent::Refused { patch, why } => format!("{patch}: load refused: {why}"),
     }
 }
 
