@@ -568,3 +568,52 @@ fn a_bad_duration_is_refused() {
         "{stderr}"
     );
 }
+
+/// A patch built for another kernel release is refused by the kernel
+/// ("Invalid module format"): check says not ready and names both.
+#[test]
+fn a_module_built_for_another_kernel_is_not_ready() {
+    let fixture = kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fake_livepatch.ko");
+    let source =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check/fake_livepatch.c");
+    let status = Command::new("gcc")
+        .args(["-c", "-O2", "-fno-pic", "-mcmodel=kernel"])
+        .arg("-DVERMAGIC=\"6.1.0-56-amd64 SMP preempt mod_unload modversions\"")
+        .arg("-o")
+        .arg(&out)
+        .arg(source)
+        .status()
+        .expect("gcc runs");
+    assert!(status.success());
+    let output = klpscope(
+        fixture.root(),
+        &["--module", out.to_str().unwrap(), "--json"],
+    );
+    let doc = json(&output);
+    assert_eq!(doc["verdict"], "not_ready", "{doc:#}");
+    assert_eq!(output.status.code(), Some(4));
+    assert_eq!(check_status(&doc, "vermagic"), "fail");
+    let detail = doc["kernel_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "vermagic")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("6.1.0-56-amd64 SMP") && detail.contains("6.12.0-fixture"),
+        "{detail}"
+    );
+
+    // Built for this kernel: the check passes.
+    let ko = fake_ko(dir.path());
+    let doc = json(&klpscope(
+        fixture.root(),
+        &["--module", ko.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(check_status(&doc, "vermagic"), "pass", "{doc:#}");
+}

@@ -57,6 +57,7 @@ fn expected() -> LivepatchModule {
         name: "fake_livepatch".into(),
         replace: true,
         signed: false,
+        vermagic: Some("6.12.0-fixture SMP preempt mod_unload modversions".into()),
         objects: vec![
             ModuleObject {
                 name: None,

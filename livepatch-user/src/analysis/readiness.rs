@@ -55,6 +55,8 @@ pub enum Plan {
         name: String,
         replace: bool,
         signed: bool,
+        /// From its .modinfo; None when it has none.
+        vermagic: Option<String>,
     },
     /// Disabling a loaded patch.
     Disable { patch: String },
@@ -311,6 +313,7 @@ fn kernel_checks(seen: &Observations) -> Vec<KernelCheck> {
             ),
         },
         signature_check(seen),
+        vermagic_check(seen),
         taint_check(kernel),
         transition_check(seen.patches),
         loaded_patches_check(seen),
@@ -401,6 +404,47 @@ fn signature_check(seen: &Observations) -> KernelCheck {
             "module_signature",
             Status::Warn,
             format!("required ({by}): the livepatch module must be signed with a trusted key"),
+        ),
+    }
+}
+
+/// A module built for another kernel release: the kernel refuses it
+/// ("Invalid module format"), the most common way a rollout fails. The
+/// release is vermagic's first word; the running kernel's is osrelease.
+fn vermagic_check(seen: &Observations) -> KernelCheck {
+    let Plan::Module { name, vermagic, .. } = seen.plan else {
+        return check("vermagic", Status::Pass, "no module file to compare");
+    };
+    let running = seen.kernel.release.trim();
+    let Some(vermagic) = vermagic else {
+        return check(
+            "vermagic",
+            Status::Warn,
+            format!(
+                "{name} has no vermagic in its .modinfo: the kernel refuses it unless built \
+                 with CONFIG_MODULE_FORCE_LOAD"
+            ),
+        );
+    };
+    let built_for = vermagic.split_whitespace().next().unwrap_or_default();
+    match running {
+        "" => check(
+            "vermagic",
+            Status::Warn,
+            format!("built for {built_for}; this kernel's release is unknown"),
+        ),
+        _ if built_for == running => check(
+            "vermagic",
+            Status::Pass,
+            format!("built for this kernel ({running})"),
+        ),
+        _ => check(
+            "vermagic",
+            Status::Fail,
+            format!(
+                "{name} was built for another kernel: vermagic \"{vermagic}\", this kernel is \
+                 \"{running}\"; loading it fails (Invalid module format)"
+            ),
         ),
     }
 }

@@ -186,6 +186,7 @@ fn targets(root: &Path, args: &CheckArgs) -> Result<Targets> {
             name: module.name.clone(),
             replace: module.replace,
             signed: module.signed,
+            vermagic: module.vermagic.clone(),
         };
         return Ok((plan, targets, Some(module)));
     }

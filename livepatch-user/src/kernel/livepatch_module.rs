@@ -50,6 +50,9 @@ pub struct LivepatchModule {
     /// A signature is appended (whether the kernel trusts the key is another
     /// matter).
     pub signed: bool,
+    /// The kernel it was built for, as .modinfo says: release, then flags
+    /// ("6.12.117+deb12-amd64 SMP preempt mod_unload modversions").
+    pub vermagic: Option<String>,
     pub objects: Vec<ModuleObject>,
 }
 
@@ -214,6 +217,7 @@ pub fn parse_livepatch_module(
             .unwrap_or_else(|| fallback_name.to_owned()),
         replace,
         signed: bytes.ends_with(SIGNATURE_MAGIC),
+        vermagic: modinfo.get("vermagic").cloned(),
         objects,
     })
 }
