@@ -69,10 +69,11 @@ said_ready() {
     esac
 }
 
-# ready_with_ebpf WAY MODE: its `ready` says the eBPF tracer is attached.
+# ready_with_ebpf WAY MODE: its `ready` says the eBPF tracer is attached
+# (with the kernel's verdicts or not: the per-task hook is off before 6.12).
 ready_with_ebpf() {
     case $2 in
-        plain) grep -q 'klpscope: ready.*(eBPF)' "$KS/$1.err" ;;
+        plain) grep 'klpscope: ready' "$KS/$1.err" | grep -q eBPF ;;
         json) grep '"event": *"ready"' "$KS/$1.out" | grep -q '"ebpf": *true' ;;
     esac
 }
@@ -258,7 +259,9 @@ grep -qF console=ttyS0 /proc/cmdline || fail "/proc/cmdline is not the boot comm
 load $P
 wait_for_transition $P
 assert_eq "$(attr $P enabled)" 1 "$P enabled"
-assert_eq "$(attr $P vmlinux/patched)" 1 "$P vmlinux/patched"
+# The object's `patched` file is missing on 5.10 (it came later).
+[ ! -e "$LIVEPATCH/$P/vmlinux/patched" ] \
+    || assert_eq "$(attr $P vmlinux/patched)" 1 "$P vmlinux/patched"
 assert_dmesg "'$P': starting patching transition"
 assert_dmesg "'$P': patching complete"
 assert_all_switched
