@@ -1,4 +1,7 @@
-//! Embeds the eBPF object that `cargo xtask build` produced.
+//! Embeds the eBPF object that `cargo xtask build` produced. Without it (a
+//! plain `cargo check` or `cargo build` on a fresh clone, rust-analyzer) an
+//! empty placeholder is embedded instead, as aya's template does: the build
+//! works, and the binary says it has no eBPF programs.
 use std::{env, fs, path::PathBuf};
 
 fn main() {
@@ -10,10 +13,11 @@ fn main() {
     println!("cargo:rerun-if-changed={}", object.display());
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("livepatch.bpf.o");
     if let Err(error) = fs::copy(&object, &out) {
-        panic!(
-            "the eBPF object {} is missing ({error}): build with `cargo xtask build`, \
-             which compiles it first",
+        println!(
+            "cargo:warning=no eBPF object at {} ({error}): klpscope is built without its eBPF \
+             programs; `cargo xtask build` builds them first",
             object.display()
         );
+        fs::write(&out, []).expect("write the placeholder eBPF object");
     }
 }

@@ -185,6 +185,14 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
         );
     }
 
+    if OBJECT.is_empty() {
+        caps.missing(
+            "ebpf_object",
+            "this klpscope was built without its eBPF programs (a plain cargo build): \
+             build it with `cargo xtask build` or run it with `cargo xtask run`",
+        );
+        return None;
+    }
     let mut ebpf = match EbpfLoader::new()
         .btf(Some(&btf))
         .override_global("TASK_OFFSETS", &layout.offsets, true)
