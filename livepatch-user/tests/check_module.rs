@@ -592,6 +592,9 @@ fn regenerate_crafted_objects_and_fuzz_seeds() {
     assert!(status.success());
 }
 
+/// For a debug build on a busy 2-core machine.
+const SECONDS_AT_MOST: Duration = Duration::from_secs(10);
+
 /// Compiles `source` (with a `livepatch=Y` .modinfo appended) and parses
 /// it, timed.
 fn parse_source(source: &str) -> (Result<LivepatchModule, Failure>, Duration) {
@@ -635,7 +638,8 @@ fn many_candidate_patches_leading_to_one_array_are_searched_quickly() {
         matches!(&result, Err(Failure::Layout(why)) if why.contains("cannot size")),
         "{result:?}"
     );
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    // Well under a second in a release build; minutes before the fix.
+    assert!(elapsed < SECONDS_AT_MOST, "{elapsed:?}");
 }
 
 #[test]
@@ -669,5 +673,6 @@ fn many_candidate_patches_into_one_long_array_hit_the_step_budget() {
         matches!(&result, Err(Failure::Layout(why)) if why.contains("gave up")),
         "{result:?}"
     );
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    // Well under a second in a release build; minutes before the fix.
+    assert!(elapsed < SECONDS_AT_MOST, "{elapsed:?}");
 }

@@ -312,7 +312,7 @@ const NAME_MAX: usize = 512;
 /// A real module walks a few hundred klp_object and klp_func entries. A file
 /// built so that thousands of candidate klp_patch structs each walk a long
 /// array before failing would otherwise take time quadratic in its size.
-const STEP_BUDGET: usize = 200_000;
+const STEP_BUDGET: usize = 100_000;
 
 impl<'a> Elf<'a> {
     fn new(file: &'a ObjectFile<'a>) -> Result<Self, Failure> {
