@@ -2,7 +2,7 @@
 //! the kernel. Each takes a root path, so tests can point it at a fixture tree.
 //! The one exception to reading is `livepatch_write`: the two writes a user
 //! can confirm in `watch`, re-checked against sysfs at the moment of writing.
-mod attr;
+pub mod attr;
 pub mod clock;
 pub mod ftrace_users;
 pub mod kallsyms;

@@ -244,7 +244,7 @@ pub fn parse_patch_state(text: &str) -> Option<PatchState> {
 const PF_KTHREAD: u64 = 0x0020_0000;
 
 #[derive(Debug, PartialEq, Eq)]
-struct Stat {
+pub struct Stat {
     comm: String,
     state: char,
     flags: u64,
@@ -252,7 +252,7 @@ struct Stat {
 
 /// `pid (comm) state ppid pgrp session tty_nr tpgid flags ...`. The comm may
 /// hold spaces and parentheses, so the fields start after the last `)`.
-fn parse_stat(line: &str) -> Option<Stat> {
+pub fn parse_stat(line: &str) -> Option<Stat> {
     let open = line.find('(')?;
     let close = line.rfind(')')?;
     let comm = line.get(open + 1..close)?.to_owned();
