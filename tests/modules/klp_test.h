@@ -20,12 +20,19 @@
 /* What a park or busy-loop function returns: which version of it ran. */
 #define KLP_TEST_ORIGINAL 1
 #define KLP_TEST_PATCHED 2
+/* klp_test_patch_target2: a second patch stacked on the first. */
+#define KLP_TEST_PATCHED2 3
 
 struct klp_test_park {
 	wait_queue_head_t wq;
 	/* Bumped by each release; a parked task waits for it to change. */
 	unsigned long generation;
 	atomic_t parked;
+	/*
+	 * Sleep in TASK_UNINTERRUPTIBLE (state D): neither a signal nor
+	 * livepatch's fake signal ends it, only a release.
+	 */
+	bool uninterruptible;
 };
 
 struct klp_test_busy {
@@ -37,14 +44,18 @@ struct klp_test_busy {
  * or the livepatched function is then the one on its stack.
  * Killable rather than interruptible: livepatch's fake signal (sent after 15
  * failed rounds) must not release the task; only a release or SIGKILL does.
+ * A park marked uninterruptible ends only with a release.
  */
 static __always_inline int klp_test_park_sleep(struct klp_test_park *park, int version)
 {
 	unsigned long generation = READ_ONCE(park->generation);
-	int ret;
+	int ret = 0;
 
 	atomic_inc(&park->parked);
-	ret = wait_event_killable(park->wq, READ_ONCE(park->generation) != generation);
+	if (park->uninterruptible)
+		wait_event(park->wq, READ_ONCE(park->generation) != generation);
+	else
+		ret = wait_event_killable(park->wq, READ_ONCE(park->generation) != generation);
 	atomic_dec(&park->parked);
 	return ret ? ret : version;
 }

@@ -4,11 +4,17 @@
  *
  * /sys/kernel/debug/klp_test_target/
  *   park     read: sleeps in klp_test_park_wait() until the next release, then
- *            returns "original" or "patched" (which version released it)
- *   release  write anything: wakes every parked reader
- *   parked   read: how many tasks sleep in the park function now
+ *            returns "original", "patched" or "patched2" (which version
+ *            released it: klp_test_patch_target2 returns "patched2")
+ *   release  write anything: wakes every parked reader and dpark kthread
+ *   parked   read: how many readers of park sleep in the park function now
  *   busy     write 1: start kthread "klp_test_busy", looping in
  *            klp_test_busy_loop() until 0 is written; read: its pid, or 0
+ *   dpark    write N (1-8): start N kthreads "klp_dpark/<i>", each asleep
+ *            in klp_test_park_wait() in TASK_UNINTERRUPTIBLE (state D:
+ *            livepatch's fake signals do not wake it) until the next
+ *            release, then exiting (EBUSY while an earlier batch runs);
+ *            read: their pids, space-separated, on one line (empty: none)
  */
 #include <linux/completion.h>
 #include <linux/debugfs.h>
@@ -23,6 +29,18 @@
 static struct klp_test_park park = {
 	.wq = __WAIT_QUEUE_HEAD_INITIALIZER(park.wq),
 };
+
+static struct klp_test_park dpark = {
+	.wq = __WAIT_QUEUE_HEAD_INITIALIZER(dpark.wq),
+	.uninterruptible = true,
+};
+
+#define DPARK_MAX 8
+
+static pid_t dpark_pids[DPARK_MAX];
+static struct completion dpark_done[DPARK_MAX];
+static int dpark_count;
+static DEFINE_MUTEX(dpark_lock);
 
 static struct klp_test_busy busy;
 static struct task_struct *busy_task;
@@ -55,7 +73,16 @@ static ssize_t park_read(struct file *file, char __user *buf, size_t len, loff_t
 	ret = klp_test_park_wait(&park);
 	if (ret < 0)
 		return ret;
-	version = ret == KLP_TEST_PATCHED ? "patched\n" : "original\n";
+	switch (ret) {
+	case KLP_TEST_PATCHED:
+		version = "patched\n";
+		break;
+	case KLP_TEST_PATCHED2:
+		version = "patched2\n";
+		break;
+	default:
+		version = "original\n";
+	}
 	return simple_read_from_buffer(buf, len, pos, version, strlen(version));
 }
 
@@ -63,6 +90,8 @@ static ssize_t release_write(struct file *file, const char __user *buf, size_t l
 {
 	WRITE_ONCE(park.generation, park.generation + 1);
 	wake_up_all(&park.wq);
+	WRITE_ONCE(dpark.generation, dpark.generation + 1);
+	wake_up_all(&dpark.wq);
 	return len;
 }
 
@@ -124,6 +153,73 @@ static ssize_t busy_read(struct file *file, char __user *buf, size_t len, loff_t
 	return simple_read_from_buffer(buf, len, pos, text, n);
 }
 
+static int dpark_thread(void *data)
+{
+	struct completion *done = data;
+
+	klp_test_park_wait(&dpark);
+	kthread_complete_and_exit(done, 0);
+}
+
+/* Called with dpark_lock held: true while a kthread of the batch runs. */
+static bool dpark_running(void)
+{
+	int i;
+
+	for (i = 0; i < dpark_count; i++)
+		if (!completion_done(&dpark_done[i]))
+			return true;
+	return false;
+}
+
+static ssize_t dpark_write(struct file *file, const char __user *buf, size_t len, loff_t *pos)
+{
+	unsigned int n;
+	int ret = kstrtouint_from_user(buf, len, 10, &n);
+
+	if (ret)
+		return ret;
+	if (n < 1 || n > DPARK_MAX)
+		return -EINVAL;
+	mutex_lock(&dpark_lock);
+	if (dpark_running()) {
+		ret = -EBUSY;
+		goto out;
+	}
+	for (dpark_count = 0; dpark_count < (int)n; dpark_count++) {
+		struct completion *done = &dpark_done[dpark_count];
+		struct task_struct *task;
+
+		init_completion(done);
+		task = kthread_create(dpark_thread, done, "klp_dpark/%d", dpark_count);
+		if (IS_ERR(task)) {
+			ret = PTR_ERR(task);
+			break;
+		}
+		/* Its pid now: once released, the task may be gone. */
+		dpark_pids[dpark_count] = task_pid_nr(task);
+		wake_up_process(task);
+	}
+out:
+	mutex_unlock(&dpark_lock);
+	return ret ? ret : len;
+}
+
+static ssize_t dpark_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+{
+	char text[DPARK_MAX * 12 + 2];
+	int i, n = 0;
+
+	mutex_lock(&dpark_lock);
+	for (i = 0; i < dpark_count; i++)
+		if (!completion_done(&dpark_done[i]))
+			n += scnprintf(text + n, sizeof(text) - n, "%s%d", n ? " " : "",
+				       dpark_pids[i]);
+	mutex_unlock(&dpark_lock);
+	n += scnprintf(text + n, sizeof(text) - n, "\n");
+	return simple_read_from_buffer(buf, len, pos, text, n);
+}
+
 static const struct file_operations park_fops = { .owner = THIS_MODULE, .read = park_read };
 static const struct file_operations release_fops = { .owner = THIS_MODULE, .write = release_write };
 static const struct file_operations parked_fops = { .owner = THIS_MODULE, .read = parked_read };
@@ -131,6 +227,11 @@ static const struct file_operations busy_fops = {
 	.owner = THIS_MODULE,
 	.read = busy_read,
 	.write = busy_write,
+};
+static const struct file_operations dpark_fops = {
+	.owner = THIS_MODULE,
+	.read = dpark_read,
+	.write = dpark_write,
 };
 
 static int __init klp_test_target_init(void)
@@ -140,6 +241,7 @@ static int __init klp_test_target_init(void)
 	debugfs_create_file("release", 0200, dir, NULL, &release_fops);
 	debugfs_create_file("parked", 0400, dir, NULL, &parked_fops);
 	debugfs_create_file("busy", 0600, dir, NULL, &busy_fops);
+	debugfs_create_file("dpark", 0600, dir, NULL, &dpark_fops);
 	return 0;
 }
 
@@ -149,6 +251,11 @@ static void __exit klp_test_target_exit(void)
 	mutex_lock(&busy_lock);
 	busy_stop();
 	mutex_unlock(&busy_lock);
+	/* The dpark kthreads run this module's code: release and wait. */
+	WRITE_ONCE(dpark.generation, dpark.generation + 1);
+	wake_up_all(&dpark.wq);
+	for (int i = 0; i < dpark_count; i++)
+		wait_for_completion(&dpark_done[i]);
 }
 
 module_init(klp_test_target_init);
