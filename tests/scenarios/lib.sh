@@ -194,6 +194,76 @@ busy_stop() {
     log "kthread $BUSY_PID stopped"
 }
 
+# task_state PID: the scheduler's state letter (/proc/PID/stat field 3:
+# R, S, D, ...). The comm before it may hold spaces: cut after the last ')'.
+task_state() {
+    _stat=
+    read -r _stat 2>/dev/null < "/proc/$1/stat"
+    _stat=${_stat##*) }
+    echo "${_stat%% *}"
+}
+
+# dparked PID FUNCTION: PID sleeps uninterruptibly (state D) in FUNCTION.
+dparked() { [ "$(task_state "$1")" = D ] && on_stack "$1" "$2"; }
+
+all_dparked() {
+    for _pid in $DPARK_PIDS; do
+        dparked "$_pid" "$1" || return 1
+    done
+}
+
+# dpark_start N FUNCTION: starts N kthreads (klp_dpark/<i>) asleep in
+# TASK_UNINTERRUPTIBLE in FUNCTION (klp_test_park_wait, or
+# livepatch_klp_test_park_wait once patched); sets DPARK_PIDS.
+dpark_start() {
+    echo "$1" > "$TARGET/dpark" || fail "cannot start $1 dpark kthreads"
+    read -r DPARK_PIDS < "$TARGET/dpark"
+    assert_eq "$(echo $DPARK_PIDS | wc -w)" "$1" "dpark kthreads started"
+    wait_until 10 "kthreads $DPARK_PIDS in state D in $2" all_dparked "$2"
+    log "kthreads $DPARK_PIDS asleep (D) in $2"
+}
+
+# dpark_release: wakes the dpark kthreads and waits for them to exit.
+dpark_release() {
+    echo 1 > "$TARGET/release"
+    for _pid in $DPARK_PIDS; do
+        wait_until 10 "kthread $_pid released" exited "$_pid"
+    done
+    log "kthreads $DPARK_PIDS released"
+}
+
+# only_tasks_in_state "TIDS" STATE: exactly the tasks TIDS (in any order)
+# have patch_state STATE.
+only_tasks_in_state() {
+    _got=$(tasks_in_state "$2")
+    [ "$(echo $_got | wc -w)" = "$(echo $1 | wc -w)" ] || return 1
+    for _tid in $_got; do
+        case " $1 " in
+            *" $_tid "*) ;;
+            *) return 1 ;;
+        esac
+    done
+}
+
+# wait_for_sole_blockers "TIDS" STATE: every task but TIDS leaves STATE.
+wait_for_sole_blockers() {
+    wait_until 15 "tids $1 the only tasks with patch_state $2" only_tasks_in_state "$1" "$2"
+}
+
+# as_nobody COMMAND...: runs COMMAND (one shell command line) as uid and gid
+# 65534 with no capabilities. busybox su finds users in /etc/passwd, which
+# the guest lacks: the first call writes root and nobody there.
+as_nobody() {
+    if ! grep -q '^nobody:' /etc/passwd 2>/dev/null; then
+        mkdir -p /etc
+        echo 'root:x:0:0:root:/root:/bin/sh' >> /etc/passwd
+        echo 'nobody:x:65534:65534:nobody:/nonexistent:/bin/sh' >> /etc/passwd
+        echo 'root:x:0:' >> /etc/group
+        echo 'nogroup:x:65534:' >> /etc/group
+    fi
+    su -s /bin/sh nobody -c "$*"
+}
+
 # ---- klpscope checks (run from the scenarios' klpscope_<checkpoint>) ----
 
 KS=/tmp/klpscope
@@ -393,4 +463,30 @@ tids_now() {
 uptime_cs() {
     read -r _up _ < /proc/uptime
     echo "${_up%.*}${_up#*.}"
+}
+
+# json_array "N N ...": the numbers as a JSON array.
+json_array() {
+    _json=
+    for _n in $1; do
+        _json="$_json${_json:+,}$_n"
+    done
+    echo "[$_json]"
+}
+
+# blocker_version NAME VERSION: the one blocker of $KS/NAME.json runs
+# VERSION ({"kind":"original"}, {"kind":"replacement","patch":"P"}).
+blocker_version() {
+    jq_true "$KS/$1.json" ".blockers[0].version == $2" || return 1
+}
+
+# predicts_all PATCH "TIDS" KTHREAD: `check --module` on PATCH's .ko
+# predicts exactly TIDS as its persistent blockers.
+predicts_all() {
+    ks_json check-$1 check --module "$KLP_TEST_DIR/$1.ko" --json --duration 2 || return 1
+    jq_true "$KS/check-$1.json" "
+        ([.predicted_blockers[] | select(.persistent) | .tid] | sort)
+            == ($(json_array "$2") | sort)
+        and all(.predicted_blockers[] | select(.persistent); .kthread == $3)" || return 1
+    log "klpscope check --module $1 predicts tids $2"
 }
