@@ -35,9 +35,11 @@ pub struct Lab {
 impl Lab {
     pub fn prepare() -> Result<Lab> {
         apt::ensure_installed(&HOST_PACKAGES)?;
-        build::all(false)?;
+        // The release build, as an administrator runs it: under TCG a debug
+        // build spends many seconds parsing BTF before watch is ready.
+        build::all(true)?;
         Ok(Lab {
-            klpscope: build::klpscope_binary(false),
+            klpscope: build::klpscope_binary(true),
         })
     }
 
