@@ -1,6 +1,7 @@
 mod bench;
 mod build;
 mod cache;
+mod fuzz;
 mod setup;
 mod test;
 mod vm;
@@ -39,8 +40,16 @@ enum Command {
     /// scan against kpatch's shell loop (host), and the call counter's cost
     /// per call against no probe and a minimal fentry (VM).
     Bench,
-    /// Every test of the project: lint, unit, integration and VM scenarios.
+    /// Every test of the project: lint, unit, integration, fuzzing and VM scenarios.
     Test,
+    /// Run every fuzz target of livepatch-user's parsers (cargo-fuzz, nightly)
+    /// for a fixed number of executions, from the checked-in seeds.
+    Fuzz {
+        /// Executions per target, instead of each target's default (about a
+        /// minute for all).
+        #[arg(long)]
+        runs: Option<u64>,
+    },
     /// Boot a Debian kernel in qemu with klpscope and the test modules; run a script as root.
     VmRun(vm::RunArgs),
     /// Run every VM scenario and the harness self-checks.
@@ -63,6 +72,7 @@ fn main() -> ExitCode {
         Command::Lint => test::lint().map(|_| ExitCode::SUCCESS),
         Command::Bench => bench::run(),
         Command::Test => test::all(),
+        Command::Fuzz { runs } => fuzz::run(runs).map(|_| ExitCode::SUCCESS),
         Command::VmRun(args) => vm::run(args),
         Command::VmTest { kernel } => vm::test(kernel).map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => vm::demo(args),

@@ -32,6 +32,8 @@ pub fn all() -> Result<ExitCode> {
         build::user_cargo("test").args(["--workspace"]),
         "unit and integration tests",
     )?;
+    // The parsers of untrusted input, fuzzed from their seeds.
+    crate::fuzz::run(None)?;
     // Real livepatch transitions, on every supported Debian kernel.
     crate::vm::test(crate::vm::Kernels::All)?;
     // The TUI as a person sees it, in a terminal.
