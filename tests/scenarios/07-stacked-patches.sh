@@ -72,7 +72,9 @@ checkpoint blocked
 release
 assert_eq "$PARKED_VERSION" patched "function that released the parked task"
 wait_for_transition $P2
-assert_eq "$(attr $P2 klp_test_target/patched)" 1 "$P2 klp_test_target/patched"
+# The object's patched file: not on 5.10.
+[ ! -e "$LIVEPATCH/$P2/klp_test_target/patched" ] \
+    || assert_eq "$(attr $P2 klp_test_target/patched)" 1 "$P2 klp_test_target/patched"
 assert_dmesg "'$P2': patching complete"
 assert_all_switched
 checkpoint complete

@@ -92,7 +92,9 @@ checkpoint blocked
 
 dpark_release
 wait_for_transition $P
-assert_eq "$(attr $P klp_test_target/patched)" 1 "$P klp_test_target/patched"
+# The object's patched file: not on 5.10.
+[ ! -e "$LIVEPATCH/$P/klp_test_target/patched" ] \
+    || assert_eq "$(attr $P klp_test_target/patched)" 1 "$P klp_test_target/patched"
 assert_dmesg "'$P': patching complete"
 assert_all_switched
 checkpoint complete
