@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::{
-    model::{BlockReason, Direction, Known, Patch, PatchState, StackFrame, Task},
+    model::{BlockReason, Direction, Known, Patch, PatchFunction, PatchState, StackFrame, Task},
     probes::TaskVerdict,
 };
 
@@ -143,11 +143,18 @@ impl PatchedCode<'_> {
 
 fn shares_a_function(a: &Patch, b: &Patch) -> bool {
     a.objects.iter().any(|ao| {
-        b.objects
-            .iter()
-            .filter(|bo| bo.name == ao.name)
-            .any(|bo| ao.functions.iter().any(|f| bo.functions.contains(f)))
+        b.objects.iter().filter(|bo| bo.name == ao.name).any(|bo| {
+            ao.functions
+                .iter()
+                .any(|f| bo.functions.iter().any(|g| same_symbol(f, g)))
+        })
     })
+}
+
+/// sympos 0 (a module's "the only one") and 1 (what sysfs shows for a
+/// unique symbol) name the same symbol.
+fn same_symbol(a: &PatchFunction, b: &PatchFunction) -> bool {
+    a.name == b.name && a.sympos.max(1) == b.sympos.max(1)
 }
 
 /// The blockers among the tasks still pending, using the kernel's verdicts
@@ -480,6 +487,22 @@ mod tests {
             ),
             frame("vfs_read", None),
         ]
+    }
+
+    /// check --module reads sympos 0 from the .ko; sysfs shows the loaded
+    /// patch's unique symbol as 1: the same function.
+    #[test]
+    fn a_planned_patch_with_sympos_0_stacks_on_a_loaded_one_with_1() {
+        let first = stacked("klp_test_patch_target", true);
+        let mut planned = stacked("klp_test_patch_target2", false);
+        planned.objects[0].functions[0].sympos = 0;
+        let loaded = [first];
+        let code = PatchedCode {
+            patch: &planned,
+            direction: Direction::Patching,
+            loaded: &loaded,
+        };
+        assert!(code.blocking_frame(&in_first_patch()).is_some());
     }
 
     /// A second patch of a function an enabled patch already replaced: the

@@ -23,6 +23,9 @@ pub struct Diagnosis {
     pub retry_rounds: Option<u64>,
     pub tasks_total: usize,
     pub tasks_pending: usize,
+    /// Tasks whose patch_state could not be read (not root): counted as
+    /// pending, since nothing says they switched.
+    pub tasks_unreadable: usize,
     /// None when the kernel log could not be read.
     pub signals_sent: Option<bool>,
     pub next: String,
@@ -55,6 +58,7 @@ pub fn diagnose_transition(
     mut blockers: Vec<Blocker>,
     log: Option<&[LogEntry]>,
     now_us: u64,
+    tasks_unreadable: usize,
 ) -> Diagnosis {
     let run = log.and_then(|log| current_run(log, &transition.patch));
     let elapsed_secs = run.map(|run| now_us.saturating_sub(run[0].timestamp_us) as f64 / 1e6);
@@ -108,6 +112,7 @@ pub fn diagnose_transition(
         retry_rounds: elapsed_secs.map(|e| e as u64),
         tasks_total: transition.tasks_total,
         tasks_pending: transition.tasks_pending,
+        tasks_unreadable,
         signals_sent,
         next,
         verdicts_from,
@@ -187,6 +192,7 @@ pub fn diagnose_idle(log: Option<&[LogEntry]>, patch: Option<&str>) -> Diagnosis
         retry_rounds: None,
         tasks_total: 0,
         tasks_pending: 0,
+        tasks_unreadable: 0,
         signals_sent: None,
         next: "nothing to do: no transition in progress".into(),
         verdicts_from: VerdictSource::Inferred,
@@ -249,7 +255,7 @@ mod tests {
             entry(25, LivepatchMessage::Signaling),
             entry(100, starting("p")),
         ];
-        let d = diagnose_transition(&transition(), vec![blocker()], Some(&log), 106_000_000);
+        let d = diagnose_transition(&transition(), vec![blocker()], Some(&log), 106_000_000, 0);
         assert_eq!(d.elapsed_secs, Some(6.0));
         assert_eq!(d.retry_rounds, Some(6));
         assert_eq!(
@@ -267,14 +273,14 @@ mod tests {
             entry(10, starting("p")),
             entry(25, LivepatchMessage::Signaling),
         ];
-        let d = diagnose_transition(&transition(), vec![blocker()], Some(&log), 40_000_000);
+        let d = diagnose_transition(&transition(), vec![blocker()], Some(&log), 40_000_000, 0);
         assert_eq!(d.signals_sent, Some(true));
         assert!(d.next.contains("never gives up"));
     }
 
     #[test]
     fn an_unreadable_log_leaves_time_and_signals_unknown() {
-        let d = diagnose_transition(&transition(), vec![blocker()], None, 1);
+        let d = diagnose_transition(&transition(), vec![blocker()], None, 1, 0);
         assert_eq!(d.elapsed_secs, None);
         assert_eq!(d.signals_sent, None);
         assert_eq!(d.blockers.len(), 1);

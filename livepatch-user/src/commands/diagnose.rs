@@ -95,7 +95,12 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
             };
             let blockers =
                 find_blockers(&snapshot.tasks, &code, verdicts.as_deref(), monotonic_ns());
-            diagnose_transition(transition, blockers, log, monotonic_ns() / 1000)
+            let unreadable = snapshot
+                .tasks
+                .iter()
+                .filter(|task| task.patch_state.value().is_none())
+                .count();
+            diagnose_transition(transition, blockers, log, monotonic_ns() / 1000, unreadable)
         }
     };
     let view = DiagnoseView {

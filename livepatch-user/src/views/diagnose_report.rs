@@ -85,9 +85,13 @@ fn write_text(out: &mut String, view: &DiagnoseView) -> std::fmt::Result {
         VerdictSource::Kernel => "the kernel's own (eBPF tracer)",
         VerdictSource::Inferred => "inferred from patch_state, scheduler state and stacks",
     };
+    let unreadable = match d.tasks_unreadable {
+        0 => String::new(),
+        n => format!(" ({n} of them with an unreadable patch_state)"),
+    };
     writeln!(
         out,
-        "tasks pending: {} of {}   fake signals: {signals}",
+        "tasks pending: {} of {}{unreadable}   fake signals: {signals}",
         d.tasks_pending, d.tasks_total
     )?;
     writeln!(out, "verdicts: {verdicts}")?;
