@@ -53,8 +53,11 @@ impl Lab {
         let modules = modules::build(kernel)?;
         let dir = cache::dir().join("vm");
         std::fs::create_dir_all(&dir)?;
-        // Per process: concurrent runs must not overwrite each other's image.
-        let out = dir.join(format!("initramfs-{}.cpio", std::process::id()));
+        // Per process and boot: concurrent runs and boots must not
+        // overwrite each other's image.
+        static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let boot = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = dir.join(format!("initramfs-{}-{boot}.cpio", std::process::id()));
         guest::Guest {
             klpscope: &self.klpscope,
             modules: &modules,

@@ -44,12 +44,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// The console's last lines, in one piece: boots running side by side
+    /// must not interleave them.
     pub fn print_tail(&self) {
-        eprintln!("---- last {} console lines ----", self.tail.len());
+        let mut text = format!("---- last {} console lines ----\n", self.tail.len());
         for line in &self.tail {
-            eprintln!("| {line}");
+            text.push_str(&format!("| {line}\n"));
         }
-        eprintln!("---- end of console ----");
+        text.push_str("---- end of console ----\n");
+        eprint!("{text}");
     }
 }
 

@@ -4,6 +4,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -81,6 +82,16 @@ const SELF_CHECKS: [SelfCheck; 3] = [
     },
 ];
 
+/// Boots at once: one per core (`KLPSCOPE_VM_PARALLEL` overrides).
+fn parallel_boots() -> usize {
+    std::env::var("KLPSCOPE_VM_PARALLEL")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+        .max(1)
+}
+
 pub fn describe(outcome: &qemu::Outcome) -> String {
     match outcome {
         qemu::Outcome::Exited(status) => format!("script exited with status {status}"),
@@ -149,21 +160,51 @@ pub fn test(kernels: Kernels) -> Result<()> {
             machine.accel.name()
         );
         let t2 = Instant::now();
-        for script in &scenarios {
-            let name = script.file_stem().unwrap_or_default().to_string_lossy();
-            let report = lab.boot(&kernel, &machine, script, &[], SCENARIO_TIMEOUT, false)?;
-            let secs = report.elapsed.as_secs_f64();
-            if matches!(report.outcome, qemu::Outcome::Exited(0)) {
+        // Single-threaded TCG keeps one core busy per boot: boot as many
+        // scenarios side by side as there are cores.
+        let queue = Mutex::new(scenarios.iter());
+        let results = Mutex::new(Vec::new());
+        std::thread::scope(|threads| {
+            for _ in 0..parallel_boots() {
+                threads.spawn(|| {
+                    loop {
+                        let Some(script) = queue.lock().unwrap().next() else {
+                            return;
+                        };
+                        let name = script.file_stem().unwrap_or_default().to_string_lossy();
+                        let report =
+                            lab.boot(&kernel, &machine, script, &[], SCENARIO_TIMEOUT, false);
+                        let passed = match report {
+                            Ok(report) => {
+                                let secs = report.elapsed.as_secs_f64();
+                                if matches!(report.outcome, qemu::Outcome::Exited(0)) {
+                                    println!("PASS {name} on {} ({secs:.1}s)", kernel.release());
+                                    true
+                                } else {
+                                    report.print_tail();
+                                    println!(
+                                        "FAIL {name} on {}: {} ({secs:.1}s)",
+                                        kernel.release(),
+                                        describe(&report.outcome)
+                                    );
+                                    false
+                                }
+                            }
+                            Err(error) => {
+                                println!("FAIL {name} on {}: {error:#}", kernel.release());
+                                false
+                            }
+                        };
+                        results.lock().unwrap().push(passed);
+                    }
+                });
+            }
+        });
+        for passed in results.into_inner().unwrap() {
+            if passed {
                 run.passed += 1;
-                println!("PASS {name} on {} ({secs:.1}s)", kernel.release());
             } else {
                 run.failed += 1;
-                report.print_tail();
-                println!(
-                    "FAIL {name} on {}: {} ({secs:.1}s)",
-                    kernel.release(),
-                    describe(&report.outcome)
-                );
             }
         }
         // The harness does not depend on the kernel: check it on one.
