@@ -78,6 +78,21 @@ fn objects_functions_sympos_and_replace_are_decoded() {
     assert_eq!(read_livepatch_module(&ko).unwrap(), expected());
 }
 
+/// A klp_object with callbacks and no functions (its `funcs` an all-zero
+/// array in .bss), as the kernel's own selftest modules have: the kernel
+/// loads it, so it must decode.
+#[test]
+fn a_callbacks_only_object_decodes_with_no_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let ko = build(&dir, "callbacks", 0x98, &["-DCALLBACKS_ONLY_OBJECT"]);
+    let mut want = expected();
+    want.objects.push(ModuleObject {
+        name: Some("klp_callbacks_only".into()),
+        functions: vec![],
+    });
+    assert_eq!(read_livepatch_module(&ko).unwrap(), want);
+}
+
 #[test]
 fn a_linked_module_with_its_own_this_module_is_decoded() {
     let dir = tempfile::tempdir().unwrap();

@@ -382,7 +382,16 @@ impl<'a> Elf<'a> {
     }
 
     fn points_to_data(&self, place: Place) -> bool {
-        matches!(self.pointer(place), Some(Local(s, _)) if self.kinds.get(&s) == Some(&SectionKind::Data))
+        matches!(self.pointer(place), Some(Local(s, _)) if matches!(
+            self.kinds.get(&s),
+            Some(SectionKind::Data | SectionKind::UninitializedData)
+        ))
+    }
+
+    /// In .bss: all zeros, so an array there is only its terminator (a
+    /// callbacks-only klp_object's `funcs`, as the kernel's selftests have).
+    fn in_zeroed_data(&self, section: SectionIndex) -> bool {
+        self.kinds.get(&section) == Some(&SectionKind::UninitializedData)
     }
 
     /// Counts `steps` of work against the budget.
@@ -463,6 +472,7 @@ impl<'a> Elf<'a> {
                 };
                 // entries() only yields objects whose funcs point into data.
                 let functions = match field(entry, POINTER).and_then(|funcs| self.pointer(funcs)) {
+                    Some(Local(section, _)) if self.in_zeroed_data(section) => Vec::new(),
                     Some(Local(section, offset)) => self.functions((section, offset))?,
                     _ => Vec::new(),
                 };
