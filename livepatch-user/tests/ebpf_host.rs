@@ -3,7 +3,10 @@
 use std::{os::unix::fs::MetadataExt, path::Path};
 
 use aya::{Ebpf, EbpfLoader, maps::Map, programs::Program};
-use livepatch_user::probes::{self, ProbeRequest};
+use livepatch_user::{
+    model::FunctionState,
+    probes::{self, ProbeRequest},
+};
 
 fn require_root() {
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
@@ -95,7 +98,7 @@ fn the_capability_report_explains_what_this_kernel_refuses() {
     require_root();
     let request = ProbeRequest {
         tracer: true,
-        count_calls: vec!["cmdline_proc_show".into()],
+        count_calls: vec![("cmdline_proc_show".into(), FunctionState::Unpatched)],
     };
     let (probes, caps) = probes::load(Path::new("/"), &request);
     for essential in ["root", "btf", "ebpf_object"] {

@@ -57,7 +57,13 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
         caps.missing("ebpf", "not tried (--no-ebpf)");
         (None, caps)
     } else {
-        let count_calls = vmlinux_functions(&targets);
+        let count_calls = vmlinux_functions(&targets)
+            .into_iter()
+            .map(|name| {
+                let state = function_state(&patches, "vmlinux", &name);
+                (name, state)
+            })
+            .collect();
         probes::load(
             root,
             &ProbeRequest {
@@ -75,14 +81,8 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|| "eBPF unavailable".into()),
         ),
     };
-    let mut probes = probes;
-    if let Some(counter) = probes.as_mut().and_then(|p| p.call_counter.as_mut()) {
-        for target in targets.iter().filter(|t| t.object.is_none()) {
-            let state = function_state(&patches, "vmlinux", &target.name);
-            // A function whose version cannot be set still counts, as old.
-            let _ = counter.set_state(&target.name, state);
-        }
-    }
+    // The counters were loaded with each function's version as sysfs says
+    // it now: no call is counted before the version is right.
     let counter = probes.as_ref().and_then(|p| p.call_counter.as_ref());
 
     // The counters start at zero when they attach, just before this: every

@@ -649,7 +649,10 @@ impl Feed {
             self.counter = None;
             let request = ProbeRequest {
                 tracer: false,
-                count_calls: functions.clone(),
+                count_calls: functions
+                    .iter()
+                    .map(|name| (name.clone(), function_state(patches, "vmlinux", name)))
+                    .collect(),
             };
             let (counter, caps) = probes::load(&self.root, &request);
             self.counter = counter;

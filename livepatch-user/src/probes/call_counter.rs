@@ -34,6 +34,26 @@ pub struct CallCount {
     pub new: u64,
 }
 
+/// How a slot's program tells the version of a call in this state.
+fn slot_mode(state: FunctionState) -> u32 {
+    match state {
+        FunctionState::Unpatched => SLOT_OLD,
+        FunctionState::Patched => SLOT_NEW,
+        FunctionState::InTransition(Direction::Patching) => SLOT_ASK_TASK_ELSE_NEW,
+        FunctionState::InTransition(Direction::Unpatching) => SLOT_ASK_TASK_ELSE_OLD,
+    }
+}
+
+/// The slots' modes the programs are loaded with, one slot per function in
+/// order (the order `attach` gives them).
+pub(super) fn initial_slot_modes(functions: &[(String, FunctionState)]) -> [u32; CALL_SLOTS] {
+    let mut modes = [SLOT_OLD; CALL_SLOTS];
+    for (mode, (_, state)) in modes.iter_mut().zip(functions) {
+        *mode = slot_mode(*state);
+    }
+    modes
+}
+
 fn map_named<T: TryFrom<aya::maps::Map, Error = MapError>>(
     ebpf: &mut Ebpf,
     name: &str,
@@ -50,11 +70,11 @@ impl CallCounter {
     pub(super) fn attach(
         ebpf: &mut Ebpf,
         btf: &Btf,
-        functions: &[String],
+        functions: &[(String, FunctionState)],
         caps: &mut Capabilities,
     ) -> Result<Self, MapError> {
         let mut slots = Vec::new();
-        for (slot, function) in functions.iter().enumerate() {
+        for (slot, (function, _)) in functions.iter().enumerate() {
             let name = format!("calls:{function}");
             if slot >= CALL_SLOTS {
                 caps.missing(
@@ -91,12 +111,7 @@ impl CallCounter {
     /// Tells the counter which version of `function` runs now, as sysfs
     /// says: outside a transition the probe then reads no task state.
     pub fn set_state(&mut self, function: &str, state: FunctionState) -> Result<(), MapError> {
-        let mode = match state {
-            FunctionState::Unpatched => SLOT_OLD,
-            FunctionState::Patched => SLOT_NEW,
-            FunctionState::InTransition(Direction::Patching) => SLOT_ASK_TASK_ELSE_NEW,
-            FunctionState::InTransition(Direction::Unpatching) => SLOT_ASK_TASK_ELSE_OLD,
-        };
+        let mode = slot_mode(state);
         let mut modes = self.slot_modes.get(&0, 0)?;
         for (slot, name) in self.slots.iter().enumerate() {
             if name.as_deref() == Some(function) {

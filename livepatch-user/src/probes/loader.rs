@@ -9,9 +9,12 @@ use aya::{
 use aya_log::EbpfLogger;
 
 use super::{
-    btf::task_layout, call_counter::CallCounter, capabilities::Capabilities,
+    btf::task_layout,
+    call_counter::{CallCounter, initial_slot_modes},
+    capabilities::Capabilities,
     tracer::TransitionTracer,
 };
+use crate::model::FunctionState;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/livepatch.bpf.o"));
 
@@ -24,8 +27,10 @@ const FENTRY_PROBE_FUNCTION: &str = "cmdline_proc_show";
 pub struct ProbeRequest {
     /// Attach the transition tracer.
     pub tracer: bool,
-    /// vmlinux functions whose calls to count, one slot each.
-    pub count_calls: Vec<String>,
+    /// vmlinux functions whose calls to count, one slot each, with the
+    /// version that runs when the counters attach: the programs count from
+    /// their first call, so the version must be right from the start.
+    pub count_calls: Vec<(String, FunctionState)>,
 }
 
 /// Loaded and attached programs. Dropping it detaches every program: aya
@@ -196,6 +201,11 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
     let mut ebpf = match EbpfLoader::new()
         .btf(Some(&btf))
         .override_global("TASK_OFFSETS", &layout.offsets, true)
+        .override_global(
+            "SLOT_MODES",
+            &initial_slot_modes(&request.count_calls),
+            true,
+        )
         .load(OBJECT)
     {
         Ok(ebpf) => ebpf,
