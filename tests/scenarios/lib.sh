@@ -280,6 +280,15 @@ kernel_verdicts() {
     [ "$_major" -gt 6 ] || { [ "$_major" -eq 6 ] && [ "$_minor" -ge 12 ]; }
 }
 
+# fentry_beside_livepatch: the kernel lets a BPF trampoline (fentry) share
+# a function with livepatch's ftrace handler (IPMODIFY): from 6.0 on. On
+# 5.10 attaching to a livepatched function fails, so klpscope cannot count
+# its calls.
+fentry_beside_livepatch() {
+    _release=$(uname -r)
+    [ "${_release%%.*}" -ge 6 ]
+}
+
 # jq_true FILE FILTER: FILTER holds on the JSON in FILE; otherwise print
 # both and fail the check.
 jq_true() {
