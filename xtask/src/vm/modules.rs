@@ -47,8 +47,16 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
             for line in tail.iter().rev() {
                 eprintln!("  {line}");
             }
+            // The one line that says what broke: the first error, else
+            // the last line.
+            let cause = log
+                .lines()
+                .find(|l| l.contains("error:") || l.contains("Error ") || l.contains("not found"))
+                .or_else(|| log.lines().rfind(|l| !l.trim().is_empty()))
+                .unwrap_or("")
+                .trim();
             bail!(
-                "building the test modules against {} failed",
+                "building the test modules against {} failed: {cause}",
                 kernel.release()
             );
         }
