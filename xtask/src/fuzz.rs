@@ -52,7 +52,7 @@ pub fn run(runs: Option<u64>) -> Result<()> {
         "building the fuzz targets (cargo +nightly fuzz build)",
     )?;
     // Run as cargo fuzz run would, without its cargo build before each.
-    let binaries = fuzz_dir().join("target").join(&host).join("release");
+    let binaries = fuzz_target_dir().join(&host).join("release");
     println!(
         "fuzz: {} targets built ({:.1}s)",
         TARGETS.len(),
@@ -133,8 +133,16 @@ fn cargo_fuzz_build(bin_dir: &Path) -> Command {
         .env("KLPSCOPE_EBPF_OBJECT", build::ebpf_object())
         .args(["+nightly", "fuzz", "build", "--fuzz-dir"])
         .arg(fuzz_dir())
+        .arg("--target-dir")
+        .arg(fuzz_target_dir())
         .arg("--debug-assertions");
     cmd
+}
+
+/// The sanitizer build takes minutes from cold: kept in the cache, so a
+/// fresh clone (CI's) reuses what an earlier run built.
+fn fuzz_target_dir() -> PathBuf {
+    cache::dir().join("fuzz-target")
 }
 
 /// The host's target triple, where cargo fuzz builds by default.
