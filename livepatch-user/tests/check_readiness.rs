@@ -62,7 +62,8 @@ fn persistent_blockers_are_told_from_passers_by() {
         vec![task(1, true), task(2, true)],
         vec![task(1, true), task(2, false)],
     ];
-    let readiness = assess(&Observations {
+    let ftrace_users = Known::Value(Vec::new());
+    let base = Observations {
         kernel: &kernel,
         patches: &[],
         plan: &Plan::Functions,
@@ -70,7 +71,7 @@ fn persistent_blockers_are_told_from_passers_by() {
         symbols: &symbols,
         loaded_modules: None,
         filter_functions: &filter,
-        ftrace_users: &Known::Value(Vec::new()),
+        ftrace_users: &ftrace_users,
         calls: &[Known::Value(CallWindow {
             per_sec: 12.5,
             old: 25,
@@ -80,7 +81,8 @@ fn persistent_blockers_are_told_from_passers_by() {
         ebpf_unavailable: None,
         privileged: true,
         samples: &samples,
-    });
+    };
+    let readiness = assess(&base);
     let blockers: Vec<(u32, bool, usize)> = readiness
         .predicted_blockers
         .iter()
@@ -101,6 +103,27 @@ fn persistent_blockers_are_told_from_passers_by() {
     assert_eq!(readiness.functions[0].calls_per_sec, Some(12.5));
     // Everything else passes: the persistent blocker alone makes warnings.
     assert_eq!(readiness.verdict, Verdict::Warnings, "{readiness:#?}");
+    let fentry = |readiness: &livepatch_user::analysis::readiness::Readiness| {
+        let check = readiness.kernel_checks.iter().find(|c| c.id == "fentry");
+        check.map(|c| (c.status, c.detail.clone())).unwrap()
+    };
+    assert_eq!(
+        fentry(&readiness).0,
+        livepatch_user::analysis::readiness::Status::Pass
+    );
+
+    // fentry works, but not on this function (5.10: livepatch holds it):
+    // the kernel check must not say calls are counted.
+    let refused = assess(&Observations {
+        calls: &[Known::unknown("cannot attach to cmdline_proc_show (EBUSY)")],
+        ..base
+    });
+    let (status, detail) = fentry(&refused);
+    assert_eq!(status, livepatch_user::analysis::readiness::Status::Warn);
+    assert!(
+        detail.contains("cmdline_proc_show: cannot attach"),
+        "{detail}"
+    );
 }
 
 #[test]

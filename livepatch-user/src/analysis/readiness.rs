@@ -336,8 +336,27 @@ fn kernel_checks(seen: &Observations) -> Vec<KernelCheck> {
             "no /sys/kernel/btf/vmlinux: klpscope cannot load its eBPF programs",
         )
     });
+    // vmlinux functions the counter could not attach to, though fentry works.
+    let refused: Vec<String> = seen
+        .targets
+        .iter()
+        .zip(seen.calls)
+        .filter(|(target, _)| target.object.is_none())
+        .filter_map(|(target, calls)| match calls {
+            Known::Unknown { unknown } => Some(format!("{}: {unknown}", target.name)),
+            Known::Value(_) => None,
+        })
+        .collect();
     checks.push(match seen.ebpf_unavailable {
         _ if !seen.ebpf_wanted => check("fentry", Status::Pass, "not used (--no-ebpf)"),
+        None if !refused.is_empty() => check(
+            "fentry",
+            Status::Warn,
+            format!(
+                "fentry programs attach, but not to every target: {}",
+                refused.join("; ")
+            ),
+        ),
         None => check(
             "fentry",
             Status::Pass,

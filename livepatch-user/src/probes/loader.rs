@@ -330,17 +330,31 @@ fn describe(function: &str, error: &ProgramError) -> String {
         return format!("{function} is not in the kernel's BTF (absent, inlined, or in a module)");
     }
     if let ProgramError::LoadError { io_error, .. } = error {
-        if io_error.raw_os_error() == Some(EPERM) {
+        if io_error.raw_os_error() == Some(libc::EPERM) {
             return format!(
                 "the kernel refused a tracing program on {function} (EPERM): \
                  fentry/fexit are blocked here (lockdown, LSM or kernel policy)"
             );
         }
     }
+    if let ProgramError::SyscallError(failed) = error {
+        if failed.io_error.raw_os_error() == Some(libc::EBUSY) {
+            // Before 6.0 a BPF trampoline cannot share a function with an
+            // IPMODIFY ftrace user, and livepatch is one.
+            return format!(
+                "the kernel refused an fentry on {function} (EBUSY): another ftrace user \
+                 that rewrites its return address holds it, such as livepatch on a patched \
+                 function (kernels before 6.0 cannot share a function that way)"
+            );
+        }
+        // aya's message names the syscall only: add what the kernel said.
+        return format!(
+            "cannot attach to {function}: {} failed: {}",
+            failed.call, failed.io_error
+        );
+    }
     format!("cannot attach to {function}: {error}")
 }
-
-const EPERM: i32 = 1;
 
 impl Probes {
     /// Moves the programs' log messages into klpscope's log. Call it now and
