@@ -72,6 +72,18 @@ fn assert_no_panic(output: &Output) {
 /// A livepatch kernel with klp_demo patching cmdline_proc_show, one task
 /// switched and one, with a hostile name, asleep in the old function.
 fn blocked_transition() -> Fixture {
+    pending_reader(
+        HOSTILE_COMM,
+        Some(
+            "[<0>] cmdline_proc_show+0x3c/0x80\n[<0>] seq_read_iter+0x11d/0x4a0\n\
+             [<0>] vfs_read+0x1c0/0x360\n",
+        ),
+    )
+}
+
+/// klp_demo patching cmdline_proc_show: task 1 switched, task 42 (`comm`,
+/// with `stack` when it can be read) still pending.
+fn pending_reader(comm: &str, stack: Option<&str>) -> Fixture {
     let fixture = Fixture::livepatch_kernel();
     fixture
         .patch("klp_demo", "1", "1", None)
@@ -80,14 +92,11 @@ fn blocked_transition() -> Fixture {
         .thread(Thread {
             pid: 42,
             tid: 42,
-            comm: HOSTILE_COMM,
+            comm,
             state: 'S',
             kthread: false,
             patch_state: Some("0"),
-            stack: Some(
-                "[<0>] cmdline_proc_show+0x3c/0x80\n[<0>] seq_read_iter+0x11d/0x4a0\n\
-                 [<0>] vfs_read+0x1c0/0x360\n",
-            ),
+            stack,
         });
     fixture
 }
@@ -448,21 +457,8 @@ fn a_stuck_scan_does_not_hold_up_sigterm() {
 
 #[test]
 fn a_pending_task_whose_stack_cannot_be_read_is_unexplained_and_exit_3() {
-    let fixture = Fixture::livepatch_kernel();
-    fixture
-        .patch("klp_demo", "1", "1", None)
-        .object("klp_demo", "vmlinux", "1", &["cmdline_proc_show,1"])
-        .user_thread(1, 1, "1")
-        .thread(Thread {
-            pid: 42,
-            tid: 42,
-            comm: "hidden",
-            state: 'S',
-            kthread: false,
-            patch_state: Some("0"),
-            // As without root: no stack to read.
-            stack: None,
-        });
+    // As without root: no stack to read.
+    let fixture = pending_reader("hidden", None);
     let text = run(fixture.root(), &["diagnose", "--no-ebpf"]);
     assert_eq!(text.status.code(), Some(3), "{}", self::text(&text.stderr));
     let report = self::text(&text.stdout);
