@@ -125,3 +125,66 @@ mod pod {
     unsafe impl aya::Pod for super::TaskCheck {}
     unsafe impl aya::Pod for super::TraceEvent {}
 }
+
+// ---- The task iterator (iter/task): one pass over every task ----
+
+/// Offsets into `struct task_struct` for the task iterator, from the
+/// kernel's BTF at run time (no CO-RE in Rust eBPF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskIterOffsets {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: u32,
+    pub flags: u32,
+    /// `__state` (5.14 on), or the `long state` before it: read as a u32
+    /// either way, which on little-endian is its low half, where every
+    /// state bit lives.
+    pub state: u32,
+    pub exit_state: u32,
+    pub patch_state: u32,
+    /// 0 when task_struct has no patch_state (no CONFIG_LIVEPATCH): the
+    /// records then carry [`PATCH_STATE_ABSENT`].
+    pub has_patch_state: u32,
+}
+
+/// `PF_KTHREAD` from include/linux/sched.h, in `task_struct.flags`.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// A record's patch_state when the kernel has none to read.
+pub const PATCH_STATE_ABSENT: i32 = i32::MIN;
+
+/// Frames per kernel stack, as /proc/<pid>/stack reads them
+/// (`MAX_STACK_TRACE_DEPTH` in fs/proc/base.c).
+pub const TASK_STACK_DEPTH: usize = 64;
+
+/// One task's patch_state, from the patch_state scan.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PatchStateRecord {
+    pub tid: u32,
+    pub tgid: u32,
+    pub patch_state: i32,
+}
+
+/// One task, from the task scans. With stacks, `stack_bytes` bytes of
+/// return addresses (u64 each) follow the record; a negative value is the
+/// error of `bpf_get_task_stack`, and nothing follows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub tid: u32,
+    pub tgid: u32,
+    pub flags: u32,
+    pub state: u32,
+    pub exit_state: u32,
+    pub patch_state: i32,
+    pub stack_bytes: i64,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+#[cfg(feature = "user")]
+mod task_iter_pod {
+    // SAFETY: repr(C) plain data; any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::TaskIterOffsets {}
+}

@@ -1,5 +1,6 @@
 mod call_counter;
 mod task;
+mod task_iter;
 mod transition_tracer;
 
 #[panic_handler]

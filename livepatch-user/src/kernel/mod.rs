@@ -18,6 +18,7 @@ pub mod procfs_tasks;
 pub mod snapshot;
 pub mod sysfs_livepatch;
 mod taint;
+pub mod task_reader;
 
 use std::{io, path::Path};
 
@@ -32,6 +33,7 @@ pub use procfs_tasks::{
 };
 pub use snapshot::{read_snapshot, reread_in_transition, transition};
 pub use sysfs_livepatch::{read_patch, read_patches};
+pub use task_reader::{ProcfsTasks, TaskReader};
 
 /// A listing the readers cannot do without (/proc, /sys/kernel/livepatch)
 /// failed for a reason other than absence.

@@ -4,7 +4,7 @@
 //! at offsets that user space computes from the running kernel's BTF.
 use std::collections::HashMap;
 
-use livepatch_ebpf::TaskOffsets;
+use livepatch_ebpf::{TaskIterOffsets, TaskOffsets};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -169,6 +169,32 @@ pub fn task_layout(btf: &[u8]) -> Result<TaskLayout, BtfError> {
             patch_state: patch_state.unwrap_or(0),
         },
         has_patch_state: patch_state.is_some(),
+    })
+}
+
+/// task_struct's offsets for the task iterator: those of `task_layout`,
+/// the scheduler state (`__state` from 5.14 on, `state` before) and
+/// `exit_state`.
+pub fn task_iter_offsets(btf: &[u8]) -> Result<TaskIterOffsets, BtfError> {
+    let types = Types::parse(btf)?;
+    let task = types
+        .struct_named("task_struct")
+        .ok_or(BtfError::NoStruct("task_struct"))?;
+    let field = |name: &'static str| {
+        types
+            .field_offset(task, name)
+            .ok_or(BtfError::NoField(name))
+    };
+    let patch_state = types.field_offset(task, "patch_state");
+    Ok(TaskIterOffsets {
+        pid: field("pid")?,
+        tgid: field("tgid")?,
+        comm: field("comm")?,
+        flags: field("flags")?,
+        state: field("__state").or_else(|_| field("state"))?,
+        exit_state: field("exit_state")?,
+        patch_state: patch_state.unwrap_or(0),
+        has_patch_state: u32::from(patch_state.is_some()),
     })
 }
 

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::model::FunctionState;
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/livepatch.bpf.o"));
+pub(super) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/livepatch.bpf.o"));
 
 /// A vmlinux function present on every kernel klpscope supports, used to
 /// learn whether fentry programs may attach at all.

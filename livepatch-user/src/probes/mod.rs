@@ -3,10 +3,16 @@ mod btf;
 mod call_counter;
 mod capabilities;
 mod loader;
+mod stack_symbols;
+mod task_iterator;
+mod task_source;
 mod tracer;
 
-pub use btf::{BtfError, TaskLayout, task_layout};
+pub use btf::{BtfError, TaskLayout, task_iter_offsets, task_layout};
 pub use call_counter::{CallCount, CallCounter};
 pub use capabilities::{Capabilities, Capability};
 pub use loader::{ProbeRequest, Probes, load};
+pub use stack_symbols::KernelSymbols;
+pub use task_iterator::TaskIterator;
+pub use task_source::{TASK_SOURCE_ENV, TaskSource, TaskSourceError};
 pub use tracer::{TaskVerdict, TransitionTracer, block_reason, decode, parse_event};

@@ -1,0 +1,303 @@
+//! Every task in one pass: klpscope's iter/task programs, run by reading
+//! an iterator's file, their records decoded into the same model types as
+//! the procfs readers give.
+use std::{
+    fs::File,
+    io::{self, Read},
+};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{Iter, ProgramError},
+};
+use livepatch_ebpf::{
+    PATCH_STATE_ABSENT, PF_KTHREAD, PatchStateRecord, TASK_STACK_DEPTH, TaskIterOffsets, TaskRecord,
+};
+
+use super::{stack_symbols::KernelSymbols, tracer::c_string};
+use crate::{
+    kernel::procfs_tasks::NO_PATCH_STATE,
+    model::{Known, PatchState, StackFrame, Task, ThreadPatchState},
+};
+
+/// The three scans, one program each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scan {
+    PatchStates,
+    Tasks,
+    TasksWithStacks,
+}
+
+impl Scan {
+    const ALL: [Scan; 3] = [Scan::PatchStates, Scan::Tasks, Scan::TasksWithStacks];
+
+    fn program(self) -> &'static str {
+        match self {
+            Scan::PatchStates => "task_iter_patch_states",
+            Scan::Tasks => "task_iter_tasks",
+            Scan::TasksWithStacks => "task_iter_tasks_with_stacks",
+        }
+    }
+}
+
+/// The loaded iterator programs; dropping it unloads them. Nothing stays
+/// attached between scans: each scan makes a link and an iterator file and
+/// closes both.
+pub struct TaskIterator {
+    ebpf: Ebpf,
+    /// Holds a scan's bytes; kept, so that later scans need no new memory.
+    buf: Vec<u8>,
+}
+
+/// A `read()` of an iterator returns at most the kernel's seq buffer
+/// (8 pages); asking for more wastes nothing and never splits a read.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl TaskIterator {
+    /// Loads the three programs with task_struct's offsets. Err is why not,
+    /// in one line.
+    pub fn load(object: &[u8], btf: &Btf, offsets: &TaskIterOffsets) -> Result<Self, String> {
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
+            .override_global("TASK_ITER_OFFSETS", offsets, true)
+            .load(object)
+            .map_err(|e| format!("cannot load klpscope's eBPF object: {e}"))?;
+        for scan in Scan::ALL {
+            let name = scan.program();
+            let program: &mut Iter = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} is missing from klpscope's eBPF object"))?
+                .try_into()
+                .map_err(|e: ProgramError| format!("program {name}: {e}"))?;
+            program.load("task", btf).map_err(|e| {
+                format!(
+                    "the kernel refused the task iterator {name}: {}",
+                    describe(&e)
+                )
+            })?;
+        }
+        Ok(TaskIterator {
+            ebpf,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Runs one scan: a link, an iterator file read to its end, both closed.
+    fn run(&mut self, scan: Scan) -> io::Result<&[u8]> {
+        let name = scan.program();
+        let program: &mut Iter = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| io::Error::other(format!("program {name} is not loaded")))?;
+        let link = program.attach().map_err(io::Error::other)?;
+        let link = program.take_link(link).map_err(io::Error::other)?;
+        let mut file: File = link.into_file().map_err(io::Error::other)?;
+        let mut len = 0;
+        loop {
+            if self.buf.len() - len < READ_CHUNK {
+                self.buf.resize(len + READ_CHUNK, 0);
+            }
+            match file.read(&mut self.buf[len..]) {
+                Ok(0) => return Ok(&self.buf[..len]),
+                Ok(read) => len += read,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Every task's patch_state.
+    pub fn patch_states(&mut self) -> io::Result<Vec<ThreadPatchState>> {
+        let bytes = self.run(Scan::PatchStates)?;
+        Ok(records::<PatchStateRecord>(bytes)
+            .map(|record| ThreadPatchState {
+                pid: record.tgid,
+                tid: record.tid,
+                patch_state: patch_state(record.patch_state),
+            })
+            .collect())
+    }
+
+    /// Every task; with `symbols`, with its kernel stack.
+    pub fn tasks(&mut self, symbols: Option<&mut KernelSymbols>) -> io::Result<Vec<Task>> {
+        let Some(symbols) = symbols else {
+            let bytes = self.run(Scan::Tasks)?;
+            return Ok(records::<TaskRecord>(bytes)
+                .map(|record| task(&record, Known::unknown("stack not read")))
+                .collect());
+        };
+        let bytes = self.run(Scan::TasksWithStacks)?;
+        let mut tasks = Vec::new();
+        let mut at = 0;
+        while let Some(record) = read_record::<TaskRecord>(bytes, at) {
+            at += size_of::<TaskRecord>();
+            let stack = match usize::try_from(record.stack_bytes) {
+                Ok(len) => {
+                    let len = len.min(TASK_STACK_DEPTH * 8).min(bytes.len() - at);
+                    let addresses = bytes[at..at + len]
+                        .chunks_exact(8)
+                        .map(|a| u64::from_ne_bytes(a.try_into().expect("8 bytes")));
+                    at += len;
+                    Known::Value(addresses.map(|a| symbols.frame(a)).collect())
+                }
+                Err(_) => stack_error(record.stack_bytes),
+            };
+            tasks.push(task(&record, stack));
+        }
+        Ok(tasks)
+    }
+}
+
+fn describe(error: &ProgramError) -> String {
+    match error {
+        ProgramError::LoadError { io_error, .. } => io_error.to_string(),
+        ProgramError::SyscallError(failed) => {
+            format!("{} failed: {}", failed.call, failed.io_error)
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Decodes `bytes` as records of `T` back to back.
+fn records<T: Copy>(bytes: &[u8]) -> impl Iterator<Item = T> + '_ {
+    (0..bytes.len() / size_of::<T>()).filter_map(move |i| read_record(bytes, i * size_of::<T>()))
+}
+
+fn read_record<T: Copy>(bytes: &[u8], at: usize) -> Option<T> {
+    let bytes = bytes.get(at..at + size_of::<T>())?;
+    // SAFETY: the length is checked; T is plain repr(C) data, for which any
+    // bit pattern is a value, read unaligned.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+fn patch_state(raw: i32) -> Known<PatchState> {
+    match raw {
+        -1 => Known::Value(PatchState::Idle),
+        0 => Known::Value(PatchState::Unpatched),
+        1 => Known::Value(PatchState::Patched),
+        PATCH_STATE_ABSENT => Known::unknown(NO_PATCH_STATE),
+        other => Known::unknown(format!("patch_state: expected -1, 0 or 1, found {other}")),
+    }
+}
+
+fn task(record: &TaskRecord, stack: Known<Vec<StackFrame>>) -> Task {
+    Task {
+        pid: record.tgid,
+        tid: record.tid,
+        comm: c_string(&record.comm),
+        kthread: record.flags & PF_KTHREAD != 0,
+        state: state_letter(record.state, record.exit_state),
+        patch_state: patch_state(record.patch_state),
+        stack,
+    }
+}
+
+/// A task whose stack is gone (it is exiting) reads as an empty stack in
+/// /proc/<pid>/stack, and as EFAULT here.
+fn stack_error(result: i64) -> Known<Vec<StackFrame>> {
+    let errno = i32::try_from(-result).unwrap_or(libc::EINVAL);
+    if errno == libc::EFAULT {
+        return Known::Value(Vec::new());
+    }
+    Known::unknown(format!(
+        "stack: bpf_get_task_stack: {}",
+        io::Error::from_raw_os_error(errno)
+    ))
+}
+
+/// The scheduler's state bits (include/linux/sched.h), the same on every
+/// kernel klpscope supports. The bits below `REPORT_IDLE` index the
+/// letters that /proc/<pid>/stat shows.
+const TASK_REPORT: u32 = 0x7f;
+const TASK_UNINTERRUPTIBLE: u32 = 0x2;
+const TASK_NOLOAD: u32 = 0x400;
+const TASK_IDLE: u32 = TASK_UNINTERRUPTIBLE | TASK_NOLOAD;
+/// From 5.15 and 6.1: reported as uninterruptible sleeps.
+const TASK_RTLOCK_WAIT: u32 = 0x1000;
+const TASK_FROZEN: u32 = 0x8000;
+const TASK_REPORT_IDLE: u32 = TASK_REPORT + 1;
+const STATE_LETTERS: [char; 9] = ['R', 'S', 'D', 'T', 't', 'X', 'Z', 'P', 'I'];
+
+/// The letter of `/proc/<pid>/stat`, as fs/proc/array.c derives it from
+/// `__state` and `exit_state` (`__task_state_index`).
+fn state_letter(state: u32, exit_state: u32) -> char {
+    let mut report = (state | exit_state) & TASK_REPORT;
+    if state & TASK_IDLE == TASK_IDLE {
+        report = TASK_REPORT_IDLE;
+    }
+    if state & (TASK_RTLOCK_WAIT | TASK_FROZEN) != 0 {
+        report = TASK_UNINTERRUPTIBLE;
+    }
+    // fls(): the highest bit set, counted from 1; 0 for none.
+    let index = (u32::BITS - report.leading_zeros()) as usize;
+    STATE_LETTERS.get(index).copied().unwrap_or('?')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_letters_as_proc_shows_them() {
+        assert_eq!(state_letter(0, 0), 'R');
+        assert_eq!(state_letter(0x1, 0), 'S');
+        assert_eq!(state_letter(0x2, 0), 'D');
+        // A killable sleep (TASK_WAKEKILL | TASK_UNINTERRUPTIBLE).
+        assert_eq!(state_letter(0x102, 0), 'D');
+        assert_eq!(state_letter(0x4, 0), 'T');
+        assert_eq!(state_letter(0x8, 0), 't');
+        assert_eq!(state_letter(0x80, 0x10), 'X');
+        assert_eq!(state_letter(0x80, 0x20), 'Z');
+        assert_eq!(state_letter(0x40, 0), 'P');
+        assert_eq!(state_letter(TASK_IDLE, 0), 'I');
+        assert_eq!(state_letter(TASK_RTLOCK_WAIT, 0), 'D');
+        assert_eq!(state_letter(TASK_FROZEN | 0x1, 0), 'D');
+    }
+
+    #[test]
+    fn patch_states_and_their_absence() {
+        assert_eq!(patch_state(-1), Known::Value(PatchState::Idle));
+        assert_eq!(patch_state(0), Known::Value(PatchState::Unpatched));
+        assert_eq!(patch_state(1), Known::Value(PatchState::Patched));
+        assert_eq!(
+            patch_state(PATCH_STATE_ABSENT),
+            Known::unknown(NO_PATCH_STATE)
+        );
+        assert!(matches!(patch_state(7), Known::Unknown { .. }));
+    }
+
+    #[test]
+    fn records_decode_back_to_back_and_a_torn_tail_is_dropped() {
+        let record = PatchStateRecord {
+            tid: 7,
+            tgid: 5,
+            patch_state: 1,
+        };
+        let mut bytes = Vec::new();
+        for _ in 0..3 {
+            // SAFETY: plain repr(C) data viewed as bytes.
+            bytes.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(
+                    (&raw const record).cast::<u8>(),
+                    size_of::<PatchStateRecord>(),
+                )
+            });
+        }
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let decoded: Vec<_> = records::<PatchStateRecord>(&bytes).collect();
+        assert_eq!(decoded, [record; 3]);
+    }
+
+    #[test]
+    fn a_stackless_task_has_an_empty_stack_other_errors_say_why() {
+        assert_eq!(
+            stack_error(-i64::from(libc::EFAULT)),
+            Known::Value(Vec::new())
+        );
+        let Known::Unknown { unknown } = stack_error(-i64::from(libc::EINVAL)) else {
+            panic!("EINVAL is not a stack");
+        };
+        assert!(unknown.contains("bpf_get_task_stack"), "{unknown}");
+    }
+}

@@ -1,0 +1,267 @@
+//! Where every thread's state comes from: the BPF task iterator when the
+//! kernel and klpscope's privileges allow it, procfs otherwise. Chosen once,
+//! said in one line; both give the same records (`TaskReader`), so nothing
+//! downstream can tell them apart.
+//!
+//! `KLPSCOPE_TASK_SOURCE` overrides the choice: `procfs` never tries the
+//! iterator, `iterator` makes its absence an error (the VM lab runs each
+//! check both ways with it), `auto` (or unset) chooses.
+use std::{
+    io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::Btf;
+
+use super::{
+    btf::task_iter_offsets, capabilities::Capability, loader::OBJECT, stack_symbols::KernelSymbols,
+    task_iterator::TaskIterator,
+};
+use crate::{
+    kernel::{ProcfsTasks, Stacks, TaskReader, ThreadId},
+    model::{Task, ThreadPatchState},
+};
+
+pub const TASK_SOURCE_ENV: &str = "KLPSCOPE_TASK_SOURCE";
+
+/// The capability's name in reports.
+const CAPABILITY: &str = "task_iterator";
+
+/// How often stacks are worth sampling: with every stack in one read, ten
+/// times a second costs little; through procfs, twice.
+const SAMPLE_ITERATOR: Duration = Duration::from_millis(100);
+const SAMPLE_PROCFS: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TaskSourceError(String);
+
+pub struct TaskSource {
+    root: PathBuf,
+    reader: Reader,
+    capability: Capability,
+}
+
+enum Reader {
+    Iterator {
+        iterator: Box<TaskIterator>,
+        stacks: IteratorStacks,
+        procfs: ProcfsTasks,
+    },
+    Procfs(ProcfsTasks),
+}
+
+/// How the iterator's stacks get their names: read on first need.
+enum IteratorStacks {
+    NotYet,
+    Symbols(Box<KernelSymbols>),
+    /// /proc/kallsyms is no use (hidden addresses): stacks come from procfs.
+    FromProcfs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    Auto,
+    Iterator,
+    Procfs,
+}
+
+impl Wanted {
+    fn from_env() -> Result<Self, TaskSourceError> {
+        match std::env::var(TASK_SOURCE_ENV).as_deref() {
+            Err(_) | Ok("" | "auto") => Ok(Wanted::Auto),
+            Ok("iterator") => Ok(Wanted::Iterator),
+            Ok("procfs") => Ok(Wanted::Procfs),
+            Ok(other) => Err(TaskSourceError(format!(
+                "{TASK_SOURCE_ENV}={other:?}: expected auto, iterator or procfs"
+            ))),
+        }
+    }
+}
+
+impl TaskSource {
+    /// The iterator if it loads, procfs otherwise. `no_ebpf` (the user's
+    /// --no-ebpf) means procfs. Err only when `KLPSCOPE_TASK_SOURCE` asks
+    /// for what cannot be had.
+    pub fn open(root: &Path, no_ebpf: bool) -> Result<Self, TaskSourceError> {
+        let wanted = Wanted::from_env()?;
+        let iterator = if no_ebpf {
+            Err("not tried (--no-ebpf)".to_string())
+        } else if wanted == Wanted::Procfs {
+            Err(format!("not tried ({TASK_SOURCE_ENV}=procfs)"))
+        } else {
+            load_iterator(root)
+        };
+        let source = match iterator {
+            Ok(iterator) => TaskSource {
+                root: root.to_owned(),
+                reader: Reader::Iterator {
+                    iterator: Box::new(iterator),
+                    stacks: IteratorStacks::NotYet,
+                    procfs: ProcfsTasks::new(root),
+                },
+                capability: Capability {
+                    name: CAPABILITY.into(),
+                    available: true,
+                    reason: None,
+                },
+            },
+            Err(reason) if wanted == Wanted::Iterator && !no_ebpf => {
+                return Err(TaskSourceError(format!(
+                    "{TASK_SOURCE_ENV}=iterator, but the task iterator is unavailable: {reason}"
+                )));
+            }
+            Err(reason) => TaskSource::procfs(root, reason),
+        };
+        match &source.capability.reason {
+            None => log::info!("tasks: read with the BPF task iterator"),
+            Some(reason) => log::info!("tasks: read from procfs; no task iterator: {reason}"),
+        }
+        Ok(source)
+    }
+
+    fn procfs(root: &Path, reason: String) -> Self {
+        TaskSource {
+            root: root.to_owned(),
+            reader: Reader::Procfs(ProcfsTasks::new(root)),
+            capability: Capability {
+                name: CAPABILITY.into(),
+                available: false,
+                reason: Some(reason),
+            },
+        }
+    }
+
+    /// Whether the iterator is in use, and if not why, for the reports.
+    pub fn capability(&self) -> &Capability {
+        &self.capability
+    }
+
+    /// How far apart stack samples should be with this source.
+    pub fn sample_interval(&self) -> Duration {
+        match self.reader {
+            Reader::Iterator { .. } => SAMPLE_ITERATOR,
+            Reader::Procfs(_) => SAMPLE_PROCFS,
+        }
+    }
+
+    /// A scan of the iterator failed: procfs from now on, said once.
+    fn give_up_iterator(&mut self, error: &io::Error) {
+        let reason = format!("the task iterator failed ({error}): procfs from now on");
+        log::warn!("tasks: {reason}");
+        self.reader = Reader::Procfs(ProcfsTasks::new(&self.root));
+        self.capability.available = false;
+        self.capability.reason = Some(reason);
+    }
+}
+
+impl TaskReader for TaskSource {
+    fn patch_states(&mut self) -> io::Result<Vec<ThreadPatchState>> {
+        match &mut self.reader {
+            Reader::Iterator { iterator, .. } => match iterator.patch_states() {
+                Ok(states) => return Ok(states),
+                Err(error) => self.give_up_iterator(&error),
+            },
+            Reader::Procfs(procfs) => return procfs.patch_states(),
+        }
+        self.patch_states()
+    }
+
+    fn tasks(&mut self, stacks: Stacks) -> io::Result<Vec<Task>> {
+        match &mut self.reader {
+            Reader::Procfs(procfs) => return procfs.tasks(stacks),
+            Reader::Iterator {
+                iterator,
+                stacks: names,
+                procfs,
+            } => {
+                let result = match stacks {
+                    Stacks::Skip => iterator.tasks(None),
+                    Stacks::Read => match names.symbols(&self.root) {
+                        Some(symbols) => iterator.tasks(Some(symbols)),
+                        None => return procfs.tasks(Stacks::Read),
+                    },
+                };
+                match result {
+                    Ok(tasks) => return Ok(tasks),
+                    Err(error) => self.give_up_iterator(&error),
+                }
+            }
+        }
+        self.tasks(stacks)
+    }
+
+    /// With the iterator: one pass over every task, whatever the count.
+    fn tasks_of(&mut self, threads: &[ThreadId], stacks: Stacks) -> io::Result<Vec<Task>> {
+        if let Reader::Procfs(procfs) = &mut self.reader {
+            return procfs.tasks_of(threads, stacks);
+        }
+        let mut wanted: Vec<u32> = threads.iter().map(|t| t.tid).collect();
+        wanted.sort_unstable();
+        let mut tasks = self.tasks(stacks)?;
+        tasks.retain(|task| wanted.binary_search(&task.tid).is_ok());
+        Ok(tasks)
+    }
+
+    /// One task through procfs, whatever the source: a pass over every task
+    /// would cost more.
+    fn task(&mut self, thread: ThreadId, stacks: Stacks) -> Option<Task> {
+        match &mut self.reader {
+            Reader::Iterator { procfs, .. } | Reader::Procfs(procfs) => procfs.task(thread, stacks),
+        }
+    }
+}
+
+impl IteratorStacks {
+    /// The kernel's symbols, current; None when they cannot be had (said
+    /// once, then stacks come from procfs).
+    fn symbols(&mut self, root: &Path) -> Option<&mut KernelSymbols> {
+        if let IteratorStacks::NotYet = self {
+            *self = match KernelSymbols::read(root) {
+                Ok(symbols) => IteratorStacks::Symbols(Box::new(symbols)),
+                Err(error) => {
+                    log::warn!(
+                        "tasks: kernel stacks from procfs: cannot name the iterator's addresses: {error}"
+                    );
+                    IteratorStacks::FromProcfs
+                }
+            };
+        }
+        if let IteratorStacks::Symbols(symbols) = self {
+            if let Err(error) = symbols.refresh() {
+                log::warn!("tasks: kernel stacks from procfs: /proc/kallsyms: {error}");
+                *self = IteratorStacks::FromProcfs;
+            }
+        }
+        match self {
+            IteratorStacks::Symbols(symbols) => Some(symbols),
+            _ => None,
+        }
+    }
+}
+
+/// The iterator's programs loaded, or why not in one line.
+fn load_iterator(root: &Path) -> Result<TaskIterator, String> {
+    if root != Path::new("/") {
+        return Err("--root points at another tree, not this kernel".into());
+    }
+    if !rustix::process::geteuid().is_root() {
+        return Err("not root: the BPF task iterator needs root (run with sudo)".into());
+    }
+    if OBJECT.is_empty() {
+        return Err(
+            "this klpscope was built without its eBPF programs (a plain cargo build)".into(),
+        );
+    }
+    let btf_path = root.join("sys/kernel/btf/vmlinux");
+    let raw = std::fs::read(&btf_path).map_err(|e| {
+        format!(
+            "no kernel BTF at {} ({e}): the kernel needs CONFIG_DEBUG_INFO_BTF",
+            btf_path.display()
+        )
+    })?;
+    let offsets = task_iter_offsets(&raw).map_err(|e| format!("{}: {e}", btf_path.display()))?;
+    let btf = Btf::from_sys_fs().map_err(|e| format!("cannot parse the kernel's BTF: {e}"))?;
+    TaskIterator::load(OBJECT, &btf, &offsets)
+}
