@@ -1,33 +1,48 @@
-//! The watch hot path: one small file read for every thread in /proc, with
-//! 1k and 10k extra sleeping threads, against kpatch's shell loop
-//! (`for t in /proc/*/task/*; do cat $t/patch_state; done`) in the same run.
+//! Every thread's patch_state, and every thread's patch_state with its
+//! kernel stack, with 1k, 10k and 50k extra sleeping threads, read four
+//! ways side by side in one run:
 //!
-//! Two readers: the one-shot `scan_patch_states` (open+read+close per
-//! thread), and watch's `PatchStateScanner`, measured in its steady state
-//! (after a first scan that opens everything) with its descriptors kept.
+//! - the BPF task iterator (`TaskSource`): one pass of the kernel over every
+//!   task, a few reads of its file;
+//! - watch's `PatchStateScanner`, in its steady state (after a first scan
+//!   that opened everything), with its descriptors kept; for stacks, a
+//!   second scanner keeps the `stack` files open the same way;
+//! - the one-shot readers (`scan_patch_states`, `read_tasks`): open, read
+//!   and close per thread and file;
+//! - kpatch's shell loop (`for t in /proc/*/task/*; do cat $t/patch_state;
+//!   done`, and the same with `cat $t/stack`).
 //!
-//! Hosts without CONFIG_LIVEPATCH have no patch_state file, so all sides
-//! read `stat` instead there: the same syscalls per thread, on a slightly
-//! longer file.
+//! Hosts without CONFIG_LIVEPATCH have no patch_state file, so the procfs
+//! sides read `stat` instead there (the same syscalls per thread, on a
+//! slightly longer file); the iterator reads task_struct as always.
 //!
 //! Syscalls are counted with `strace -f -c` on a child copy of this binary
-//! that scans once and then twice (the scanner after its warm-up scan): the
-//! difference is one scan, free of start-up noise. The sleeping threads
-//! belong to the parent, so strace follows the scanner alone.
+//! that scans once and then twice (after a warm-up scan that opens
+//! everything, loads the programs and the kernel's symbols): the difference
+//! is one scan, free of start-up noise. The sleeping threads belong to the
+//! parent, so strace follows the scanner alone.
 use std::{
     collections::BTreeMap,
     env,
     path::Path,
     process::Command,
-    sync::{Arc, Barrier},
+    sync::{Arc, Condvar, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
 use criterion::{BenchmarkId, Criterion};
-use livepatch_user::kernel::{PatchStateScanner, ThreadFile, ThreadFileReader, list_threads};
+use livepatch_user::{
+    kernel::{
+        PatchStateScanner, Stacks, TaskReader, ThreadFile, ThreadFileReader, list_threads,
+        read_tasks,
+    },
+    probes::TaskSource,
+};
 
-const EXTRA_THREADS: [usize; 2] = [1_000, 10_000];
+const EXTRA_THREADS: [usize; 3] = [1_000, 10_000, 50_000];
+/// Other sizes, e.g. `1000,10000` for a shorter run.
+const THREADS_ENV: &str = "KLPSCOPE_BENCH_THREADS";
 /// Set in the child that strace watches: `<scans>:<reader>`.
 const CHILD_ENV: &str = "KLPSCOPE_BENCH_CHILD";
 
@@ -35,7 +50,7 @@ const CHILD_ENV: &str = "KLPSCOPE_BENCH_CHILD";
 /// as patch_state's (one value printed), unlike `stat`'s.
 const FILE_ENV: &str = "KLPSCOPE_BENCH_FILE";
 
-/// The file both sides read per thread.
+/// The file the procfs sides read per thread.
 fn thread_file() -> String {
     if let Ok(file) = env::var(FILE_ENV) {
         return file;
@@ -50,7 +65,7 @@ fn thread_file() -> String {
 
 /// What `scan_patch_states` does, for any per-thread file: list, then one
 /// open+read+close each. Returns the threads read.
-fn scan(file: &str) -> usize {
+fn one_shot(file: &str) -> usize {
     let root = Path::new("/");
     let threads = list_threads(root).expect("list /proc");
     let mut reader = ThreadFileReader::new(root);
@@ -60,76 +75,166 @@ fn scan(file: &str) -> usize {
         .count()
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reader {
-    OneShot,
+    Iterator,
     Scanner,
+    OneShot,
+    IteratorStacks,
+    ScannerStacks,
+    OneShotStacks,
 }
 
 impl Reader {
+    const PATCH_STATE: [Reader; 3] = [Reader::Iterator, Reader::Scanner, Reader::OneShot];
+    const WITH_STACKS: [Reader; 3] = [
+        Reader::IteratorStacks,
+        Reader::ScannerStacks,
+        Reader::OneShotStacks,
+    ];
+
     fn name(self) -> &'static str {
         match self {
-            Reader::OneShot => "one-shot",
+            Reader::Iterator => "iterator",
             Reader::Scanner => "scanner",
+            Reader::OneShot => "one-shot",
+            Reader::IteratorStacks => "iterator+stacks",
+            Reader::ScannerStacks => "scanner+stacks",
+            Reader::OneShotStacks => "one-shot+stacks",
         }
     }
 
     fn parse(name: &str) -> Self {
-        match name {
-            "one-shot" => Reader::OneShot,
-            "scanner" => Reader::Scanner,
-            _ => panic!("unknown reader {name}"),
+        [Self::PATCH_STATE, Self::WITH_STACKS]
+            .concat()
+            .into_iter()
+            .find(|reader| reader.name() == name)
+            .unwrap_or_else(|| panic!("unknown reader {name}"))
+    }
+}
+
+/// A reader past its warm-up scan: descriptors open, programs loaded,
+/// symbols read.
+enum Warm {
+    Iterator(TaskSource),
+    Scanner(Vec<PatchStateScanner>),
+    OneShot(String),
+}
+
+impl Warm {
+    fn new(reader: Reader, file: &str) -> Result<Self, String> {
+        let mut warm = match reader {
+            Reader::Iterator | Reader::IteratorStacks => {
+                let source = TaskSource::open(Path::new("/"), false).map_err(|e| e.to_string())?;
+                if let Some(reason) = &source.capability().reason {
+                    return Err(format!("no task iterator: {reason}"));
+                }
+                Warm::Iterator(source)
+            }
+            Reader::Scanner => Warm::Scanner(vec![scanner(file)]),
+            Reader::ScannerStacks => Warm::Scanner(vec![scanner(file), scanner("stack")]),
+            Reader::OneShot | Reader::OneShotStacks => Warm::OneShot(file.to_owned()),
+        };
+        warm.scan(reader);
+        Ok(warm)
+    }
+
+    /// One full scan; returns the threads read.
+    fn scan(&mut self, reader: Reader) -> usize {
+        let stacks = matches!(
+            reader,
+            Reader::IteratorStacks | Reader::ScannerStacks | Reader::OneShotStacks
+        );
+        match self {
+            Warm::Iterator(source) if stacks => source.tasks(Stacks::Read).expect("iterate").len(),
+            Warm::Iterator(source) => source.patch_states().expect("iterate").len(),
+            Warm::Scanner(scanners) => scanners
+                .iter_mut()
+                .map(|scanner| scanner.scan().expect("scan /proc").len())
+                .min()
+                .unwrap_or(0),
+            Warm::OneShot(_) if stacks => read_tasks(Path::new("/"), Stacks::Read)
+                .expect("read /proc")
+                .len(),
+            Warm::OneShot(file) => one_shot(file),
         }
     }
 }
 
-/// A scanner past its warm-up scan, which opened every descriptor.
-fn warm_scanner(file: &str) -> PatchStateScanner {
-    let mut scanner = PatchStateScanner::with_file(Path::new("/"), file).expect("open /proc");
-    scanner.scan().expect("scan /proc");
-    scanner
-}
-
-fn scanner_scan(scanner: &mut PatchStateScanner) -> usize {
-    scanner.scan().expect("scan /proc").len()
+fn scanner(file: &str) -> PatchStateScanner {
+    PatchStateScanner::with_file(Path::new("/"), file).expect("open /proc")
 }
 
 /// Threads that sleep until the returned guard is dropped. Small stacks:
-/// 10k default 8 MiB stacks would be 80 GiB of address space.
+/// 50k default 8 MiB stacks would be 400 GiB of address space.
 struct SleepingThreads {
-    release: Arc<Barrier>,
+    released: Arc<(Mutex<bool>, Condvar)>,
     handles: Vec<thread::JoinHandle<()>>,
 }
 
 impl SleepingThreads {
-    fn spawn(count: usize) -> Self {
-        let release = Arc::new(Barrier::new(count + 1));
-        let handles = (0..count)
-            .map(|_| {
-                let release = Arc::clone(&release);
-                thread::Builder::new()
-                    .stack_size(64 * 1024)
-                    .spawn(move || {
-                        release.wait();
-                    })
-                    .expect("spawn a sleeping thread (raise kernel.threads-max?)")
-            })
-            .collect();
-        SleepingThreads { release, handles }
+    fn spawn(count: usize) -> Result<Self, String> {
+        let mut sleeping = SleepingThreads {
+            released: Arc::new((Mutex::new(false), Condvar::new())),
+            handles: Vec::with_capacity(count),
+        };
+        for _ in 0..count {
+            let released = Arc::clone(&sleeping.released);
+            let spawned = thread::Builder::new().stack_size(64 * 1024).spawn(move || {
+                let (flag, wake) = &*released;
+                let mut flag = flag.lock().unwrap();
+                while !*flag {
+                    flag = wake.wait(flag).unwrap();
+                }
+            });
+            match spawned {
+                Ok(handle) => sleeping.handles.push(handle),
+                // Dropping `sleeping` lets the ones started go.
+                Err(error) => {
+                    return Err(format!(
+                        "{} threads started, then: {error} ({})",
+                        sleeping.handles.len(),
+                        limits()
+                    ));
+                }
+            }
+        }
+        Ok(sleeping)
     }
 }
 
 impl Drop for SleepingThreads {
     fn drop(&mut self) {
-        self.release.wait();
+        let (flag, wake) = &*self.released;
+        *flag.lock().unwrap() = true;
+        wake.notify_all();
         for handle in self.handles.drain(..) {
             let _ = handle.join();
         }
     }
 }
 
-fn shell_loop(file: &str) -> Duration {
-    let script = format!("for t in /proc/*/task/*; do cat $t/{file}; done >/dev/null 2>&1; true");
+/// What caps the number of threads here.
+fn limits() -> String {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "?".into())
+    };
+    format!(
+        "kernel.pid_max {}, kernel.threads-max {}, vm.max_map_count {}: raise them to run this size",
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+        read("/proc/sys/vm/max_map_count")
+    )
+}
+
+fn shell_loop(files: &[&str]) -> Duration {
+    let cats: Vec<String> = files.iter().map(|f| format!("cat $t/{f};")).collect();
+    let script = format!(
+        "for t in /proc/*/task/*; do {} done >/dev/null 2>&1; true",
+        cats.join(" ")
+    );
     let start = Instant::now();
     let status = Command::new("sh")
         .args(["-c", &script])
@@ -144,9 +249,11 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+type Syscalls = Result<(BTreeMap<String, u64>, usize), String>;
+
 /// Syscalls of one scan by name, or why they could not be counted.
-fn count_syscalls(reader: Reader) -> Result<(BTreeMap<String, u64>, usize), String> {
-    let run = |scans: u32| -> Result<(BTreeMap<String, u64>, usize), String> {
+fn count_syscalls(reader: Reader) -> Syscalls {
+    let run = |scans: u32| -> Syscalls {
         let out = env::temp_dir().join(format!(
             "klpscope-bench-strace-{}-{}-{scans}",
             std::process::id(),
@@ -199,34 +306,28 @@ fn child(spec: &str) {
     let (scans, reader) = spec.split_once(':').expect("<scans>:<reader>");
     let reader = Reader::parse(reader);
     let scans = scans.parse::<u32>().expect("scan count");
-    let file = thread_file();
+    let mut warm = Warm::new(reader, &thread_file()).expect("reader ready");
     let mut seen = 0;
-    match reader {
-        Reader::OneShot => {
-            for _ in 0..scans {
-                seen = scan(&file);
-            }
-        }
-        Reader::Scanner => {
-            let mut scanner = warm_scanner(&file);
-            for _ in 0..scans {
-                seen = scanner_scan(&mut scanner);
-            }
-        }
+    for _ in 0..scans {
+        seen = warm.scan(reader);
     }
     println!("{seen}");
 }
 
-type Syscalls = Result<(BTreeMap<String, u64>, usize), String>;
+struct Measured {
+    reader: Reader,
+    /// Median per scan, or why there is none.
+    time: Result<Duration, String>,
+    syscalls: Syscalls,
+}
 
 struct Row {
     extra: usize,
-    threads: usize,
-    one_shot: Duration,
-    scanner: Duration,
+    /// Threads in /proc during the run, or why the size could not be had.
+    threads: Result<usize, String>,
     shell: Duration,
-    one_shot_syscalls: Syscalls,
-    scanner_syscalls: Syscalls,
+    shell_stacks: Duration,
+    measured: Vec<Measured>,
 }
 
 fn main() {
@@ -235,47 +336,70 @@ fn main() {
     }
     let file = &thread_file();
     let mut criterion = Criterion::default()
-        .sample_size(20)
+        .sample_size(10)
         .measurement_time(Duration::from_secs(5))
         .configure_from_args();
+    let sizes: Vec<usize> = match env::var(THREADS_ENV) {
+        Ok(sizes) => sizes
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("KLPSCOPE_BENCH_THREADS: numbers, comma-separated")
+            })
+            .collect(),
+        Err(_) => EXTRA_THREADS.to_vec(),
+    };
     let mut rows = Vec::new();
-    for extra in EXTRA_THREADS {
-        let sleeping = SleepingThreads::spawn(extra);
-        let mut group = criterion.benchmark_group("patch_state_scan");
-        group.bench_with_input(
-            BenchmarkId::new(format!("one_shot_{file}"), extra),
-            &extra,
-            |b, _| b.iter(|| scan(file)),
-        );
-        let mut scanner = warm_scanner(file);
-        group.bench_with_input(
-            BenchmarkId::new(format!("scanner_{file}"), extra),
-            &extra,
-            |b, _| b.iter(|| scanner_scan(&mut scanner)),
-        );
+    for extra in sizes {
+        let sleeping = match SleepingThreads::spawn(extra) {
+            Ok(sleeping) => sleeping,
+            Err(why) => {
+                rows.push(Row {
+                    extra,
+                    threads: Err(why),
+                    shell: Duration::ZERO,
+                    shell_stacks: Duration::ZERO,
+                    measured: Vec::new(),
+                });
+                continue;
+            }
+        };
+        let mut group = criterion.benchmark_group("task_scan");
+        let mut measured = Vec::new();
+        for reader in [Reader::PATCH_STATE, Reader::WITH_STACKS].concat() {
+            let time = Warm::new(reader, file).map(|mut warm| {
+                group.bench_with_input(BenchmarkId::new(reader.name(), extra), &extra, |b, _| {
+                    b.iter(|| warm.scan(reader))
+                });
+                let runs = if extra >= 50_000 { 5 } else { 20 };
+                median((0..runs).map(|_| timed(|| warm.scan(reader))).collect())
+            });
+            // Counted while this process holds the sleeping threads: the
+            // traced child scans them without owning them, so strace
+            // follows one thread, not thousands.
+            let syscalls = match &time {
+                Ok(_) => count_syscalls(reader),
+                Err(why) => Err(why.clone()),
+            };
+            measured.push(Measured {
+                reader,
+                time,
+                syscalls,
+            });
+        }
         group.finish();
-        let threads = scan(file);
-        let one_shot = median((0..20).map(|_| timed(|| scan(file))).collect());
-        let scanner = median(
-            (0..20)
-                .map(|_| timed(|| scanner_scan(&mut scanner)))
-                .collect(),
-        );
-        let shell = median((0..3).map(|_| shell_loop(file)).collect());
-        // Counted while this process holds the sleeping threads: the traced
-        // child scans them without owning them, so strace follows one
-        // thread, not thousands.
-        let one_shot_syscalls = count_syscalls(Reader::OneShot);
-        let scanner_syscalls = count_syscalls(Reader::Scanner);
+        let runs = if extra >= 50_000 { 1 } else { 3 };
+        let shell = median((0..runs).map(|_| shell_loop(&[file])).collect());
+        let shell_stacks = median((0..runs).map(|_| shell_loop(&[file, "stack"])).collect());
+        let threads = one_shot(file);
         drop(sleeping);
         rows.push(Row {
             extra,
-            threads,
-            one_shot,
-            scanner,
+            threads: Ok(threads),
             shell,
-            one_shot_syscalls,
-            scanner_syscalls,
+            shell_stacks,
+            measured,
         });
     }
     print_table(file, &rows);
@@ -290,10 +414,10 @@ fn timed(run: impl FnOnce() -> usize) -> Duration {
 
 fn print_table(file: &str, rows: &[Row]) {
     println!(
-        "\nFull scan of /proc/*/task/*/{file} (patch_state where the kernel has it; this run: {file})"
+        "\nFull scan of every thread: patch_state (procfs: /proc/*/task/*/{file} on this run), then patch_state + kernel stack"
     );
     println!(
-        "{:>6} {:>7} {:>9} {:>12} {:>12} {:>9} {:>11} {:>11}",
+        "{:>6} {:>7} {:>16} {:>12} {:>12} {:>10} {:>9} {:>11}",
         "extra",
         "threads",
         "reader",
@@ -304,39 +428,53 @@ fn print_table(file: &str, rows: &[Row]) {
         "per thread"
     );
     for row in rows {
-        for (reader, time, syscalls) in [
-            (Reader::OneShot, row.one_shot, &row.one_shot_syscalls),
-            (Reader::Scanner, row.scanner, &row.scanner_syscalls),
-        ] {
-            let (total, per_thread) = match syscalls {
+        let threads = match &row.threads {
+            Ok(threads) => *threads,
+            Err(why) => {
+                println!("{:>6}  not measured: {why}", row.extra);
+                continue;
+            }
+        };
+        for m in &row.measured {
+            let shell = if Reader::WITH_STACKS.contains(&m.reader) {
+                row.shell_stacks
+            } else {
+                row.shell
+            };
+            let (total, per_thread) = match &m.syscalls {
                 Ok((calls, threads)) => {
                     let total: u64 = calls.values().sum();
                     (
                         total.to_string(),
-                        format!("{:.2}", total as f64 / *threads as f64),
+                        format!("{:.3}", total as f64 / *threads as f64),
                     )
                 }
                 Err(_) => ("?".into(), "?".into()),
             };
-            println!(
-                "{:>6} {:>7} {:>9} {:>9.2} ms {:>9.1} ms {:>8.0}x {:>11} {:>11}",
-                row.extra,
-                row.threads,
-                reader.name(),
-                time.as_secs_f64() * 1e3,
-                row.shell.as_secs_f64() * 1e3,
-                row.shell.as_secs_f64() / time.as_secs_f64(),
-                total,
-                per_thread,
-            );
+            match &m.time {
+                Ok(time) => println!(
+                    "{:>6} {:>7} {:>16} {:>9.2} ms {:>9.1} ms {:>9.0}x {:>9} {:>11}",
+                    row.extra,
+                    threads,
+                    m.reader.name(),
+                    time.as_secs_f64() * 1e3,
+                    shell.as_secs_f64() * 1e3,
+                    shell.as_secs_f64() / time.as_secs_f64(),
+                    total,
+                    per_thread,
+                ),
+                Err(why) => println!(
+                    "{:>6} {:>7} {:>16}  not measured: {why}",
+                    row.extra,
+                    threads,
+                    m.reader.name()
+                ),
+            }
         }
     }
     for row in rows {
-        for (reader, syscalls) in [
-            (Reader::OneShot, &row.one_shot_syscalls),
-            (Reader::Scanner, &row.scanner_syscalls),
-        ] {
-            match syscalls {
+        for m in &row.measured {
+            match &m.syscalls {
                 Ok((calls, threads)) => {
                     let detail: Vec<String> = calls
                         .iter()
@@ -345,14 +483,14 @@ fn print_table(file: &str, rows: &[Row]) {
                     println!(
                         "  {} extra, {}: one scan of {threads} threads = {}",
                         row.extra,
-                        reader.name(),
+                        m.reader.name(),
                         detail.join(", ")
                     );
                 }
                 Err(why) => println!(
                     "  {} extra, {}: syscalls not counted ({why})",
                     row.extra,
-                    reader.name()
+                    m.reader.name()
                 ),
             }
         }

@@ -10,8 +10,11 @@ pub fn run() -> Result<ExitCode> {
     let toolchain = setup::run()?;
     build::ebpf(&toolchain)?;
 
-    println!("bench: patch_state scan of /proc vs kpatch's shell loop (host)");
-    // The syscalls per thread are counted with it.
+    println!(
+        "bench: every thread's patch_state, and with stacks: BPF task iterator vs kept-fd \
+         scanner vs one-shot procfs reader vs kpatch's shell loop (host)"
+    );
+    // The syscalls per scan are counted with it.
     vm::apt::ensure_installed(&["strace"])?;
     build::checked(
         build::user_cargo("bench").args([

@@ -16,9 +16,9 @@ use crate::{
     },
     cli::DiagnoseArgs,
     commands::output,
-    kernel::{clock::monotonic_ns, kernel_log::read_livepatch_log, read_snapshot},
+    kernel::{clock::monotonic_ns, kernel_log::read_livepatch_log, read_snapshot_from},
     model::{BlockReason, Snapshot, TraceEvent},
-    probes::{self, ProbeRequest, TaskVerdict},
+    probes::{self, ProbeRequest, TaskSource, TaskVerdict},
     views::diagnose_report::{DiagnoseView, render_json, render_text},
 };
 
@@ -26,7 +26,8 @@ use crate::{
 const OBSERVE_FOR: Duration = Duration::from_millis(2500);
 
 pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
-    let snapshot = read_snapshot(root)?;
+    let mut tasks = TaskSource::open(root, args.no_ebpf)?;
+    let snapshot = read_snapshot_from(root, &mut tasks)?;
     if !snapshot.kernel.livepatch_supported {
         let reason = snapshot
             .kernel
@@ -64,7 +65,7 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
 
     let (snapshot, verdicts, ebpf_unavailable) = if in_transition(&snapshot) && !args.no_ebpf {
         match observe(root) {
-            Ok(verdicts) => (read_snapshot(root)?, Some(verdicts), None),
+            Ok(verdicts) => (read_snapshot_from(root, &mut tasks)?, Some(verdicts), None),
             Err(reason) => (snapshot, None, Some(reason)),
         }
     } else {

@@ -6,9 +6,10 @@ use crate::{
     cli::StatusArgs,
     commands::output,
     kernel::{
-        kernel_log::read_livepatch_log, read_kernel, read_patches, reread_in_transition,
-        scan_patch_states, transition,
+        TaskReader, kernel_log::read_livepatch_log, read_kernel, read_patches,
+        reread_in_transition, transition,
     },
+    probes::TaskSource,
     views::status::{StatusView, render_json, render_text},
 };
 
@@ -21,7 +22,9 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
         .iter()
         .any(|patch| patch.transition.value() == Some(&true));
     let transition = if in_transition {
-        let threads = scan_patch_states(root).context("scanning /proc for patch_state")?;
+        let threads = TaskSource::open(root, false)?
+            .patch_states()
+            .context("scanning every task's patch_state")?;
         let patches = reread_in_transition(root, patches.clone());
         let log = read_livepatch_log(root);
         let log = log.value().map(Vec::as_slice);

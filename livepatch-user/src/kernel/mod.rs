@@ -31,7 +31,7 @@ pub use procfs_tasks::{
     Stacks, ThreadFile, ThreadFileReader, ThreadId, list_threads, read_task, read_tasks,
     scan_patch_states,
 };
-pub use snapshot::{read_snapshot, reread_in_transition, transition};
+pub use snapshot::{read_snapshot, read_snapshot_from, reread_in_transition, transition};
 pub use sysfs_livepatch::{read_patch, read_patches};
 pub use task_reader::{ProcfsTasks, TaskReader};
 

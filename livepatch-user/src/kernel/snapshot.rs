@@ -1,12 +1,13 @@
 //! One `Snapshot` from all readers, with the transition worked out.
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
 use super::{
     ReadError,
     kernel_facts::read_kernel,
     kernel_log::{LogEntry, logged_direction, read_livepatch_log},
-    procfs_tasks::{Stacks, ThreadId, read_task, read_tasks},
+    procfs_tasks::{Stacks, ThreadId},
     sysfs_livepatch::{read_patch, read_patches},
+    task_reader::{ProcfsTasks, TaskReader},
 };
 use crate::model::{Direction, Known, Patch, PatchState, Snapshot, Transition};
 
@@ -14,27 +15,46 @@ use crate::model::{Direction, Known, Patch, PatchState, Snapshot, Transition};
 /// the threads a transition is waiting for: they are what diagnose needs,
 /// and reading all of them is slow.
 pub fn read_snapshot(root: &Path) -> Result<Snapshot, ReadError> {
+    read_snapshot_from(root, &mut ProcfsTasks::new(root))
+}
+
+/// `read_snapshot` with the threads from `reader`.
+pub fn read_snapshot_from(
+    root: &Path,
+    reader: &mut impl TaskReader,
+) -> Result<Snapshot, ReadError> {
     let kernel = read_kernel(root);
     let patches = read_patches(root)
         .map_err(|source| ReadError::new(root, "sys/kernel/livepatch", source))?;
-    let mut tasks =
-        read_tasks(root, Stacks::Skip).map_err(|source| ReadError::new(root, "proc", source))?;
+    let mut tasks = reader
+        .tasks(Stacks::Skip)
+        .map_err(|source| ReadError::new(root, "proc", source))?;
     let patches = reread_in_transition(root, patches);
     let log = read_livepatch_log(root);
     let log = log.value().map(Vec::as_slice);
     if let Some(target) = transition_target(&patches, log) {
+        let pending: Vec<ThreadId> = tasks
+            .iter()
+            .filter(|task| task.patch_state != Known::Value(target))
+            .map(|task| ThreadId {
+                pid: task.pid,
+                tid: task.tid,
+            })
+            .collect();
+        let mut fresh: HashMap<u32, _> = reader
+            .tasks_of(&pending, Stacks::Read)
+            .map_err(|source| ReadError::new(root, "proc", source))?
+            .into_iter()
+            .map(|task| (task.tid, task))
+            .collect();
         tasks.retain_mut(|task| {
             if task.patch_state == Known::Value(target) {
                 return true;
             }
-            let thread = ThreadId {
-                pid: task.pid,
-                tid: task.tid,
-            };
             // A pending thread that exited since the scan no longer blocks.
-            match read_task(root, thread, Stacks::Read) {
-                Some(fresh) => {
-                    *task = fresh;
+            match fresh.remove(&task.tid) {
+                Some(refreshed) => {
+                    *task = refreshed;
                     true
                 }
                 None => false,
