@@ -116,7 +116,7 @@ impl Reader {
 /// A reader past its warm-up scan: descriptors open, programs loaded,
 /// symbols read.
 enum Warm {
-    Iterator(TaskSource),
+    Iterator(Box<TaskSource>),
     Scanner(Vec<PatchStateScanner>),
     OneShot(String),
 }
@@ -129,7 +129,7 @@ impl Warm {
                 if let Some(reason) = &source.capability().reason {
                     return Err(format!("no task iterator: {reason}"));
                 }
-                Warm::Iterator(source)
+                Warm::Iterator(Box::new(source))
             }
             Reader::Scanner => Warm::Scanner(vec![scanner(file)]),
             Reader::ScannerStacks => Warm::Scanner(vec![scanner(file), scanner("stack")]),

@@ -298,18 +298,54 @@ jq_true() {
         echo "FAIL: jq '$2' is not true for $1"
         return 1
     fi
+    # ks_json's run with tasks read from procfs: held to the same filter.
+    _twin=${1%.json}.procfs.json
+    if [ -e "$_twin" ] && ! jq -e "$2" "$_twin" >/dev/null 2>&1; then
+        echo "---- $_twin ----"
+        cat "$_twin"
+        echo "FAIL: jq '$2' is true with the BPF task iterator ($1) but not with procfs ($_twin)"
+        return 1
+    fi
 }
 
 # ks_json NAME ARGS...: runs `klpscope ARGS...`, its stdout into $KS/NAME.json;
-# a failed run prints its stderr and fails. Sets KS_STATUS.
+# a failed run prints its stderr and fails. Sets KS_STATUS. Without
+# --no-ebpf among ARGS it runs twice: reading tasks with the BPF task
+# iterator (required: KLPSCOPE_TASK_SOURCE=iterator), then from procfs into
+# $KS/NAME.procfs.json, which must exit alike and which jq_true holds to
+# the same filters (ks_twin).
 ks_json() {
     _name=$1
     shift
-    klpscope "$@" > "$KS/$_name.json" 2> "$KS/$_name.err"
+    rm -f "$KS/$_name.procfs.json"
+    _source=auto
+    case " $* " in
+        *" --no-ebpf "*) ;;
+        *) _source=iterator ;;
+    esac
+    KLPSCOPE_TASK_SOURCE=$_source klpscope "$@" > "$KS/$_name.json" 2> "$KS/$_name.err"
     KS_STATUS=$?
     if [ "$KS_STATUS" -ne 0 ] && [ "$KS_STATUS" -ne 3 ] && [ "$KS_STATUS" -ne 4 ]; then
         echo "FAIL: klpscope $* exited $KS_STATUS"
         cat "$KS/$_name.err"
+        return 1
+    fi
+    [ "$_source" = iterator ] || return 0
+    ks_twin "$_name" "$@"
+}
+
+# ks_twin NAME ARGS...: `klpscope ARGS...` again with tasks from procfs
+# (KLPSCOPE_TASK_SOURCE=procfs) into $KS/NAME.procfs.json; it must exit as
+# the run with the task iterator did (KS_STATUS).
+ks_twin() {
+    _name=$1
+    shift
+    KLPSCOPE_TASK_SOURCE=procfs klpscope "$@" \
+        > "$KS/$_name.procfs.json" 2> "$KS/$_name.procfs.err"
+    _twin_status=$?
+    if [ "$_twin_status" -ne "$KS_STATUS" ]; then
+        echo "FAIL: klpscope $* exited $KS_STATUS with the BPF task iterator, $_twin_status with procfs"
+        cat "$KS/$_name.err" "$KS/$_name.procfs.err"
         return 1
     fi
 }

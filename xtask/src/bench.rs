@@ -26,26 +26,31 @@ pub fn run() -> Result<ExitCode> {
         "the patch_state scan benchmark",
     )?;
 
-    println!("bench: call counter cost per call vs no probe and the fentry floor (VM)");
-    build::checked(
-        build::user_cargo("build").args([
-            "--release",
-            "--package",
-            "livepatch-user",
-            "--example",
-            "call_counter_cost",
-        ]),
-        "building the call counter benchmark",
-    )?;
+    println!(
+        "bench: call counter cost per call vs no probe and the fentry floor; watch's start-up \
+         step by step, and from launch to ready (VM)"
+    );
+    let examples = ["call_counter_cost", "start_up_cost"];
+    let mut build = build::user_cargo("build");
+    build.args(["--release", "--package", "livepatch-user"]);
+    for example in examples {
+        build.args(["--example", example]);
+    }
+    build::checked(&mut build, "building the VM benchmarks")?;
     let root = cache::workspace_root();
-    let example = root.join("target/release/examples/call_counter_cost");
-    let script = root.join("target/klpscope-bench/call_counter_cost.sh");
+    let script = root.join("target/klpscope-bench/vm-bench.sh");
     std::fs::create_dir_all(script.parent().unwrap())?;
-    std::fs::write(&script, "/bin/call_counter_cost\n")
+    std::fs::write(&script, VM_SCRIPT)
         .with_context(|| format!("cannot write {}", script.display()))?;
-    vm::run_script(
-        vm::Series::V6_12,
-        vec![format!("{}:/bin/call_counter_cost", example.display())],
-        script,
-    )
+    let files = examples
+        .iter()
+        .map(|example| {
+            let binary = root.join("target/release/examples").join(example);
+            format!("{}:/bin/{example}", binary.display())
+        })
+        .collect();
+    vm::run_script(vm::Series::V6_12, files, script)
 }
+
+/// What runs in the VM.
+const VM_SCRIPT: &str = include_str!("bench_vm.sh");

@@ -57,9 +57,23 @@ impl TaskIterator {
     /// Loads the three programs with task_struct's offsets. Err is why not,
     /// in one line.
     pub fn load(object: &[u8], btf: &Btf, offsets: &TaskIterOffsets) -> Result<Self, String> {
-        let mut ebpf = EbpfLoader::new()
+        let maps = aya_obj::Object::parse(object)
+            .map(|object| object.maps)
+            .unwrap_or_default();
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(btf))
-            .override_global("TASK_ITER_OFFSETS", offsets, true)
+            .override_global("TASK_ITER_OFFSETS", offsets, true);
+        // aya creates every map of the object; the other programs' maps
+        // (tens of thousands of preallocated entries) are made as small as
+        // they can be: nothing here uses them, and making them is most of
+        // the cost of loading (a third of a second under TCG).
+        for (name, map) in &maps {
+            if let Some(entries) = smallest(name, map.map_type()) {
+                loader.map_max_entries(name, entries);
+            }
+        }
+        let mut ebpf = loader
             .load(object)
             .map_err(|e| format!("cannot load klpscope's eBPF object: {e}"))?;
         for scan in Scan::ALL {
@@ -146,6 +160,38 @@ impl TaskIterator {
             tasks.push(task(&record, stack));
         }
         Ok(tasks)
+    }
+}
+
+/// The maps the iterator programs use: kept as they are.
+const OWN_MAPS: [&str; 1] = ["TASK_ITER_SCRATCH"];
+
+/// The fewest entries a map of this type may have, for a map that is
+/// created but never used; None to leave it alone (globals, other types).
+fn smallest(name: &str, map_type: u32) -> Option<u32> {
+    use aya_obj::generated::bpf_map_type::*;
+    if OWN_MAPS.contains(&name) || name.starts_with('.') {
+        return None;
+    }
+    match map_type {
+        // One page: a ring buffer's size is a power-of-2 number of pages.
+        // SAFETY: sysconf has no preconditions.
+        t if t == BPF_MAP_TYPE_RINGBUF as u32 => {
+            u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()
+        }
+        t if [
+            BPF_MAP_TYPE_HASH,
+            BPF_MAP_TYPE_LRU_HASH,
+            BPF_MAP_TYPE_PERCPU_HASH,
+            BPF_MAP_TYPE_ARRAY,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+        ]
+        .iter()
+        .any(|&kind| t == kind as u32) =>
+        {
+            Some(1)
+        }
+        _ => None,
     }
 }
 
