@@ -301,13 +301,17 @@ fn vmlinux_functions(targets: &[Target]) -> Vec<String> {
     names
 }
 
+/// Tasks kept over all samples, at most: about 700 bytes each with its
+/// stack. On a host with many threads samples come further apart than the
+/// source allows, so that check's memory stays bounded (about 35 MB).
+const SAMPLED_TASKS_MAX: usize = 50_000;
+
 /// Every thread with its stack, at the start and then as often as the
 /// source makes cheap (10 Hz with the task iterator, 2 Hz through procfs)
-/// until `duration` has passed: the more samples, the surer a persistent
-/// blocker is told from a passer-by.
+/// and memory allows, until `duration` has passed: the more samples, the
+/// surer a persistent blocker is told from a passer-by.
 fn sample_stacks(tasks: &mut TaskSource, duration: f64) -> Result<Vec<Vec<crate::model::Task>>> {
     let window = Duration::from_secs_f64(duration);
-    let every = tasks.sample_interval();
     let start = Instant::now();
     let mut samples = Vec::new();
     loop {
@@ -320,6 +324,8 @@ fn sample_stacks(tasks: &mut TaskSource, duration: f64) -> Result<Vec<Vec<crate:
         if elapsed >= window {
             return Ok(samples);
         }
+        let share = samples[0].len() as f64 / SAMPLED_TASKS_MAX as f64;
+        let every = tasks.sample_interval().max(window.mul_f64(share));
         thread::sleep(every.min(window - elapsed));
     }
 }
