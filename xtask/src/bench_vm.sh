@@ -40,7 +40,19 @@ launch_to_ready() {
     echo "watch, launch to ready, $_label:$_times"
 }
 
+# took LABEL COMMAND...: how long COMMAND takes, in seconds (10 ms steps).
+took() {
+    _label=$1
+    shift
+    _t0=$(uptime_cs)
+    "$@" > /dev/null 2>&1
+    _cs=$(($(uptime_cs) - _t0))
+    echo "$_label: $((_cs / 100)).$((_cs / 10 % 10))$((_cs % 10)) s"
+}
+
 echo
+took "klpscope --version (start a process, parse arguments)" klpscope --version
+took "klpscope status (kernel facts, patches)" klpscope status
 launch_to_ready "no patch loaded" -- || exit 1
 launch_to_ready "no patch loaded, tasks from procfs" KLPSCOPE_TASK_SOURCE=procfs -- || exit 1
 launch_to_ready "no patch loaded, --no-ebpf" -- --no-ebpf || exit 1
