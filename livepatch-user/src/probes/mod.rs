@@ -13,6 +13,5 @@ pub use call_counter::{CallCount, CallCounter};
 pub use capabilities::{Capabilities, Capability};
 pub use loader::{ProbeRequest, Probes, load};
 pub use stack_symbols::KernelSymbols;
-pub use task_iterator::TaskIterator;
 pub use task_source::{TASK_SOURCE_ENV, TaskSource, TaskSourceError};
 pub use tracer::{TaskVerdict, TransitionTracer, block_reason, decode, parse_event};
