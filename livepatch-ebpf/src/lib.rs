@@ -134,6 +134,7 @@ mod pod {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskIterOffsets {
     pub pid: u32,
+    /// Right after `pid` on every kernel: the programs read both at once.
     pub tgid: u32,
     pub comm: u32,
     pub flags: u32,

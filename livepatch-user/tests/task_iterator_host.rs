@@ -55,11 +55,30 @@ impl SleepingThreads {
             .collect();
         started.wait();
         let tids = tids.lock().unwrap().clone();
-        SleepingThreads {
+        let sleeping = SleepingThreads {
             release,
             handles,
             tids,
+        };
+        sleeping.settle();
+        sleeping
+    }
+
+    /// Waits until every thread is asleep in its barrier, as procfs shows:
+    /// just past the start they may still be on their way there.
+    fn settle(&self) {
+        for _ in 0..200 {
+            let asleep = read_tasks(Path::new("/"), Stacks::Skip)
+                .expect("procfs lists every thread")
+                .iter()
+                .filter(|task| self.tids.contains(&task.tid) && task.state == 'S')
+                .count();
+            if asleep == self.tids.len() {
+                return;
+            }
+            thread::sleep(std::time::Duration::from_millis(50));
         }
+        panic!("the extra threads are not all asleep after 10 s");
     }
 }
 

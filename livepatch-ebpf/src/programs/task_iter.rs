@@ -22,7 +22,7 @@ use livepatch_ebpf::{
 #[unsafe(no_mangle)]
 static TASK_ITER_OFFSETS: TaskIterOffsets = TaskIterOffsets {
     pid: 0,
-    tgid: 0,
+    tgid: 4,
     comm: 0,
     flags: 0,
     state: 0,
@@ -83,6 +83,13 @@ fn context(ctx: *mut c_void) -> Option<(*mut c_void, *const u8)> {
     Some((seq, task))
 }
 
+/// `pid` and `tgid` in one read: tgid follows pid (user space checks).
+/// Each read of kernel memory is a helper call, the bulk of a task's cost.
+#[inline(always)]
+fn pid_tgid(task: *const u8, offsets: &TaskIterOffsets) -> [u32; 2] {
+    field::<[u32; 2]>(task, offsets.pid)
+}
+
 #[inline(always)]
 fn patch_state(task: *const u8, offsets: &TaskIterOffsets) -> i32 {
     if offsets.has_patch_state == 0 {
@@ -94,8 +101,7 @@ fn patch_state(task: *const u8, offsets: &TaskIterOffsets) -> i32 {
 #[inline(always)]
 fn fill(record: &mut TaskRecord, task: *const u8) {
     let offsets = offsets();
-    record.tid = field::<u32>(task, offsets.pid);
-    record.tgid = field::<u32>(task, offsets.tgid);
+    [record.tid, record.tgid] = pid_tgid(task, &offsets);
     record.flags = field::<u32>(task, offsets.flags);
     record.state = field::<u32>(task, offsets.state);
     record.exit_state = field::<u32>(task, offsets.exit_state);
@@ -120,9 +126,10 @@ pub fn task_iter_patch_states(ctx: *mut c_void) -> i32 {
         return 0;
     };
     let offsets = offsets();
+    let [tid, tgid] = pid_tgid(task, &offsets);
     let record = PatchStateRecord {
-        tid: field::<u32>(task, offsets.pid),
-        tgid: field::<u32>(task, offsets.tgid),
+        tid,
+        tgid,
         patch_state: patch_state(task, &offsets),
     };
     write(seq, &record, size_of::<PatchStateRecord>() as u32);

@@ -273,6 +273,12 @@ fn load_iterator(root: &Path) -> Result<TaskIterator, String> {
         )
     })?;
     let offsets = task_iter_offsets(&raw).map_err(|e| format!("{}: {e}", btf_path.display()))?;
+    if offsets.tgid != offsets.pid + 4 {
+        return Err(format!(
+            "task_struct's tgid (at {}) does not follow its pid (at {}) in this kernel's BTF",
+            offsets.tgid, offsets.pid
+        ));
+    }
     let btf = Btf::from_sys_fs().map_err(|e| format!("cannot parse the kernel's BTF: {e}"))?;
     let iterator = TaskIterator::load(OBJECT, &btf, &offsets);
     drop((raw, btf));
