@@ -65,9 +65,8 @@ impl TaskIterator {
             .btf(Some(btf))
             .override_global("TASK_ITER_OFFSETS", offsets, true);
         // aya creates every map of the object; the other programs' maps
-        // (tens of thousands of preallocated entries) are made as small as
-        // they can be: nothing here uses them, and making them is most of
-        // the cost of loading (a third of a second under TCG).
+        // (tens of thousands of preallocated entries, megabytes of kernel
+        // memory) are made as small as they can be: nothing here uses them.
         for (name, map) in &maps {
             if let Some(entries) = smallest(name, map.map_type()) {
                 loader.map_max_entries(name, entries);
