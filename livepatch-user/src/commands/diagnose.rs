@@ -13,11 +13,13 @@ use crate::{
     analysis::{
         blockers::{PatchedCode, find_blockers},
         diagnosis::{diagnose_idle, diagnose_transition},
+        transition::transition,
     },
     cli::DiagnoseArgs,
     commands::output,
-    kernel::{clock::monotonic_ns, kernel_log::read_livepatch_log, read_snapshot},
-    model::{BlockReason, Snapshot, TraceEvent},
+    feed::snapshot::read_snapshot,
+    kernel::clock::monotonic_ns,
+    model::{BlockReason, Snapshot, TraceEvent, Transition},
     probes::{self, ProbeRequest, TaskVerdict},
     views::diagnose_report::{DiagnoseView, render_json, render_text},
 };
@@ -25,8 +27,19 @@ use crate::{
 /// Two of the kernel's retry rounds (one a second), with some slack.
 const OBSERVE_FOR: Duration = Duration::from_millis(2500);
 
-pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
+/// The snapshot and its transition.
+fn read(root: &Path) -> Result<(Snapshot, Option<Transition>)> {
     let snapshot = read_snapshot(root)?;
+    let transition = transition(
+        &snapshot.patches,
+        snapshot.log.value().map(Vec::as_slice),
+        snapshot.tasks.iter().map(|task| &task.patch_state),
+    );
+    Ok((snapshot, transition))
+}
+
+pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
+    let (snapshot, transition) = read(root)?;
     if !snapshot.kernel.livepatch_supported {
         let reason = snapshot
             .kernel
@@ -55,32 +68,29 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
         }
     }
 
-    let in_transition = |snapshot: &Snapshot| {
-        snapshot
-            .transition
+    let watched = |transition: &Option<Transition>| {
+        transition
             .as_ref()
             .is_some_and(|t| args.patch.as_ref().is_none_or(|p| p == &t.patch))
     };
 
-    let (snapshot, verdicts, ebpf_unavailable) = if in_transition(&snapshot) && !args.no_ebpf {
-        match observe(root) {
-            Ok(verdicts) => (read_snapshot(root)?, Some(verdicts), None),
-            Err(reason) => (snapshot, None, Some(reason)),
-        }
-    } else {
-        let reason = args
-            .no_ebpf
-            .then(|| "--no-ebpf: verdicts inferred from /proc and /sys".to_string());
-        (snapshot, None, reason)
-    };
+    // Read again after watching the kernel decide: the verdicts are about
+    // the tasks as they are now.
+    let ((snapshot, transition), verdicts, ebpf_unavailable) =
+        if watched(&transition) && !args.no_ebpf {
+            match observe(root) {
+                Ok(verdicts) => (read(root)?, Some(verdicts), None),
+                Err(reason) => ((snapshot, transition), None, Some(reason)),
+            }
+        } else {
+            let reason = args
+                .no_ebpf
+                .then(|| "--no-ebpf: verdicts inferred from /proc and /sys".to_string());
+            ((snapshot, transition), None, reason)
+        };
 
-    let log = read_livepatch_log(root);
-    let log = log.value().map(Vec::as_slice);
-    let diagnosis = match snapshot
-        .transition
-        .as_ref()
-        .filter(|_| in_transition(&snapshot))
-    {
+    let log = snapshot.log.value().map(Vec::as_slice);
+    let diagnosis = match transition.as_ref().filter(|_| watched(&transition)) {
         None => diagnose_idle(log, args.patch.as_deref()),
         Some(transition) => {
             let patch = snapshot

@@ -3,6 +3,7 @@ mod check;
 mod diagnose;
 pub mod output;
 mod status;
+mod stop_signals;
 mod watch;
 
 use std::process::ExitCode;

@@ -1,14 +1,13 @@
 use std::{path::Path, process::ExitCode};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::{
+    analysis::transition::transition,
     cli::StatusArgs,
     commands::output,
-    kernel::{
-        kernel_log::read_livepatch_log, read_kernel, read_patches, reread_in_transition,
-        scan_patch_states, transition,
-    },
+    feed::snapshot::read_patches_and_threads,
+    kernel::{kernel_log::read_livepatch_log, read_kernel, scan_patch_states},
     views::status::{StatusView, render_json, render_text},
 };
 
@@ -16,23 +15,15 @@ use crate::{
 /// a patch is in transition, to count the pending ones.
 pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
     let kernel = read_kernel(root);
-    let patches = read_patches(root).context("reading /sys/kernel/livepatch")?;
-    let in_transition = patches
-        .iter()
-        .any(|patch| patch.transition.value() == Some(&true));
-    let transition = if in_transition {
-        let threads = scan_patch_states(root).context("scanning /proc for patch_state")?;
-        let patches = reread_in_transition(root, patches.clone());
+    let (patches, threads) = read_patches_and_threads(root, |_| false, || scan_patch_states(root))?;
+    let transition = threads.and_then(|threads| {
         let log = read_livepatch_log(root);
-        let log = log.value().map(Vec::as_slice);
         transition(
             &patches,
-            log,
+            log.value().map(Vec::as_slice),
             threads.iter().map(|thread| &thread.patch_state),
         )
-    } else {
-        None
-    };
+    });
     let view = StatusView {
         kernel: &kernel,
         patches: &patches,

@@ -3,14 +3,14 @@
 use crate::{
     analysis::{
         blockers::CodeVersion,
-        transition_progress::{SignalsSeen, WatchEvent},
+        transition_tracker::{SignalsSeen, TransitionEvent},
     },
     views::printable,
 };
 
 /// One JSON object: `ts` (seconds since the Unix epoch), `event` and the
 /// event's fields.
-pub fn json_line(event: &WatchEvent, ts: f64) -> String {
+pub fn json_line(event: &TransitionEvent, ts: f64) -> String {
     let mut object = match serde_json::to_value(event) {
         Ok(serde_json::Value::Object(object)) => object,
         // A tagged enum of plain fields always serializes to an object.
@@ -24,7 +24,7 @@ pub fn json_line(event: &WatchEvent, ts: f64) -> String {
 }
 
 /// `+SECS  sentence`, seconds counted from when watch started.
-pub fn plain_line(event: &WatchEvent, since_start_secs: f64) -> String {
+pub fn plain_line(event: &TransitionEvent, since_start_secs: f64) -> String {
     format!(
         "{:>+8.1}s  {}",
         since_start_secs,
@@ -33,9 +33,9 @@ pub fn plain_line(event: &WatchEvent, since_start_secs: f64) -> String {
 }
 
 /// The event as one sentence for a person.
-pub fn describe(event: &WatchEvent) -> String {
+pub fn describe(event: &TransitionEvent) -> String {
     match event {
-        WatchEvent::Start {
+        TransitionEvent::Start {
             patch,
             direction,
             tasks_total,
@@ -43,13 +43,13 @@ pub fn describe(event: &WatchEvent) -> String {
             "{patch}: {} transition started ({tasks_total} tasks)",
             direction.as_str()
         ),
-        WatchEvent::Progress {
+        TransitionEvent::Progress {
             patch,
             tasks_pending,
             switched,
             ..
         } => format!("{patch}: {switched} tasks switched, {tasks_pending} pending"),
-        WatchEvent::Blocker {
+        TransitionEvent::Blocker {
             pid,
             tid,
             comm,
@@ -70,26 +70,26 @@ pub fn describe(event: &WatchEvent) -> String {
                 reason.words()
             )
         }
-        WatchEvent::BlockerCleared { pid, tid, comm } => {
+        TransitionEvent::BlockerCleared { pid, tid, comm } => {
             format!("cleared: {comm} pid {pid} tid {tid} no longer blocks")
         }
-        WatchEvent::Switched { patch, tids } => {
+        TransitionEvent::Switched { patch, tids } => {
             format!("{patch}: the kernel switched {} tasks", tids.len())
         }
-        WatchEvent::Signals { patch, seen_in } => format!(
+        TransitionEvent::Signals { patch, seen_in } => format!(
             "{patch}: kernel signalled the remaining tasks ({})",
             match seen_in {
                 SignalsSeen::KernelLog => "kernel log",
                 SignalsSeen::FailedRounds => "after 15 failed rounds",
             }
         ),
-        WatchEvent::Reverse { patch, direction } => {
+        TransitionEvent::Reverse { patch, direction } => {
             format!("{patch}: reversed, now {}", direction.as_str())
         }
-        WatchEvent::Force { patch } => {
+        TransitionEvent::Force { patch } => {
             format!("{patch}: FORCED: remaining tasks marked switched (module pinned)")
         }
-        WatchEvent::Complete {
+        TransitionEvent::Complete {
             patch,
             direction,
             reversed,
@@ -104,20 +104,20 @@ pub fn describe(event: &WatchEvent) -> String {
             let took = secs.map_or(" between two polls".into(), |s| format!(" in {s:.1}s"));
             format!("{patch}: {} complete{how}{took}", direction.as_str())
         }
-        WatchEvent::Gone { patch } => format!("{patch}: gone from /sys/kernel/livepatch"),
-        WatchEvent::Timeout { secs } => format!("timed out after {secs:.0}s"),
-        WatchEvent::Ready {
+        TransitionEvent::Gone { patch } => format!("{patch}: gone from /sys/kernel/livepatch"),
+        TransitionEvent::Timeout { secs } => format!("timed out after {secs:.0}s"),
+        TransitionEvent::Ready {
             ebpf: true,
             kernel_verdicts: true,
         } => "ready: following transitions with the kernel's own verdicts (eBPF)".into(),
-        WatchEvent::Ready { ebpf: true, .. } => {
+        TransitionEvent::Ready { ebpf: true, .. } => {
             "ready: following transitions with eBPF, blockers inferred from stacks".into()
         }
-        WatchEvent::Ready { ebpf: false, .. } => {
+        TransitionEvent::Ready { ebpf: false, .. } => {
             "ready: following transitions by polling /proc and /sys".into()
         }
-        WatchEvent::Interrupted { signal } => format!("interrupted by {signal}"),
-        WatchEvent::Refused { patch, why } => format!("{patch}: load refused: {why}"),
+        TransitionEvent::Interrupted { signal } => format!("interrupted by {signal}"),
+        TransitionEvent::Refused { patch, why } => format!("{patch}: load refused: {why}"),
     }
 }
 
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn json_lines_carry_ts_event_and_fields() {
         let line = json_line(
-            &WatchEvent::Blocker {
+            &TransitionEvent::Blocker {
                 pid: 7,
                 tid: 8,
                 comm: "cat".into(),
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn plain_lines_say_what_happened() {
         let line = plain_line(
-            &WatchEvent::Complete {
+            &TransitionEvent::Complete {
                 patch: "p".into(),
                 direction: Direction::Unpatching,
                 reversed: true,
