@@ -30,6 +30,12 @@ pub enum Command {
     Watch(WatchArgs),
     /// Explain a stuck transition: who blocks it, why, and what to do.
     Diagnose(DiagnoseArgs),
+    /// Check, load and watch a livepatch module; back it out if its
+    /// transition stalls past the deadline.
+    Apply(ApplyArgs),
+    /// Disable a loaded patch, watch it unpatch and unload its module;
+    /// enable it again if the transition stalls past the deadline.
+    Revert(RevertArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +118,65 @@ pub struct DiagnoseArgs {
     /// Infer verdicts from /proc and /sys instead of tracing the kernel.
     #[arg(long)]
     pub no_ebpf: bool,
+}
+
+const ROLLOUT_EXIT_CODES: &str = "Exit codes: 0 done, 3 check warnings not confirmed (nothing \
+    changed), 4 not ready (nothing changed), 5 backed out (stalled past the deadline, or interrupted: \
+    apply leaves no patch behind, revert leaves the patch applied), 7 the kernel refused the module \
+    or the write, 8 the reversal stalled too (the patch is left in transition; klpscope never \
+    forces), 1 error, 2 usage error, 141 stdout closed.
+
+The first SIGINT (or Ctrl-C) asks: a second one, SIGTERM or SIGHUP reverses the transition, \
+waits for the reversal and cleans up before exiting.";
+
+/// How a guarded rollout runs: the same for apply and revert.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Back out when the transition has not completed after this many
+    /// seconds (60 lets the kernel's fake signals, sent after 15 s, work).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = seconds::<86400>)]
+    pub deadline: f64,
+    /// Go on past check warnings and predicted blockers without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Check and get ready, but change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long the check before the change samples stacks and calls.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = seconds::<3600>)]
+    pub check_duration: f64,
+    /// One line per step instead of the TUI (the default without a
+    /// terminal).
+    #[arg(long, conflicts_with = "json")]
+    pub plain: bool,
+    /// One JSON object per line: the check, every step and the
+    /// transition's events.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not load eBPF programs; poll /proc and /sys only.
+    #[arg(long)]
+    pub no_ebpf: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = ROLLOUT_EXIT_CODES)]
+pub struct ApplyArgs {
+    /// The livepatch module file to load.
+    #[arg(value_name = "FILE.ko")]
+    pub module: PathBuf,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = ROLLOUT_EXIT_CODES)]
+pub struct RevertArgs {
+    /// The loaded patch to disable (its module is unloaded once it is
+    /// gone).
+    #[arg(value_name = "NAME", value_parser = module_name)]
+    pub patch: String,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
 }
 
 /// The kernel's MODULE_NAME_LEN less its NUL: a patch is named after its

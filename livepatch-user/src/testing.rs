@@ -2,10 +2,13 @@
 //! integration tests (feature `test-support`, enabled only for them). Each
 //! builds the plain case; a test changes the fields it is about.
 use crate::{
-    analysis::blockers::{Blocker, VerdictSource},
+    analysis::{
+        blockers::{Blocker, VerdictSource},
+        observation::{KernelPoll, Observation},
+    },
     model::{
-        BlockReason, Known, Patch, PatchFunction, PatchObject, PatchState, StackFrame, Task,
-        ThreadPatchState,
+        BlockReason, Direction, Known, Patch, PatchFunction, PatchObject, PatchState, StackFrame,
+        Task, ThreadPatchState,
     },
 };
 
@@ -97,4 +100,35 @@ pub fn blocker(tid: u32, reason: BlockReason) -> Blocker {
         failed_checks: None,
         source: VerdictSource::Inferred,
     }
+}
+
+/// A raw poll at `at_secs` of `total` threads, `pending` of them short of
+/// `direction`'s target, with `blocking` as the pending tasks read with
+/// their stacks; `patches` as sysfs shows them (their `enabled` tells the
+/// direction). No direction: every thread idle.
+pub fn poll(
+    at_secs: u64,
+    patches: Vec<Patch>,
+    direction: Option<Direction>,
+    (total, pending): (u32, u32),
+    blocking: Vec<Task>,
+) -> Observation {
+    let threads = (0..total)
+        .map(|i| {
+            let state = match direction {
+                Some(direction) if i < pending => direction.opposite().target(),
+                Some(direction) => direction.target(),
+                None => PatchState::Idle,
+            };
+            thread(1000 + i, state)
+        })
+        .collect();
+    Observation::Poll(KernelPoll {
+        at_ns: at_secs * 1_000_000_000,
+        patches,
+        threads: Some(threads),
+        pending: blocking,
+        verdicts: None,
+        log: Some(Vec::new()),
+    })
 }

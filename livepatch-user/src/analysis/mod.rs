@@ -9,5 +9,6 @@ pub mod function_state;
 pub mod live_state;
 pub mod observation;
 pub mod readiness;
+pub mod rollout;
 pub mod transition;
 pub mod transition_tracker;

@@ -57,7 +57,11 @@ impl<'a> CheckRequest<'a> {
         Ok(CheckRequest {
             functions: &args.functions,
             object: args.object.as_deref(),
-            module: args.module.as_deref().map(read_livepatch_module).transpose()?,
+            module: args
+                .module
+                .as_deref()
+                .map(read_livepatch_module)
+                .transpose()?,
             patch: args.patch.as_deref(),
             duration: args.duration,
             no_ebpf: args.no_ebpf,

@@ -1,7 +1,9 @@
 //! Each command is a short composition of readers, analysis and views.
 mod check;
 mod diagnose;
+mod event_lines;
 pub mod output;
+mod rollout;
 mod status;
 mod stop_signals;
 mod watch;
@@ -25,6 +27,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check(args) => check::run(&cli.root, &args),
         Command::Watch(args) => watch::run(&cli.root, &args),
         Command::Diagnose(args) => diagnose::run(&cli.root, &args),
+        Command::Apply(args) => rollout::apply(&cli.root, &args),
+        Command::Revert(args) => rollout::revert(&cli.root, &args),
     };
     match result {
         Err(error) if error.is::<output::OutputClosed>() => {

@@ -2,10 +2,10 @@
 //! shown as a TUI or as lines, until the user, a signal, the timeout or
 //! (with --until-complete) the transition ends it.
 use std::{
-    io::{self, IsTerminal, Write},
+    io::{self, IsTerminal},
     path::Path,
     process::ExitCode,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
@@ -19,7 +19,8 @@ use crate::{
     },
     cli::WatchArgs,
     commands::{
-        output::{self, stdout_error},
+        event_lines::EventLines,
+        output,
         stop_signals::{StopSignal, StopSignals},
     },
     feed::{feed_thread::FeedThread, transition_feed::TransitionFeed},
@@ -27,14 +28,10 @@ use crate::{
         livepatch_write::{TransitionWrite, write_confirmed},
         read_kernel,
     },
-    model::FeedCapabilities,
-    views::{
-        tui::{
-            app::App,
-            handler::{Request, handle_key},
-            terminal::TerminalSession,
-        },
-        watch_lines::{describe, json_line, plain_line},
+    views::tui::{
+        app::App,
+        handler::{Request, handle_key},
+        terminal::TerminalSession,
     },
 };
 
@@ -103,55 +100,6 @@ fn exit_for(events: &[TransitionEvent], args: &WatchArgs) -> Option<ExitCode> {
 fn panic_if_asked() {
     if std::env::var_os(DEBUG_PANIC).is_some_and(|value| value == "1") {
         panic!("{DEBUG_PANIC}=1: panicking on purpose once ready");
-    }
-}
-
-/// Lines for a script or a log: one per event, as text or JSON.
-pub struct EventLines {
-    json: bool,
-    started: Instant,
-    stdout: io::StdoutLock<'static>,
-}
-
-impl EventLines {
-    pub fn new(json: bool) -> Self {
-        EventLines {
-            json,
-            started: Instant::now(),
-            stdout: io::stdout().lock(),
-        }
-    }
-
-    pub fn emit(&mut self, events: &[TransitionEvent]) -> Result<()> {
-        for event in events {
-            let line = if self.json {
-                json_line(event, wall_clock_secs())
-            } else {
-                plain_line(event, self.started.elapsed().as_secs_f64())
-            };
-            writeln!(self.stdout, "{line}").map_err(stdout_error)?;
-        }
-        self.stdout.flush().map_err(stdout_error)
-    }
-
-    /// Says how the feed follows transitions: in JSON the `ready` event, in
-    /// text lines on stderr (stdout keeps the events).
-    pub fn ready(&mut self, feed: &FeedCapabilities) -> Result<()> {
-        let ready = TransitionEvent::ready(feed);
-        if self.json {
-            self.emit(std::slice::from_ref(&ready))?;
-        } else {
-            output::note(&describe(&ready));
-        }
-        if let Some(why) = &feed.verdicts_inferred {
-            output::note(&format!("blockers are inferred from stacks: {why}"));
-        }
-        Ok(())
-    }
-
-    pub fn timeout(&mut self) -> Result<()> {
-        let secs = self.started.elapsed().as_secs_f64();
-        self.emit(&[TransitionEvent::Timeout { secs }])
     }
 }
 
@@ -266,10 +214,4 @@ fn write_confirmed_from_tui(root: &Path, app: &mut App, write: &TransitionWrite)
 
 pub fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365)
-}
-
-fn wall_clock_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

@@ -3,6 +3,7 @@
 pub mod check_report;
 pub mod diagnose_report;
 mod printable;
+pub mod rollout_lines;
 pub mod status;
 pub mod tui;
 pub mod watch_lines;

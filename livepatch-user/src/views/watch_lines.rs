@@ -1,5 +1,7 @@
 //! `watch` without a terminal: one line per change, as text or JSON. The
 //! TUI's event log uses the same sentences.
+use serde::Serialize;
+
 use crate::{
     analysis::{
         blockers::CodeVersion,
@@ -9,8 +11,8 @@ use crate::{
 };
 
 /// One JSON object: `ts` (seconds since the Unix epoch), `event` and the
-/// event's fields.
-pub fn json_line(event: &TransitionEvent, ts: f64) -> String {
+/// event's fields (a transition's event, or a rollout's step).
+pub fn json_line(event: &impl Serialize, ts: f64) -> String {
     let mut object = match serde_json::to_value(event) {
         Ok(serde_json::Value::Object(object)) => object,
         // A tagged enum of plain fields always serializes to an object.
@@ -24,12 +26,8 @@ pub fn json_line(event: &TransitionEvent, ts: f64) -> String {
 }
 
 /// `+SECS  sentence`, seconds counted from when watch started.
-pub fn plain_line(event: &TransitionEvent, since_start_secs: f64) -> String {
-    format!(
-        "{:>+8.1}s  {}",
-        since_start_secs,
-        printable(&describe(event))
-    )
+pub fn plain_line(sentence: &str, since_start_secs: f64) -> String {
+    format!("{:>+8.1}s  {}", since_start_secs, printable(sentence))
 }
 
 /// The event as one sentence for a person.
@@ -158,13 +156,13 @@ mod tests {
     #[test]
     fn plain_lines_say_what_happened() {
         let line = plain_line(
-            &TransitionEvent::Complete {
+            &describe(&TransitionEvent::Complete {
                 patch: "p".into(),
                 direction: Direction::Unpatching,
                 reversed: true,
                 forced: false,
                 secs: Some(17.26),
-            },
+            }),
             20.0,
         );
         assert_eq!(
