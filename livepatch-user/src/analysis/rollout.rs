@@ -7,10 +7,10 @@
 use serde::Serialize;
 
 use super::{
-    blockers::{Blocker, letter},
+    blockers::Blocker,
     transition_tracker::{TransitionEvent, TransitionTracker, secs_between},
 };
-use crate::model::{BlockReason, Direction};
+use crate::model::Direction;
 
 /// What is being rolled out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -102,7 +102,7 @@ pub enum RolloutStep {
         patch: String,
         secs: f64,
         tasks_pending: usize,
-        blockers: Vec<DeadlineBlocker>,
+        blockers: Vec<Blocker>,
     },
     /// The transition is being turned around.
     Reversing {
@@ -139,33 +139,6 @@ impl RolloutStep {
             kind,
             end,
             exit_code: end.exit_code(),
-        }
-    }
-}
-
-/// A blocker as the deadline step names it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct DeadlineBlocker {
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    pub kthread: bool,
-    #[serde(serialize_with = "letter")]
-    pub state: char,
-    pub reason: BlockReason,
-    pub function: Option<String>,
-}
-
-impl From<&Blocker> for DeadlineBlocker {
-    fn from(blocker: &Blocker) -> Self {
-        DeadlineBlocker {
-            pid: blocker.pid,
-            tid: blocker.tid,
-            comm: blocker.comm.clone(),
-            kthread: blocker.kthread,
-            state: blocker.state,
-            reason: blocker.reason,
-            function: blocker.function.clone(),
         }
     }
 }
@@ -277,11 +250,7 @@ impl Rollout {
                     patch: self.patch.clone(),
                     secs: self.deadline_secs,
                     tasks_pending: transition.tasks_pending,
-                    blockers: transition
-                        .blockers
-                        .iter()
-                        .map(DeadlineBlocker::from)
-                        .collect(),
+                    blockers: transition.blockers.clone(),
                 });
                 Some(self.back_out(BackoutCause::Deadline, now_ns, steps))
             }

@@ -34,7 +34,7 @@ use crate::{
     feed::{feed_thread::FeedThread, transition_feed::TransitionFeed},
     kernel::{
         clock::monotonic_ns,
-        livepatch_module::{ModuleImage, open_livepatch_module},
+        livepatch_module::{LivepatchModule, ModuleImage, open_livepatch_module},
         livepatch_write::{
             LoadRefused, TransitionWrite, UnloadRefused, disable_patch, load_module, unload_module,
             write_confirmed,
@@ -66,49 +66,34 @@ pub fn apply(root: &Path, args: &ApplyArgs) -> Result<ExitCode> {
     supported(root, "apply")?;
     let (module, image) = open_livepatch_module(&args.module)?;
     let patch = module.name.clone();
-    let checked = check(
-        root,
-        CheckRequest {
-            functions: &[],
-            object: None,
-            module: Some(module),
-            patch: None,
-            duration: args.rollout.check_duration,
-            no_ebpf: args.rollout.no_ebpf,
-        },
-    )?;
-    let change = Change::Load { image };
-    run(
-        root,
-        RolloutKind::Apply,
-        &patch,
-        change,
-        checked,
-        &args.rollout,
-    )
+    let checked = check(root, check_request(Some(module), None, &args.rollout))?;
+    let (kind, change) = (RolloutKind::Apply, Change::Load { image });
+    run(root, kind, &patch, change, checked, &args.rollout)
 }
 
 pub fn revert(root: &Path, args: &RevertArgs) -> Result<ExitCode> {
     supported(root, "revert")?;
-    let checked = check(
-        root,
-        CheckRequest {
-            functions: &[],
-            object: None,
-            module: None,
-            patch: Some(&args.patch),
-            duration: args.rollout.check_duration,
-            no_ebpf: args.rollout.no_ebpf,
-        },
-    )?;
-    run(
-        root,
-        RolloutKind::Revert,
-        &args.patch,
-        Change::Disable,
-        checked,
-        &args.rollout,
-    )
+    let request = check_request(None, Some(&args.patch), &args.rollout);
+    let checked = check(root, request)?;
+    let (kind, change) = (RolloutKind::Revert, Change::Disable);
+    run(root, kind, &args.patch, change, checked, &args.rollout)
+}
+
+/// The check before the change: of the module to load, or of the patch to
+/// disable.
+fn check_request<'a>(
+    module: Option<LivepatchModule>,
+    patch: Option<&'a str>,
+    args: &RolloutArgs,
+) -> CheckRequest<'a> {
+    CheckRequest {
+        functions: &[],
+        object: None,
+        module,
+        patch,
+        duration: args.check_duration,
+        no_ebpf: args.no_ebpf,
+    }
 }
 
 fn supported(root: &Path, verb: &str) -> Result<()> {
