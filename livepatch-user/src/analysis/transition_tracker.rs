@@ -422,8 +422,9 @@ impl TransitionTracker {
 
     /// A transition that began and ended between two polls (a few
     /// milliseconds on 7.x) is seen only in what it left: a patch that
-    /// appeared enabled, or a known patch whose `enabled` flipped. Report
-    /// it, so that scripts waiting for it end.
+    /// appeared enabled, a known patch whose `enabled` flipped, or an
+    /// applied patch that is gone. Report it, so that scripts waiting for
+    /// it end.
     ///
     /// `ended` is the patch whose transition this poll saw end: already
     /// reported. A patch that turned disabled while another transition
@@ -435,24 +436,39 @@ impl TransitionTracker {
         ended: Option<&str>,
         events: &mut Vec<TransitionEvent>,
     ) {
-        let quick: Vec<(&Patch, Direction)> = poll
+        let mut quick: Vec<(String, Direction)> = poll
             .patches
             .iter()
             .filter(|patch| Some(patch.name.as_str()) != ended)
-            .filter_map(|patch| Some((patch, self.settled_since_last_poll(patch)?)))
+            .filter_map(|patch| Some((patch.name.clone(), self.settled_since_last_poll(patch)?)))
             .collect();
+        // An applied patch that left sysfs was disabled, unpatched and freed
+        // between the polls: the kernel frees a patch as soon as its
+        // unpatching transition completes.
+        let present = |name: &str| poll.patches.iter().any(|p| p.name == name && !p.gone);
+        quick.extend(
+            self.patches
+                .iter()
+                .filter(|before| Some(before.name.as_str()) != ended && !present(&before.name))
+                .filter(|before| {
+                    !before.gone
+                        && before.enabled == Known::Value(true)
+                        && before.transition == Known::Value(false)
+                })
+                .map(|before| (before.name.clone(), Direction::Unpatching)),
+        );
         let patching = quick.iter().any(|(_, d)| *d == Direction::Patching);
         for (patch, direction) in quick {
             if direction == Direction::Unpatching && (patching || ended.is_some()) {
                 continue;
             }
             events.push(TransitionEvent::Start {
-                patch: patch.name.clone(),
+                patch: patch.clone(),
                 direction,
                 tasks_total: poll.threads.unwrap_or(0),
             });
             let outcome = Outcome {
-                patch: patch.name.clone(),
+                patch,
                 direction,
                 reversed: false,
                 forced: false,
@@ -956,6 +972,29 @@ mod tests {
                 .is_empty(),
             "nothing changed"
         );
+    }
+
+    /// A disabled patch is freed as soon as it is unpatched: seen applied,
+    /// then gone, it went through an unpatching transition.
+    #[test]
+    fn an_applied_patch_gone_between_polls_was_unpatched() {
+        let mut state = tracker();
+        state.apply(poll(0, vec![patch("p", true, false)], None, vec![]));
+        let events = state.apply(poll(1, vec![], None, vec![]));
+        assert_eq!(names(&events), ["start", "complete", "gone"], "{events:?}");
+        assert!(matches!(
+            events[1],
+            TransitionEvent::Complete {
+                direction: Direction::Unpatching,
+                reversed: false,
+                ..
+            }
+        ));
+        // Gone while disabled: nothing more to report than that.
+        let mut state = tracker();
+        state.apply(poll(0, vec![patch("p", false, false)], None, vec![]));
+        let events = state.apply(poll(1, vec![], None, vec![]));
+        assert_eq!(names(&events), ["gone"]);
     }
 
     /// An atomic replace disables the patch it replaces inside its own
