@@ -174,7 +174,7 @@ async fn rollout(
 
     let started = monotonic_ns();
     let first = match change {
-        Change::Load { image } => match load_module(&image, patch) {
+        Change::Load { image } => match load_module(root, &image, patch) {
             Ok(()) => RolloutStep::Loaded {
                 patch: patch.to_owned(),
                 module: image.path.clone(),

@@ -200,7 +200,13 @@ pub enum LoadRefused {
 /// after making sure the file still holds the bytes that were checked. The
 /// kernel enables the patch in the module's init: on success its
 /// transition has started.
-pub fn load_module(image: &ModuleImage, name: &str) -> Result<(), LoadRefused> {
+pub fn load_module(root: &Path, image: &ModuleImage, name: &str) -> Result<(), LoadRefused> {
+    if let Some(why) = not_this_kernel(root) {
+        return Err(LoadRefused::Kernel {
+            module: name.to_owned(),
+            why,
+        });
+    }
     let mut now = vec![0; image.bytes.len()];
     let same = image.file.read_exact_at(&mut now, 0).is_ok()
         && now == image.bytes
@@ -238,6 +244,17 @@ fn load_error(name: &str, error: io::Error) -> String {
     }
 }
 
+/// Modules go into the running kernel whatever the root: with another tree
+/// (a fixture) they must not go anywhere.
+fn not_this_kernel(root: &Path) -> Option<String> {
+    (root != Path::new("/")).then(|| {
+        format!(
+            "--root points at {}, not this kernel: modules are loaded and unloaded only with /",
+            root.display()
+        )
+    })
+}
+
 /// Why a module was not unloaded.
 #[derive(Debug, thiserror::Error)]
 pub enum UnloadRefused {
@@ -251,6 +268,12 @@ pub enum UnloadRefused {
 /// freed, which the kernel does just after the unpatching transition):
 /// an enabled patch's module must never go.
 pub fn unload_module(root: &Path, name: &str) -> Result<(), UnloadRefused> {
+    if let Some(why) = not_this_kernel(root) {
+        return Err(UnloadRefused::Kernel {
+            module: name.to_owned(),
+            error: io::Error::other(why),
+        });
+    }
     if livepatch_dir(root).join(name).exists() {
         let patch = read_patch(root, name);
         let state = match (&patch.enabled, &patch.transition) {
