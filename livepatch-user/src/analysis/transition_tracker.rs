@@ -442,19 +442,20 @@ impl TransitionTracker {
             .filter(|patch| Some(patch.name.as_str()) != ended)
             .filter_map(|patch| Some((patch.name.clone(), self.settled_since_last_poll(patch)?)))
             .collect();
-        // An applied patch that left sysfs was disabled, unpatched and freed
-        // between the polls: the kernel frees a patch as soon as its
+        // A patch that left sysfs after it was seen applied, or in a
+        // transition no poll could tell the direction of, was unpatched and
+        // freed between the polls: the kernel frees a patch as soon as its
         // unpatching transition completes.
         let present = |name: &str| poll.patches.iter().any(|p| p.name == name && !p.gone);
+        let applied = |patch: &Patch| {
+            patch.enabled == Known::Value(true) && patch.transition == Known::Value(false)
+        };
+        let unbegun = |patch: &Patch| self.unbegun.as_deref() == Some(patch.name.as_str());
         quick.extend(
             self.patches
                 .iter()
                 .filter(|before| Some(before.name.as_str()) != ended && !present(&before.name))
-                .filter(|before| {
-                    !before.gone
-                        && before.enabled == Known::Value(true)
-                        && before.transition == Known::Value(false)
-                })
+                .filter(|before| !before.gone && (applied(before) || unbegun(before)))
                 .map(|before| (before.name.clone(), Direction::Unpatching)),
         );
         let patching = quick.iter().any(|(_, d)| *d == Direction::Patching);
@@ -990,6 +991,19 @@ mod tests {
                 ..
             }
         ));
+        // Seen in a transition of no telling direction (every task at the
+        // target already), then gone: it was unpatched.
+        let mut state = tracker();
+        state.apply(poll(0, vec![patch("p", true, false)], None, vec![]));
+        let settling = poll(
+            1,
+            vec![patch("p", false, true)],
+            Some((Direction::Unpatching, 0)),
+            vec![],
+        );
+        assert!(state.apply(settling).is_empty());
+        let events = state.apply(poll(2, vec![], None, vec![]));
+        assert_eq!(names(&events), ["start", "complete", "gone"], "{events:?}");
         // Gone while disabled: nothing more to report than that.
         let mut state = tracker();
         state.apply(poll(0, vec![patch("p", false, false)], None, vec![]));
