@@ -116,9 +116,12 @@ fn stderr(output: &Output) -> String {
 #[test]
 fn warnings_stop_apply_unless_yes() {
     let fixture = kernel();
-    fixture
-        .patch("klp_old", "1", "0", None)
-        .object("klp_old", "vmlinux", "1", &["meminfo_proc_show,1"]);
+    fixture.patch("klp_old", "1", "0", None).object(
+        "klp_old",
+        "vmlinux",
+        "1",
+        &["meminfo_proc_show,1"],
+    );
     let dir = tempfile::tempdir().unwrap();
     let ko = fake_ko(dir.path());
     let output = run(fixture.root(), &["apply", ko.to_str().unwrap(), "--json"]);

@@ -148,7 +148,11 @@ async fn rollout(
     }
     let end = match checked.readiness.verdict {
         Verdict::NotReady => Some(RolloutEnd::NotReady),
-        Verdict::Warnings if !args.yes && !confirmed(kind, patch) => Some(RolloutEnd::NotConfirmed),
+        Verdict::Warnings
+            if checked.readiness.asks_to_confirm() && !args.yes && !confirmed(kind, patch) =>
+        {
+            Some(RolloutEnd::NotConfirmed)
+        }
         _ => None,
     };
     if let Some(end) = end {
