@@ -27,7 +27,10 @@ use crate::{
     },
     model::Known,
     probes::{self, Capabilities, ProbeRequest},
-    views::check_report::{CheckView, EbpfView, render_json, render_text},
+    views::{
+        check_report::{CheckView, EbpfView, render_json, render_text},
+        style::Color,
+    },
 };
 
 /// Exit codes besides 0 (ready) and 1 (error).
@@ -38,7 +41,7 @@ pub const EXIT_NOT_READY: u8 = 4;
 /// a short window, rare enough that reading every stack stays cheap.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
-pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
+pub fn run(root: &Path, args: &CheckArgs, color: Color) -> Result<ExitCode> {
     let (plan, targets, module) = targets(root, args)?;
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     let kernel = read_kernel(root);
@@ -148,7 +151,7 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
     let text = if args.json {
         render_json(&view)
     } else {
-        render_text(&view)
+        render_text(&view, color)
     };
     output::print(&text)?;
     Ok(exit_code(&readiness))

@@ -19,13 +19,16 @@ use crate::{
     kernel::{clock::monotonic_ns, kernel_log::read_livepatch_log, read_snapshot},
     model::{BlockReason, Snapshot, TraceEvent},
     probes::{self, ProbeRequest, TaskVerdict},
-    views::diagnose_report::{DiagnoseView, render_json, render_text},
+    views::{
+        diagnose_report::{DiagnoseView, render_json, render_text},
+        style::Color,
+    },
 };
 
 /// Two of the kernel's retry rounds (one a second), with some slack.
 const OBSERVE_FOR: Duration = Duration::from_millis(2500);
 
-pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
+pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
     let snapshot = read_snapshot(root)?;
     if !snapshot.kernel.livepatch_supported {
         let reason = snapshot
@@ -110,7 +113,7 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
     if args.json {
         output::print(&render_json(&view))?;
     } else {
-        output::print(&render_text(&view))?;
+        output::print(&render_text(&view, color))?;
     }
     // Some pending task could not be explained: the report is not the
     // all-clear it might look like.

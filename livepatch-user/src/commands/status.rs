@@ -9,12 +9,15 @@ use crate::{
         kernel_log::read_livepatch_log, read_kernel, read_patches, reread_in_transition,
         scan_patch_states, transition,
     },
-    views::status::{StatusView, render_json, render_text},
+    views::{
+        status::{StatusView, render_json, render_text},
+        style::Color,
+    },
 };
 
 /// Kernel facts and patches; threads are scanned (patch_state only) just when
 /// a patch is in transition, to count the pending ones.
-pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
+pub fn run(root: &Path, args: &StatusArgs, color: Color) -> Result<ExitCode> {
     let kernel = read_kernel(root);
     let patches = read_patches(root).context("reading /sys/kernel/livepatch")?;
     let in_transition = patches
@@ -41,7 +44,7 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
     let text = if args.json {
         render_json(&view)
     } else {
-        render_text(&view)
+        render_text(&view, color)
     };
     output::print(&text)?;
     Ok(ExitCode::SUCCESS)

@@ -41,6 +41,7 @@ use crate::{
     model::{Known, Patch, ThreadPatchState, TraceEvent, Transition},
     probes::{self, ProbeRequest, Probes, TaskVerdict},
     views::{
+        style::Color,
         tui::{
             app::App,
             handler::{Request, handle_key},
@@ -62,15 +63,15 @@ const MAX_STACKS: usize = 256;
 /// A hidden switch for the VM lab's detach test: panic once ready.
 const DEBUG_PANIC: &str = "KLPSCOPE_DEBUG_PANIC";
 
-pub fn run(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
+pub fn run(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(watch(root, args))
+    runtime.block_on(watch(root, args, color))
 }
 
-async fn watch(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
+async fn watch(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
     let kernel = read_kernel(root);
     if !kernel.livepatch_supported {
         // No transition can ever come: waiting for one would only hang.
@@ -91,7 +92,7 @@ async fn watch(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
     if interactive {
         run_tui(root, rounds, signals, App::new(state), args, deadline).await
     } else {
-        run_lines(rounds, signals, state, args, deadline).await
+        run_lines(rounds, signals, state, args, deadline, color).await
     }
 }
 
@@ -256,6 +257,7 @@ async fn run_lines(
     mut state: WatchState,
     args: &WatchArgs,
     deadline: Option<Instant>,
+    color: Color,
 ) -> Result<ExitCode> {
     if let transition_progress::Feed::Polling { reason } = &state.feed {
         output::note(&format!(
@@ -269,7 +271,7 @@ async fn run_lines(
             let line = if args.json {
                 json_line(event, wall_clock_secs())
             } else {
-                plain_line(event, started.elapsed().as_secs_f64())
+                plain_line(event, started.elapsed().as_secs_f64(), color)
             };
             writeln!(stdout, "{line}").map_err(stdout_error)?;
         }

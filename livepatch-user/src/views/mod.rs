@@ -4,6 +4,7 @@ pub mod check_report;
 pub mod diagnose_report;
 mod printable;
 pub mod status;
+pub mod style;
 pub mod tui;
 pub mod watch_lines;
 

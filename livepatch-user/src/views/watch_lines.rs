@@ -1,11 +1,16 @@
 //! `watch` without a terminal: one line per change, as text or JSON. The
 //! TUI's event log uses the same sentences.
+use std::fmt::Write as _;
+
 use crate::{
     analysis::{
         blockers::CodeVersion,
         transition_progress::{SignalsSeen, WatchEvent},
     },
-    views::printable,
+    views::{
+        printable,
+        style::{Color, Text, Tone},
+    },
 };
 
 /// One JSON object: `ts` (seconds since the Unix epoch), `event` and the
@@ -23,13 +28,38 @@ pub fn json_line(event: &WatchEvent, ts: f64) -> String {
     serde_json::Value::Object(object).to_string()
 }
 
-/// `+SECS  sentence`, seconds counted from when watch started.
-pub fn plain_line(event: &WatchEvent, since_start_secs: f64) -> String {
-    format!(
-        "{:>+8.1}s  {}",
-        since_start_secs,
-        printable(&describe(event))
-    )
+/// `+SECS  sentence`, seconds counted from when watch started; the
+/// sentence coloured by what it says, if `color` is on.
+pub fn plain_line(event: &WatchEvent, since_start_secs: f64, color: Color) -> String {
+    let mut line = Text::new(color);
+    // Writing into memory cannot fail.
+    let _ = write!(line, "{since_start_secs:>+8.1}s  ");
+    // A whole line: a newline in a name is escaped too.
+    let sentence = printable(&describe(event)).into_owned();
+    let _ = match tone(event) {
+        Some(tone) => line.paint(tone, sentence),
+        None => line.write_str(&sentence),
+    };
+    line.into_string()
+}
+
+/// What an event means to the person watching, as a colour; none for the
+/// ordinary course of a transition.
+fn tone(event: &WatchEvent) -> Option<Tone> {
+    match event {
+        WatchEvent::Complete { .. } | WatchEvent::BlockerCleared { .. } => Some(Tone::Good),
+        WatchEvent::Blocker { .. }
+        | WatchEvent::Signals { .. }
+        | WatchEvent::Reverse { .. }
+        | WatchEvent::Gone { .. }
+        | WatchEvent::Timeout { .. }
+        | WatchEvent::Interrupted { .. } => Some(Tone::Warn),
+        WatchEvent::Force { .. } | WatchEvent::Refused { .. } => Some(Tone::Bad),
+        WatchEvent::Start { .. }
+        | WatchEvent::Progress { .. }
+        | WatchEvent::Switched { .. }
+        | WatchEvent::Ready { .. } => None,
+    }
 }
 
 /// The event as one sentence for a person.
@@ -166,10 +196,40 @@ mod tests {
                 secs: Some(17.26),
             },
             20.0,
+            Color::Off,
         );
         assert_eq!(
             line,
             "   +20.0s  p: unpatching complete after reversal in 17.3s"
         );
+    }
+
+    #[test]
+    fn a_coloured_line_paints_the_sentence_and_escapes_names() {
+        let blocker = WatchEvent::Blocker {
+            pid: 7,
+            tid: 8,
+            comm: "evil\nline\x1b[2J".into(),
+            kthread: false,
+            state: 'S',
+            reason: BlockReason::FunctionOnStack,
+            function: Some("cmdline_proc_show".into()),
+            version: Some(CodeVersion::Original),
+        };
+        let plain = plain_line(&blocker, 1.0, Color::Off);
+        let coloured = plain_line(&blocker, 1.0, Color::On);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        assert!(plain.contains("evil\\x0aline\\x1b[2J"), "{plain:?}");
+        let yellow = anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Yellow.into()));
+        assert_eq!(
+            coloured,
+            format!(
+                "    +1.0s  {}{}{}",
+                yellow.render(),
+                plain.trim_start_matches("    +1.0s  "),
+                yellow.render_reset()
+            )
+        );
+        assert!(!coloured.contains('\n'));
     }
 }
