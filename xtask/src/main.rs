@@ -4,6 +4,7 @@ mod cache;
 mod fuzz;
 mod setup;
 mod test;
+mod tools;
 mod vm;
 
 use std::process::ExitCode;
