@@ -30,10 +30,12 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Build and run klpscope as root: `cargo xtask run -- status`.
+    /// Build and run klpscope's release build as root, as an administrator
+    /// runs it: `cargo xtask run -- status`.
     Run {
+        /// The debug build instead (overflow checks on, unoptimised).
         #[arg(long)]
-        release: bool,
+        debug: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -78,7 +80,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::run().map(|_| ExitCode::SUCCESS),
         Command::Build { release } => build::all(release).map(|_| ExitCode::SUCCESS),
-        Command::Run { release, args } => build::run(release, &args),
+        Command::Run { debug, args } => build::run(!debug, &args),
         Command::Dist => dist::package().map(|_| ExitCode::SUCCESS),
         Command::DistTest => dist_test::run().map(|_| ExitCode::SUCCESS),
         Command::Lint => test::lint().map(|_| ExitCode::SUCCESS),
