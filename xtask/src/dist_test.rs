@@ -54,7 +54,7 @@ pub fn run() -> Result<()> {
         "PASS dist-test: {} installed, klpscope --version, man -w for {} pages, bash completes \
          {} commands, removed without a trace ({:.1}s)",
         deb.file_name().unwrap_or_default().to_string_lossy(),
-        commands.len() + 1,
+        pages(&commands).len(),
         commands.len(),
         started.elapsed().as_secs_f64()
     );
@@ -210,7 +210,8 @@ fn dpkg<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<Output> {
             return Ok(out);
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("lock") && waiting_since.elapsed() < DPKG_LOCK_WAIT {
+        if stderr.contains("locked by another process") && waiting_since.elapsed() < DPKG_LOCK_WAIT
+        {
             thread::sleep(Duration::from_secs(2));
             continue;
         }
