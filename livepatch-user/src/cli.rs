@@ -1,9 +1,16 @@
 //! The command line: what the user can ask for.
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// eBPF-assisted livepatch readiness and transition tracing.
+///
+/// klpscope shows a Linux livepatch transition as the kernel sees it:
+/// status lists the loaded patches and the transition in progress, check
+/// says whether a patch can apply here and which tasks would block it,
+/// watch follows a transition live, and diagnose explains a stuck one. It
+/// is read-only, except for reversing or forcing a transition from watch,
+/// each after a confirmation. Kernel stacks and eBPF need root.
 #[derive(Debug, Parser)]
 #[command(name = "klpscope", version, propagate_version = true)]
 pub struct Cli {
@@ -17,6 +24,18 @@ pub struct Cli {
     /// to this file.
     #[arg(long, global = true, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// Colour the text views: auto colours only a terminal, and not when
+    /// NO_COLOR is set. JSON is never coloured.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+}
+
+/// When the text views are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +55,8 @@ pub enum Command {
     /// Disable a loaded patch, watch it unpatch and unload its module;
     /// enable it again if the transition stalls past the deadline.
     Revert(RevertArgs),
+    /// Print the shell completion script for klpscope.
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +198,17 @@ pub struct RevertArgs {
     pub patch: String,
     #[command(flatten)]
     pub rollout: RolloutArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The Debian package installs them for bash, zsh and fish. By hand, for example: \
+    klpscope completions bash > ~/.local/share/bash-completion/completions/klpscope"
+)]
+pub struct CompletionsArgs {
+    /// The shell to complete klpscope's commands and options in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// The kernel's MODULE_NAME_LEN less its NUL: a patch is named after its

@@ -353,8 +353,15 @@ fn a_stalled_revert_enables_the_patch_again() {
         "livepatch_cmdline_proc_show"
     );
     assert_eq!(seen.last().unwrap()["direction"], "patching");
-    let enabled = fs::read_to_string(fixture.path("sys/kernel/livepatch/klp_demo/enabled"));
-    assert_eq!(enabled.unwrap().trim(), "1", "re-enabled");
+    // The step is said before the write is made.
+    let enabled = || fs::read_to_string(fixture.path("sys/kernel/livepatch/klp_demo/enabled"));
+    for _ in 0..100 {
+        if enabled().unwrap().trim() == "1" {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(enabled().unwrap().trim(), "1", "re-enabled");
     // Re-patched: the transition ends enabled.
     set(&fixture, "proc/100/task/100/patch_state", "-1\n");
     set(&fixture, "proc/42/task/42/patch_state", "-1\n");

@@ -32,6 +32,8 @@ pub fn all() -> Result<ExitCode> {
         build::user_cargo("test").args(["--workspace"]),
         "unit and integration tests",
     )?;
+    // The Debian package, installed, used and removed on this machine.
+    crate::dist_test::run()?;
     // The parsers of untrusted input, fuzzed from their seeds.
     crate::fuzz::run(None)?;
     // Real livepatch transitions, on every supported Debian kernel.

@@ -30,7 +30,10 @@ use crate::{
     },
     model::Known,
     probes::{self, Capabilities, ProbeRequest},
-    views::check_report::{CheckView, EbpfView, render_json, render_text},
+    views::{
+        check_report::{CheckView, EbpfView, render_json, render_text},
+        style::Color,
+    },
 };
 
 /// Exit codes besides 0 (ready) and 1 (error).
@@ -107,13 +110,13 @@ impl Checked {
     }
 }
 
-pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
+pub fn run(root: &Path, args: &CheckArgs, color: Color) -> Result<ExitCode> {
     let checked = check(root, CheckRequest::of(args)?)?;
     let view = checked.view();
     let text = if args.json {
         render_json(&view)
     } else {
-        render_text(&view)
+        render_text(&view, color)
     };
     output::print(&text)?;
     Ok(checked.exit_code())

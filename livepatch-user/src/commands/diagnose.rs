@@ -21,7 +21,10 @@ use crate::{
     kernel::clock::monotonic_ns,
     model::{BlockReason, Snapshot, TraceEvent, Transition},
     probes::{self, ProbeRequest, TaskVerdict},
-    views::diagnose_report::{DiagnoseView, render_json, render_text},
+    views::{
+        diagnose_report::{DiagnoseView, render_json, render_text},
+        style::Color,
+    },
 };
 
 /// Two of the kernel's retry rounds (one a second), with some slack.
@@ -38,7 +41,7 @@ fn read(root: &Path) -> Result<(Snapshot, Option<Transition>)> {
     Ok((snapshot, transition))
 }
 
-pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
+pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
     let (snapshot, transition) = read(root)?;
     if !snapshot.kernel.livepatch_supported {
         let reason = snapshot
@@ -120,7 +123,7 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
     if args.json {
         output::print(&render_json(&view))?;
     } else {
-        output::print(&render_text(&view))?;
+        output::print(&render_text(&view, color))?;
     }
     // Some pending task could not be explained: the report is not the
     // all-clear it might look like.

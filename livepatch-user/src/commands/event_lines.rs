@@ -13,22 +13,25 @@ use crate::{
     commands::output::{self, stdout_error},
     model::FeedCapabilities,
     views::{
-        rollout_lines::describe_step,
-        watch_lines::{describe, json_line, plain_line},
+        rollout_lines::{describe_step, step_tone},
+        style::{Color, Tone},
+        watch_lines::{describe, json_line, plain_line, tone},
     },
 };
 
 /// Lines for a script or a log: one per event, as text or JSON.
 pub struct EventLines {
     json: bool,
+    color: Color,
     started: Instant,
     stdout: io::StdoutLock<'static>,
 }
 
 impl EventLines {
-    pub fn new(json: bool) -> Self {
+    pub fn new(json: bool, color: Color) -> Self {
         EventLines {
             json,
+            color,
             started: Instant::now(),
             stdout: io::stdout().lock(),
         }
@@ -36,7 +39,7 @@ impl EventLines {
 
     pub fn emit(&mut self, events: &[TransitionEvent]) -> Result<()> {
         for event in events {
-            self.line(event, || describe(event))?;
+            self.line(event, || (describe(event), tone(event)))?;
         }
         self.stdout.flush().map_err(stdout_error)
     }
@@ -45,14 +48,14 @@ impl EventLines {
     /// text mode.
     pub fn emit_json(&mut self, document: &impl serde::Serialize) -> Result<()> {
         if self.json {
-            self.line(document, String::new)?;
+            self.line(document, || (String::new(), None))?;
         }
         self.stdout.flush().map_err(stdout_error)
     }
 
     pub fn emit_steps(&mut self, steps: &[RolloutStep]) -> Result<()> {
         for step in steps {
-            self.line(step, || describe_step(step))?;
+            self.line(step, || (describe_step(step), step_tone(step)))?;
         }
         self.stdout.flush().map_err(stdout_error)
     }
@@ -60,12 +63,14 @@ impl EventLines {
     fn line(
         &mut self,
         event: &impl serde::Serialize,
-        sentence: impl FnOnce() -> String,
+        sentence: impl FnOnce() -> (String, Option<Tone>),
     ) -> Result<()> {
         let line = if self.json {
             json_line(event, wall_clock_secs())
         } else {
-            plain_line(&sentence(), self.started.elapsed().as_secs_f64())
+            let (sentence, tone) = sentence();
+            let secs = self.started.elapsed().as_secs_f64();
+            plain_line(&sentence, tone, secs, self.color)
         };
         writeln!(self.stdout, "{line}").map_err(stdout_error)
     }

@@ -44,6 +44,7 @@ use crate::{
     views::{
         check_report::{CheckView, render_text},
         rollout_lines::describe_step,
+        style::Color,
         tui::{
             app::App,
             handler::{Request, handle_key},
@@ -62,21 +63,29 @@ enum Change {
     Disable,
 }
 
-pub fn apply(root: &Path, args: &ApplyArgs) -> Result<ExitCode> {
+pub fn apply(root: &Path, args: &ApplyArgs, color: Color) -> Result<ExitCode> {
     supported(root, "apply")?;
     let (module, image) = open_livepatch_module(&args.module)?;
     let patch = module.name.clone();
     let checked = check(root, check_request(Some(module), None, &args.rollout))?;
     let (kind, change) = (RolloutKind::Apply, Change::Load { image });
-    run(root, kind, &patch, change, checked, &args.rollout)
+    run(root, kind, &patch, change, checked, &args.rollout, color)
 }
 
-pub fn revert(root: &Path, args: &RevertArgs) -> Result<ExitCode> {
+pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> {
     supported(root, "revert")?;
     let request = check_request(None, Some(&args.patch), &args.rollout);
     let checked = check(root, request)?;
     let (kind, change) = (RolloutKind::Revert, Change::Disable);
-    run(root, kind, &args.patch, change, checked, &args.rollout)
+    run(
+        root,
+        kind,
+        &args.patch,
+        change,
+        checked,
+        &args.rollout,
+        color,
+    )
 }
 
 /// The check before the change: of the module to load, or of the patch to
@@ -112,12 +121,13 @@ fn run(
     change: Change,
     checked: Checked,
     args: &RolloutArgs,
+    color: Color,
 ) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(rollout(root, kind, patch, change, checked, args))
+    runtime.block_on(rollout(root, kind, patch, change, checked, args, color))
 }
 
 /// The check's report as the first JSON line.
@@ -135,16 +145,17 @@ async fn rollout(
     change: Change,
     checked: Checked,
     args: &RolloutArgs,
+    color: Color,
 ) -> Result<ExitCode> {
     let interactive = !args.plain && !args.json && io::stdout().is_terminal();
-    let mut lines = EventLines::new(args.json);
+    let mut lines = EventLines::new(args.json, color);
     if args.json {
         lines.emit_json(&CheckStep {
             event: "check",
             check: checked.view(),
         })?;
     } else {
-        output::print(&render_text(&checked.view()))?;
+        output::print(&render_text(&checked.view(), color))?;
     }
     let end = match checked.readiness.verdict {
         Verdict::NotReady => Some(RolloutEnd::NotReady),

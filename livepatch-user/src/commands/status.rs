@@ -8,12 +8,15 @@ use crate::{
     commands::output,
     feed::snapshot::read_patches_and_threads,
     kernel::{kernel_log::read_livepatch_log, read_kernel, scan_patch_states},
-    views::status::{StatusView, render_json, render_text},
+    views::{
+        status::{StatusView, render_json, render_text},
+        style::Color,
+    },
 };
 
 /// Kernel facts and patches; threads are scanned (patch_state only) just when
 /// a patch is in transition, to count the pending ones.
-pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
+pub fn run(root: &Path, args: &StatusArgs, color: Color) -> Result<ExitCode> {
     let kernel = read_kernel(root);
     let (patches, threads) = read_patches_and_threads(root, |_| false, || scan_patch_states(root))?;
     let transition = threads.and_then(|threads| {
@@ -32,7 +35,7 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
     let text = if args.json {
         render_json(&view)
     } else {
-        render_text(&view)
+        render_text(&view, color)
     };
     output::print(&text)?;
     Ok(ExitCode::SUCCESS)

@@ -28,10 +28,13 @@ use crate::{
         livepatch_write::{TransitionWrite, write_confirmed},
         read_kernel,
     },
-    views::tui::{
-        app::App,
-        handler::{Request, handle_key},
-        terminal::TerminalSession,
+    views::{
+        style::Color,
+        tui::{
+            app::App,
+            handler::{Request, handle_key},
+            terminal::TerminalSession,
+        },
     },
 };
 
@@ -42,15 +45,15 @@ pub const EXIT_REFUSED: u8 = 7;
 /// A hidden switch for the VM lab's detach test: panic once ready.
 const DEBUG_PANIC: &str = "KLPSCOPE_DEBUG_PANIC";
 
-pub fn run(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
+pub fn run(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(watch(root, args))
+    runtime.block_on(watch(root, args, color))
 }
 
-async fn watch(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
+async fn watch(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
     let kernel = read_kernel(root);
     if !kernel.livepatch_supported {
         // No transition can ever come: waiting for one would only hang.
@@ -75,7 +78,7 @@ async fn watch(root: &Path, args: &WatchArgs) -> Result<ExitCode> {
         run_tui(root, feed, signals, app, args, deadline).await
     } else {
         let live = LiveState::new(args.patch.clone());
-        run_lines(feed, signals, live, args, deadline).await
+        run_lines(feed, signals, live, args, deadline, color).await
     }
 }
 
@@ -109,13 +112,14 @@ async fn run_lines(
     mut live: LiveState,
     args: &WatchArgs,
     deadline: Option<Instant>,
+    color: Color,
 ) -> Result<ExitCode> {
     if let Some(reason) = &feed.capabilities.polling {
         output::note(&format!(
             "eBPF unavailable ({reason}): following transitions by polling /proc and /sys"
         ));
     }
-    let mut lines = EventLines::new(args.json);
+    let mut lines = EventLines::new(args.json, color);
     let mut announced = false;
     loop {
         tokio::select! {

@@ -5,6 +5,7 @@ pub mod diagnose_report;
 mod printable;
 pub mod rollout_lines;
 pub mod status;
+pub mod style;
 pub mod tui;
 pub mod watch_lines;
 

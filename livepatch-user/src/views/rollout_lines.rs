@@ -1,6 +1,27 @@
 //! `apply` and `revert` steps as sentences, between the transition's own
 //! events (`watch_lines`).
-use crate::analysis::rollout::{BackoutCause, RolloutEnd, RolloutKind, RolloutStep};
+use crate::{
+    analysis::rollout::{BackoutCause, RolloutEnd, RolloutKind, RolloutStep},
+    views::style::Tone,
+};
+
+/// What a step means to the person rolling out, as a colour.
+pub fn step_tone(step: &RolloutStep) -> Option<Tone> {
+    match step {
+        RolloutStep::Loaded { .. } | RolloutStep::Disabling { .. } => None,
+        RolloutStep::ConfirmBackout { .. }
+        | RolloutStep::Deadline { .. }
+        | RolloutStep::Reversing { .. }
+        | RolloutStep::Reversed { .. } => Some(Tone::Warn),
+        RolloutStep::Unloaded { .. } => Some(Tone::Good),
+        RolloutStep::Failed { .. } => Some(Tone::Bad),
+        RolloutStep::Finished { end, .. } => Some(match end {
+            RolloutEnd::Done | RolloutEnd::DryRun => Tone::Good,
+            RolloutEnd::NotConfirmed | RolloutEnd::BackedOut => Tone::Warn,
+            RolloutEnd::NotReady | RolloutEnd::Refused | RolloutEnd::BackoutStalled => Tone::Bad,
+        }),
+    }
+}
 
 pub fn describe_step(step: &RolloutStep) -> String {
     match step {

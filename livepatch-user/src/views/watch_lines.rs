@@ -1,5 +1,7 @@
 //! `watch` without a terminal: one line per change, as text or JSON. The
 //! TUI's event log uses the same sentences.
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use crate::{
@@ -7,7 +9,10 @@ use crate::{
         blockers::CodeVersion,
         transition_tracker::{SignalsSeen, TransitionEvent},
     },
-    views::printable,
+    views::{
+        printable,
+        style::{Color, Text, Tone},
+    },
 };
 
 /// One JSON object: `ts` (seconds since the Unix epoch), `event` and the
@@ -25,9 +30,45 @@ pub fn json_line(event: &impl Serialize, ts: f64) -> String {
     serde_json::Value::Object(object).to_string()
 }
 
-/// `+SECS  sentence`, seconds counted from when watch started.
-pub fn plain_line(sentence: &str, since_start_secs: f64) -> String {
-    format!("{:>+8.1}s  {}", since_start_secs, printable(sentence))
+/// `+SECS  sentence`, seconds counted from when the command started; the
+/// sentence in the colour of its tone, if `color` is on.
+pub fn plain_line(
+    sentence: &str,
+    tone: Option<Tone>,
+    since_start_secs: f64,
+    color: Color,
+) -> String {
+    let mut line = Text::new(color);
+    // Writing into memory cannot fail.
+    let _ = write!(line, "{since_start_secs:>+8.1}s  ");
+    // A whole line: a newline in a name is escaped too.
+    let sentence = printable(sentence).into_owned();
+    let _ = match tone {
+        Some(tone) => line.paint(tone, sentence),
+        None => line.write_str(&sentence),
+    };
+    line.into_string()
+}
+
+/// What an event means to the person watching, as a colour; none for the
+/// ordinary course of a transition.
+pub fn tone(event: &TransitionEvent) -> Option<Tone> {
+    match event {
+        TransitionEvent::Complete { .. } | TransitionEvent::BlockerCleared { .. } => {
+            Some(Tone::Good)
+        }
+        TransitionEvent::Blocker { .. }
+        | TransitionEvent::Signals { .. }
+        | TransitionEvent::Reverse { .. }
+        | TransitionEvent::Gone { .. }
+        | TransitionEvent::Timeout { .. }
+        | TransitionEvent::Interrupted { .. } => Some(Tone::Warn),
+        TransitionEvent::Force { .. } | TransitionEvent::Refused { .. } => Some(Tone::Bad),
+        TransitionEvent::Start { .. }
+        | TransitionEvent::Progress { .. }
+        | TransitionEvent::Switched { .. }
+        | TransitionEvent::Ready { .. } => None,
+    }
 }
 
 /// The event as one sentence for a person.
@@ -155,19 +196,47 @@ mod tests {
 
     #[test]
     fn plain_lines_say_what_happened() {
-        let line = plain_line(
-            &describe(&TransitionEvent::Complete {
-                patch: "p".into(),
-                direction: Direction::Unpatching,
-                reversed: true,
-                forced: false,
-                secs: Some(17.26),
-            }),
-            20.0,
-        );
+        let complete = TransitionEvent::Complete {
+            patch: "p".into(),
+            direction: Direction::Unpatching,
+            reversed: true,
+            forced: false,
+            secs: Some(17.26),
+        };
+        let line = plain_line(&describe(&complete), tone(&complete), 20.0, Color::Off);
         assert_eq!(
             line,
             "   +20.0s  p: unpatching complete after reversal in 17.3s"
         );
+    }
+
+    #[test]
+    fn a_coloured_line_paints_the_sentence_and_escapes_names() {
+        let blocker = TransitionEvent::Blocker {
+            pid: 7,
+            tid: 8,
+            comm: "evil\nline\x1b[2J".into(),
+            kthread: false,
+            state: 'S',
+            reason: BlockReason::FunctionOnStack,
+            function: Some("cmdline_proc_show".into()),
+            version: Some(CodeVersion::Original),
+        };
+        let sentence = describe(&blocker);
+        let plain = plain_line(&sentence, tone(&blocker), 1.0, Color::Off);
+        let coloured = plain_line(&sentence, tone(&blocker), 1.0, Color::On);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        assert!(plain.contains("evil\\x0aline\\x1b[2J"), "{plain:?}");
+        let yellow = anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Yellow.into()));
+        assert_eq!(
+            coloured,
+            format!(
+                "    +1.0s  {}{}{}",
+                yellow.render(),
+                plain.trim_start_matches("    +1.0s  "),
+                yellow.render_reset()
+            )
+        );
+        assert!(!coloured.contains('\n'));
     }
 }
