@@ -2,8 +2,10 @@
 mod check;
 mod diagnose;
 mod event_lines;
+mod metrics;
 pub mod output;
 mod rollout;
+mod serve;
 mod status;
 mod stop_signals;
 mod watch;
@@ -29,6 +31,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diagnose(args) => diagnose::run(&cli.root, &args),
         Command::Apply(args) => rollout::apply(&cli.root, &args),
         Command::Revert(args) => rollout::revert(&cli.root, &args),
+        Command::Metrics(args) => metrics::run(&cli.root, &args),
+        Command::Serve(args) => serve::run(&cli.root, &args),
     };
     match result {
         Err(error) if error.is::<output::OutputClosed>() => {
