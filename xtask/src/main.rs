@@ -2,6 +2,7 @@ mod bench;
 mod build;
 mod cache;
 mod fuzz;
+mod prometheus;
 mod setup;
 mod test;
 mod vm;
