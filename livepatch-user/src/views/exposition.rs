@@ -140,30 +140,39 @@ impl Families<'_> {
     }
 
     fn patches(&self, metrics: &FleetMetrics) -> prometheus::Result<()> {
-        let flags: [(&str, &str, fn(&PatchFlags) -> Option<bool>); 3] = [
-            (
-                "klpscope_patch_enabled",
-                "The patch's sysfs enabled flag (0 or 1).",
-                |patch| patch.enabled,
-            ),
-            (
-                "klpscope_patch_transition",
-                "The patch's sysfs transition flag: 1 while it is in transition.",
-                |patch| patch.transition,
-            ),
-            (
-                "klpscope_patch_replace",
-                "The patch's sysfs replace flag: 1 for an atomic replace (absent before \
-                 Linux 6.11).",
-                |patch| patch.replace,
-            ),
-        ];
-        for (name, help, flag) in flags {
-            let family = self.gauge(name, help, &["patch"])?;
-            for patch in &metrics.patches {
-                if let Some(value) = flag(patch) {
-                    set(&family, &[&patch.name], i64::from(value))?;
-                }
+        self.patch_flag(
+            metrics,
+            "klpscope_patch_enabled",
+            "The patch's sysfs enabled flag (0 or 1).",
+            |patch| patch.enabled,
+        )?;
+        self.patch_flag(
+            metrics,
+            "klpscope_patch_transition",
+            "The patch's sysfs transition flag: 1 while it is in transition.",
+            |patch| patch.transition,
+        )?;
+        self.patch_flag(
+            metrics,
+            "klpscope_patch_replace",
+            "The patch's sysfs replace flag: 1 for an atomic replace (absent before Linux \
+             6.11).",
+            |patch| patch.replace,
+        )
+    }
+
+    /// One 0/1 series per patch whose `flag` is known.
+    fn patch_flag(
+        &self,
+        metrics: &FleetMetrics,
+        name: &str,
+        help: &str,
+        flag: fn(&PatchFlags) -> Option<bool>,
+    ) -> prometheus::Result<()> {
+        let family = self.gauge(name, help, &["patch"])?;
+        for patch in &metrics.patches {
+            if let Some(value) = flag(patch) {
+                set(&family, &[&patch.name], i64::from(value))?;
             }
         }
         Ok(())
