@@ -1,6 +1,7 @@
-//! Debian's Prometheus tools for the metrics tests: promtool (`check
-//! metrics`, `test rules`), the Prometheus server and node_exporter's
-//! textfile collector, installed once like the VM lab's tools.
+//! Debian's Prometheus tools for the metrics tests and the serve
+//! benchmark: promtool (`check metrics`, `test rules`), the Prometheus
+//! server and node_exporter's textfile collector, installed once like the
+//! VM lab's tools.
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -43,4 +44,14 @@ pub fn test_rules() -> Result<()> {
     )?;
     println!("prometheus: alert rules checked and tested");
     Ok(())
+}
+
+/// `klpscope serve` idle with 10k more threads, beside node_exporter.
+pub fn bench_serve_idle() -> Result<()> {
+    println!("bench: klpscope serve idle with 10k threads, beside node_exporter (host)");
+    ensure_installed()?;
+    build::checked(
+        build::user_cargo("bench").args(["--package", "livepatch-user", "--bench", "serve_idle"]),
+        "the serve idle benchmark",
+    )
 }
