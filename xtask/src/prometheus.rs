@@ -2,7 +2,7 @@
 //! benchmark: promtool (`check metrics`, `test rules`), the Prometheus
 //! server and node_exporter's textfile collector, installed once like the
 //! VM lab's tools.
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 
@@ -46,12 +46,21 @@ pub fn test_rules() -> Result<()> {
     Ok(())
 }
 
-/// `klpscope serve` idle with 10k more threads, beside node_exporter.
+/// `klpscope serve` idle: with 10k more threads, beside node_exporter, on
+/// this host (no livepatch, no fentry here: it polls); then with eBPF and
+/// an applied patch in the VM.
 pub fn bench_serve_idle() -> Result<()> {
     println!("bench: klpscope serve idle with 10k threads, beside node_exporter (host)");
     ensure_installed()?;
     build::checked(
         build::user_cargo("bench").args(["--package", "livepatch-user", "--bench", "serve_idle"]),
         "the serve idle benchmark",
-    )
+    )?;
+    println!("bench: klpscope serve idle with eBPF (VM)");
+    let script = cache::workspace_root().join("livepatch-user/benches/serve_idle_vm.sh");
+    let code = vm::run_script(vm::Series::V6_12, Vec::new(), script)?;
+    if code != ExitCode::SUCCESS {
+        anyhow::bail!("the serve idle benchmark in the VM failed");
+    }
+    Ok(())
 }
