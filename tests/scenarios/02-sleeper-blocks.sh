@@ -34,6 +34,7 @@ metrics_say() {
 # Before the patch: check predicts exactly the parked task; watch traces.
 klpscope_parked() {
     predicts $P "$PARKED_PID" false || return 1
+    metrics_say metrics-idle 0 0 || return 1
     watch_start
 }
 
