@@ -12,6 +12,7 @@ use super::{
     blockers::{Blocker, PatchedCode, VerdictSource, find_blockers},
     call_stats::FunctionCalls,
     live_state::LiveState,
+    observation::Observation,
     transition::transition,
     transition_tracker::{Outcome, TransitionEvent},
 };
@@ -140,6 +141,67 @@ impl TransitionsEnded {
                 }
             }
         }
+    }
+}
+
+/// What `serve` keeps between the feed's rounds to export them: the live
+/// state, the transitions that ended, and the kernel log as last polled.
+pub struct LiveExport {
+    kernel: Kernel,
+    live: LiveState,
+    ended: TransitionsEnded,
+    log: Option<Vec<LogEntry>>,
+    /// The loaded patches as of the last round, and whether this round
+    /// changed them.
+    patches: Vec<String>,
+    patches_changed: bool,
+}
+
+impl LiveExport {
+    pub fn new(kernel: Kernel) -> Self {
+        LiveExport {
+            kernel,
+            live: LiveState::new(None),
+            ended: TransitionsEnded::default(),
+            log: None,
+            patches: Vec::new(),
+            patches_changed: true,
+        }
+    }
+
+    pub fn apply(&mut self, round: Vec<Observation>) {
+        // A log the poll could not read leaves the last one read.
+        let polled = round
+            .iter()
+            .rev()
+            .find_map(|observation| match observation {
+                Observation::Poll(poll) => poll.log.clone(),
+                _ => None,
+            });
+        if polled.is_some() {
+            self.log = polled;
+        }
+        self.ended.count(&self.live.apply_all(round));
+        let patches = self.live.tracker.patches.iter().filter(|p| !p.gone);
+        let patches: Vec<String> = patches.map(|p| p.name.clone()).collect();
+        self.patches_changed = patches != self.patches;
+        self.patches = patches;
+    }
+
+    /// Whether the last round found the patches changed (the first round
+    /// counts as a change): the feed reloads its call counters then.
+    pub fn patches_changed(&self) -> bool {
+        self.patches_changed
+    }
+
+    pub fn metrics(&self, feed: &FeedCapabilities) -> FleetMetrics {
+        FleetMetrics::from_live(
+            &self.kernel,
+            &self.live,
+            feed,
+            self.log.as_deref(),
+            self.ended,
+        )
     }
 }
 
@@ -601,6 +663,36 @@ mod tests {
         );
         assert!(metrics.calls.is_empty(), "no eBPF: no calls");
         assert_eq!(metrics.ended, Some(TransitionsEnded::default()));
+    }
+
+    #[test]
+    fn the_export_keeps_the_log_last_read_and_tells_when_the_patches_change() {
+        let feed = FeedCapabilities::default();
+        let mut export = LiveExport::new(kernel());
+        let direction = Some(Direction::Patching);
+        let with_log = |at, log: Option<Vec<LogEntry>>| {
+            let blocking = vec![sleeper(7, 'S')];
+            let mut observation = poll(at, vec![patch(true)], direction, (10, 1), blocking);
+            if let Observation::Poll(poll) = &mut observation {
+                poll.log = log;
+            }
+            observation
+        };
+        export.apply(vec![with_log(100, Some(vec![starting(40, "p", false)]))]);
+        assert!(export.patches_changed(), "the first round loads the probes");
+        export.apply(vec![with_log(110, None)]);
+        assert!(!export.patches_changed());
+        let metrics = export.metrics(&feed);
+        let t = metrics.transition.expect("in transition");
+        assert_eq!(t.elapsed_secs, Some(70.0), "from the log read before");
+        let idle = patch_of("p", true, false, "vmlinux", &["cmdline_proc_show"]);
+        let other = patch_of("q", true, false, "vmlinux", &["cmdline_proc_show"]);
+        export.apply(vec![poll(120, vec![idle, other], None, (10, 0), vec![])]);
+        assert!(export.patches_changed(), "q came");
+        let metrics = export.metrics(&feed);
+        // p's, and q's, which came and went between two polls.
+        assert_eq!(metrics.ended.map(|e| e.completed), Some(2));
+        assert_eq!(metrics.patches.len(), 2);
     }
 
     #[test]

@@ -15,16 +15,11 @@ use axum::{
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    analysis::{
-        fleet_metrics::{FleetMetrics, TransitionsEnded},
-        live_state::LiveState,
-        observation::Observation,
-    },
+    analysis::fleet_metrics::{FleetMetrics, LiveExport},
     cli::ServeArgs,
     commands::{output, stop_signals::StopSignals},
     feed::{feed_thread::FeedThread, transition_feed::TransitionFeed},
     kernel::read_kernel,
-    model::LogEntry,
     views::exposition,
 };
 
@@ -76,27 +71,14 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
             "eBPF unavailable ({reason}): following transitions by polling /proc and /sys"
         ));
     }
-    let mut live = LiveState::new(None);
-    let mut ended = TransitionsEnded::default();
-    let mut log: Option<Vec<LogEntry>> = None;
-    // The patches as of the last round: the feed (re)loads its probes on
-    // the first round and when they change.
-    let mut loaded = None;
+    let mut export = LiveExport::new(kernel);
     loop {
         tokio::select! {
             round = feed.next() => {
-                let round = round?;
-                if let Some(polled) = polled_log(&round) {
-                    log = polled;
-                }
-                ended.count(&live.apply_all(round));
-                let caps = &feed.capabilities;
-                let metrics = FleetMetrics::from_live(&kernel, &live, caps, log.as_deref(), ended);
-                publish.send_replace(Some(Arc::new(metrics)));
-                let patches = patch_names(&live);
-                if loaded.as_ref() != Some(&patches) {
+                export.apply(round?);
+                publish.send_replace(Some(Arc::new(export.metrics(&feed.capabilities))));
+                if export.patches_changed() {
                     give_back_freed_memory();
-                    loaded = Some(patches);
                 }
             }
             result = &mut server => {
@@ -109,32 +91,15 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
     }
 }
 
-fn patch_names(live: &LiveState) -> Vec<String> {
-    let patches = live.tracker.patches.iter().filter(|p| !p.gone);
-    patches.map(|p| p.name.clone()).collect()
-}
-
 /// Loading the probes parses the kernel's BTF (tens of MB, freed at once;
-/// again when the patches change and the call counters are reloaded), and
-/// glibc keeps freed memory for reuse. In the VM lab on 6.12 (transparent
-/// huge pages always on) an idle serve held 57 MB RSS; with huge pages off
-/// and this trim after each load, 16 MB.
+/// on the first round, and again when the patches change and the call
+/// counters are reloaded), and glibc keeps freed memory for reuse. In the
+/// VM lab on 6.12 (transparent huge pages always on) an idle serve held 57
+/// MB RSS; with huge pages off and this trim after each load, 16 MB.
 fn give_back_freed_memory() {
     // SAFETY: malloc_trim only releases free memory; it has no
     // preconditions.
     unsafe { libc::malloc_trim(0) };
-}
-
-/// The kernel's livepatch log as this round's poll read it: Some(None)
-/// when the poll could not read it.
-fn polled_log(round: &[Observation]) -> Option<Option<Vec<LogEntry>>> {
-    round
-        .iter()
-        .rev()
-        .find_map(|observation| match observation {
-            Observation::Poll(poll) => Some(poll.log.clone()),
-            _ => None,
-        })
 }
 
 async fn scrape(State(exported): State<Exported>) -> Response {
