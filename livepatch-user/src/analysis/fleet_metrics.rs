@@ -303,9 +303,12 @@ impl FleetMetrics {
             tasks_pending: progress.tasks_pending,
             elapsed_secs,
             retry_rounds,
-            signals_sent: Some(
-                progress.signals.is_some() || run.as_ref().is_some_and(|run| run.signals),
-            ),
+            signals_sent: if progress.signals.is_some() || run.as_ref().is_some_and(|r| r.signals) {
+                Some(true)
+            } else {
+                // Either the log or the tracer's count of failed rounds would tell.
+                (log.is_some() || tracker.rounds.is_some()).then_some(false)
+            },
             reversed: progress.direction != progress.initial_direction
                 || run.as_ref().is_some_and(|run| run.reversed),
             forced: progress.forced || run.as_ref().is_some_and(|run| run.forced),
