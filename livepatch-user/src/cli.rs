@@ -1,5 +1,5 @@
 //! The command line: what the user can ask for.
-use std::{net::SocketAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -208,7 +208,7 @@ pub struct ServeArgs {
     /// Where to answer scrapes of /metrics (port 0: any free port, said on
     /// stderr).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9757")]
-    pub listen: SocketAddr,
+    pub listen: std::net::SocketAddr,
     /// Do not load eBPF programs; poll /proc and /sys only.
     #[arg(long)]
     pub no_ebpf: bool,
