@@ -57,6 +57,12 @@ pub enum Command {
     Revert(RevertArgs),
     /// Print the shell completion script for klpscope.
     Completions(CompletionsArgs),
+    /// The livepatch state as Prometheus metrics, once: for node_exporter's
+    /// textfile collector.
+    Metrics(MetricsArgs),
+    /// Serve the livepatch state as Prometheus metrics over HTTP, following
+    /// transitions live between scrapes.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +215,35 @@ pub struct CompletionsArgs {
     /// The shell to complete klpscope's commands and options in.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 written, 1 error, 2 usage error, 141 stdout closed.
+
+For node_exporter's textfile collector, run it every minute with --output \
+DIR/klpscope.prom (DIR being the collector's --collector.textfile.directory)."
+)]
+pub struct MetricsArgs {
+    /// Write the exposition to this file instead of stdout, atomically (a
+    /// temporary file in the same folder, renamed over it).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 stopped by SIGTERM, SIGINT or SIGHUP, 1 error (the address \
+    cannot be bound, /proc or /sys unreadable), 2 usage error."
+)]
+pub struct ServeArgs {
+    /// Where to answer scrapes of /metrics (port 0: any free port, said on
+    /// stderr).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9757")]
+    pub listen: std::net::SocketAddr,
+    /// Do not load eBPF programs; poll /proc and /sys only.
+    #[arg(long)]
+    pub no_ebpf: bool,
 }
 
 /// The kernel's MODULE_NAME_LEN less its NUL: a patch is named after its

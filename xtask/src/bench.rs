@@ -23,6 +23,8 @@ pub fn run() -> Result<ExitCode> {
         "the patch_state scan benchmark",
     )?;
 
+    crate::prometheus::bench_serve_idle()?;
+
     println!("bench: call counter cost per call vs no probe and the fentry floor (VM)");
     build::checked(
         build::user_cargo("build").args([

@@ -28,6 +28,9 @@ pub fn lint() -> Result<()> {
 
 pub fn all() -> Result<ExitCode> {
     lint()?;
+    // The alert rules, and promtool, prometheus and node_exporter for the
+    // metrics tests below.
+    crate::prometheus::test_rules()?;
     build::checked(
         build::user_cargo("test").args(["--workspace"]),
         "unit and integration tests",

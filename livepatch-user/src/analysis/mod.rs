@@ -5,6 +5,7 @@ pub mod advice;
 pub mod blockers;
 pub mod call_stats;
 pub mod diagnosis;
+pub mod fleet_metrics;
 pub mod function_state;
 pub mod live_state;
 pub mod observation;

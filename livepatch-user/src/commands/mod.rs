@@ -3,8 +3,10 @@ mod check;
 pub mod completions;
 mod diagnose;
 mod event_lines;
+mod metrics;
 pub mod output;
 mod rollout;
+mod serve;
 mod status;
 mod stop_signals;
 mod watch;
@@ -34,6 +36,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diagnose(args) => diagnose::run(&cli.root, &args, color),
         Command::Apply(args) => rollout::apply(&cli.root, &args, color),
         Command::Revert(args) => rollout::revert(&cli.root, &args, color),
+        Command::Metrics(args) => metrics::run(&cli.root, &args),
+        Command::Serve(args) => serve::run(&cli.root, &args),
         Command::Completions(args) => completions::run(&args),
     };
     match result {

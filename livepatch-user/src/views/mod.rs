@@ -2,6 +2,7 @@
 //! back into the kernel.
 pub mod check_report;
 pub mod diagnose_report;
+pub mod exposition;
 mod printable;
 pub mod rollout_lines;
 pub mod status;
