@@ -33,10 +33,7 @@ use std::{
 
 use criterion::{BenchmarkId, Criterion};
 use livepatch_user::{
-    kernel::{
-        PatchStateScanner, Stacks, TaskReader, ThreadFile, ThreadFileReader, list_threads,
-        read_tasks,
-    },
+    kernel::{PatchStateScanner, Stacks, ThreadFile, ThreadFileReader, list_threads, read_tasks},
     probes::TaskSource,
 };
 

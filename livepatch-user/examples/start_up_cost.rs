@@ -13,7 +13,7 @@ use aya::{
     programs::{FEntry, FExit},
 };
 use livepatch_user::{
-    kernel::{PatchStateScanner, Stacks, TaskReader, read_kernel, read_patches},
+    kernel::{PatchStateScanner, Stacks, read_kernel, read_patches},
     probes::{self, KernelSymbols, ProbeRequest, TaskSource, task_layout},
 };
 

@@ -1,9 +1,16 @@
 //! The command line: what the user can ask for.
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// eBPF-assisted livepatch readiness and transition tracing.
+///
+/// klpscope shows a Linux livepatch transition as the kernel sees it:
+/// status lists the loaded patches and the transition in progress, check
+/// says whether a patch can apply here and which tasks would block it,
+/// watch follows a transition live, and diagnose explains a stuck one. It
+/// is read-only, except for reversing or forcing a transition from watch,
+/// each after a confirmation. Kernel stacks and eBPF need root.
 #[derive(Debug, Parser)]
 #[command(name = "klpscope", version, propagate_version = true)]
 pub struct Cli {
@@ -17,6 +24,18 @@ pub struct Cli {
     /// to this file.
     #[arg(long, global = true, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// Colour the text views: auto colours only a terminal, and not when
+    /// NO_COLOR is set. JSON is never coloured.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+}
+
+/// When the text views are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,6 +49,20 @@ pub enum Command {
     Watch(WatchArgs),
     /// Explain a stuck transition: who blocks it, why, and what to do.
     Diagnose(DiagnoseArgs),
+    /// Check, load and watch a livepatch module; back it out if its
+    /// transition stalls past the deadline.
+    Apply(ApplyArgs),
+    /// Disable a loaded patch, watch it unpatch and unload its module;
+    /// enable it again if the transition stalls past the deadline.
+    Revert(RevertArgs),
+    /// Print the shell completion script for klpscope.
+    Completions(CompletionsArgs),
+    /// The livepatch state as Prometheus metrics, once: for node_exporter's
+    /// textfile collector.
+    Metrics(MetricsArgs),
+    /// Serve the livepatch state as Prometheus metrics over HTTP, following
+    /// transitions live between scrapes.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +143,105 @@ pub struct DiagnoseArgs {
     #[arg(long)]
     pub json: bool,
     /// Infer verdicts from /proc and /sys instead of tracing the kernel.
+    #[arg(long)]
+    pub no_ebpf: bool,
+}
+
+const ROLLOUT_EXIT_CODES: &str = "Exit codes: 0 done, 3 check warnings not confirmed (nothing \
+    changed), 4 not ready (nothing changed), 5 backed out (stalled past the deadline, or interrupted: \
+    apply leaves no patch behind, revert leaves the patch applied), 7 the kernel refused the module \
+    or the write, 8 the reversal stalled too (the patch is left in transition; klpscope never \
+    forces), 1 error, 2 usage error, 141 stdout closed.
+
+The first SIGINT (or Ctrl-C) asks: a second one, SIGTERM or SIGHUP reverses the transition, \
+waits for the reversal and cleans up before exiting.";
+
+/// How a guarded rollout runs: the same for apply and revert.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Back out when the transition has not completed after this many
+    /// seconds (60 lets the kernel's fake signals, sent after 15 s, work).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = seconds::<86400>)]
+    pub deadline: f64,
+    /// Go on past check warnings and predicted blockers without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Check and get ready, but change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long the check before the change samples stacks and calls.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = seconds::<3600>)]
+    pub check_duration: f64,
+    /// One line per step instead of the TUI (the default without a
+    /// terminal).
+    #[arg(long, conflicts_with = "json")]
+    pub plain: bool,
+    /// One JSON object per line: the check, every step and the
+    /// transition's events.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not load eBPF programs; poll /proc and /sys only.
+    #[arg(long)]
+    pub no_ebpf: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = ROLLOUT_EXIT_CODES)]
+pub struct ApplyArgs {
+    /// The livepatch module file to load.
+    #[arg(value_name = "FILE.ko")]
+    pub module: PathBuf,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = ROLLOUT_EXIT_CODES)]
+pub struct RevertArgs {
+    /// The loaded patch to disable (its module is unloaded once it is
+    /// gone).
+    #[arg(value_name = "NAME", value_parser = module_name)]
+    pub patch: String,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The Debian package installs them for bash, zsh and fish. By hand, for example: \
+    klpscope completions bash > ~/.local/share/bash-completion/completions/klpscope"
+)]
+pub struct CompletionsArgs {
+    /// The shell to complete klpscope's commands and options in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 written, 1 error, 2 usage error, 141 stdout closed.
+
+For node_exporter's textfile collector, run it every minute with --output \
+DIR/klpscope.prom (DIR being the collector's --collector.textfile.directory)."
+)]
+pub struct MetricsArgs {
+    /// Write the exposition to this file instead of stdout, atomically (a
+    /// temporary file in the same folder, renamed over it).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 stopped by SIGTERM, SIGINT or SIGHUP, 1 error (the address \
+    cannot be bound, /proc or /sys unreadable), 2 usage error."
+)]
+pub struct ServeArgs {
+    /// Where to answer scrapes of /metrics (port 0: any free port, said on
+    /// stderr).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9757")]
+    pub listen: std::net::SocketAddr,
+    /// Do not load eBPF programs; poll /proc and /sys only.
     #[arg(long)]
     pub no_ebpf: bool,
 }

@@ -134,14 +134,15 @@ fn a_closed_pipe_ends_quietly_with_141() {
         &["watch", "--no-ebpf", "--json"],
         &["watch", "--no-ebpf", "--plain"],
     ] {
-        let mut child = klpscope(fixture.root())
+        // The reader is gone before klpscope starts: its first write fails.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let child = klpscope(fixture.root())
             .args(args)
-            .stdout(Stdio::piped())
+            .stdout(writer)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // The reader goes away before klpscope has written anything.
-        drop(child.stdout.take());
         let output = wait_bounded(child, &format!("{args:?} into a closed pipe"));
         assert_no_panic(&output);
         let err = text(&output.stderr);
@@ -311,7 +312,8 @@ fn each_signal_has_its_own_exit_code_distinct_from_completed() {
         assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
         let output = wait_bounded(child, name);
         assert_eq!(output.status.code(), Some(code), "{name}");
-        let rest: Vec<String> = lines.try_iter().collect();
+        // The reader thread ends at the exited child's end of output.
+        let rest: Vec<String> = lines.iter().collect();
         assert!(
             rest.iter()
                 .any(|l| l.contains("\"interrupted\"") && l.contains(name)),

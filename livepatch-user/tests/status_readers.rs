@@ -4,12 +4,23 @@ mod common;
 
 use common::fixture::{Fixture, RELEASE, Thread};
 use livepatch_user::{
+    analysis::transition::transition,
+    feed::snapshot::read_snapshot,
     kernel::{
         Stacks, ThreadId, read_filter_functions, read_kallsyms, read_kernel, read_patch,
-        read_patches, read_snapshot, read_task, scan_patch_states,
+        read_patches, read_task, scan_patch_states,
     },
-    model::{Direction, Known, PatchState, Transition},
+    model::{Direction, Known, PatchState, Snapshot, Transition},
 };
+
+/// The transition the snapshot shows, as diagnose works it out.
+fn transition_of(snapshot: &Snapshot) -> Option<Transition> {
+    transition(
+        &snapshot.patches,
+        snapshot.log.value().map(Vec::as_slice),
+        snapshot.tasks.iter().map(|task| &task.patch_state),
+    )
+}
 
 fn reason<T: std::fmt::Debug>(value: &Known<T>) -> &str {
     match value {
@@ -40,7 +51,7 @@ fn no_livepatch_support_is_explained_from_the_config() {
     );
     assert!(snapshot.kernel.problems[0].contains("CONFIG_MODULES"));
     assert!(snapshot.patches.is_empty());
-    assert_eq!(snapshot.transition, None);
+    assert_eq!(transition_of(&snapshot), None);
     assert!(reason(&snapshot.tasks[0].patch_state).contains("CONFIG_LIVEPATCH"));
 }
 
@@ -192,7 +203,7 @@ fn idle_patches() -> Fixture {
 fn idle_patches_with_objects_and_functions() {
     let fixture = idle_patches();
     let snapshot = read_snapshot(fixture.root()).unwrap();
-    assert_eq!(snapshot.transition, None);
+    assert_eq!(transition_of(&snapshot), None);
     let names: Vec<_> = snapshot.patches.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["klp_a", "klp_b"]);
 
@@ -275,7 +286,7 @@ fn transition_while_patching() {
     let fixture = transition_fixture("1", "1", "0");
     let snapshot = read_snapshot(fixture.root()).unwrap();
     assert_eq!(
-        snapshot.transition,
+        transition_of(&snapshot),
         Some(Transition {
             patch: "klp_t".into(),
             direction: Direction::Patching,
@@ -306,7 +317,7 @@ fn transition_while_patching() {
 fn transition_while_unpatching() {
     let fixture = transition_fixture("0", "0", "1");
     let snapshot = read_snapshot(fixture.root()).unwrap();
-    let transition = snapshot.transition.unwrap();
+    let transition = transition_of(&snapshot).unwrap();
     assert_eq!(transition.direction, Direction::Unpatching);
     assert_eq!((transition.tasks_total, transition.tasks_pending), (4, 2));
 }
@@ -330,15 +341,14 @@ fn the_fast_scan_agrees_with_the_full_read() {
         ]
     );
     let patches = read_patches(fixture.root()).unwrap();
-    let transition =
-        livepatch_user::kernel::transition(&patches, None, states.iter().map(|s| &s.patch_state));
+    let transition = transition(&patches, None, states.iter().map(|s| &s.patch_state));
     assert_eq!(transition.map(|t| t.tasks_pending), Some(2));
 }
 
 #[test]
 fn a_transition_with_unknown_direction_is_not_claimed() {
     let fixture = transition_fixture("garbage", "1", "0");
-    assert_eq!(read_snapshot(fixture.root()).unwrap().transition, None);
+    assert_eq!(transition_of(&read_snapshot(fixture.root()).unwrap()), None);
 }
 
 #[test]
@@ -440,7 +450,7 @@ fn malformed_values_never_panic() {
             reason(&patch.enabled).contains("expected 0 or 1"),
             "{bad:?}"
         );
-        assert_eq!(snapshot.transition, None);
+        assert_eq!(transition_of(&snapshot), None);
         assert!(
             snapshot
                 .tasks

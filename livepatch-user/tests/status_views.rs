@@ -2,7 +2,10 @@
 //! fixture tree is needed), pinned with insta.
 use livepatch_user::{
     model::{Direction, Kernel, Known, Patch, PatchFunction, PatchObject, TaintFlag, Transition},
-    views::status::{StatusView, render_json, render_text},
+    views::{
+        status::{StatusView, render_json, render_text},
+        style::Color,
+    },
 };
 
 fn kernel(supported: bool, problems: &[&str]) -> Kernel {
@@ -74,7 +77,7 @@ fn no_livepatch() {
         patches: &[],
         transition: None,
     };
-    insta::assert_snapshot!("no_livepatch_text", render_text(&view));
+    insta::assert_snapshot!("no_livepatch_text", render_text(&view, Color::Off));
     insta::assert_snapshot!("no_livepatch_json", render_json(&view));
 }
 
@@ -96,6 +99,6 @@ fn transition_in_progress() {
         patches: &patches,
         transition: Some(&transition),
     };
-    insta::assert_snapshot!("transition_text", render_text(&view));
+    insta::assert_snapshot!("transition_text", render_text(&view, Color::Off));
     insta::assert_snapshot!("transition_json", render_json(&view));
 }

@@ -8,7 +8,7 @@ use std::{path::Path, process::Command};
 
 use common::fixture::{Fixture, Thread};
 use livepatch_user::{
-    kernel::{Stacks, TaskReader, ThreadId, read_tasks, scan_patch_states},
+    kernel::{Stacks, ThreadId, read_tasks, scan_patch_states},
     model::Task,
     probes::{TASK_SOURCE_ENV, TaskSource},
 };

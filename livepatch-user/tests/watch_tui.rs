@@ -2,16 +2,14 @@
 //! from states built by feeding the state machine hand-made observations.
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use livepatch_user::{
-    analysis::{
-        blockers::{Blocker, VerdictSource},
-        transition_progress::{Feed, Observation, Poll, WatchState},
-    },
-    kernel::{kernel_log::LivepatchMessage, livepatch_write::TransitionWrite},
+    analysis::observation::{CallSample, KernelPoll, Observation},
+    kernel::livepatch_write::TransitionWrite,
     model::{
-        BlockReason, Direction, Known, Patch, PatchFunction, PatchObject, StackFrame, TraceEvent,
-        Transition,
+        BlockReason, Direction, FeedCapabilities, Known, LivepatchMessage, Patch, PatchFunction,
+        PatchObject, PatchState, StackFrame, Task, TraceEvent,
     },
-    probes::CallCount,
+    probes::{CallCount, TaskVerdict},
+    testing::thread,
     views::tui::{
         app::{App, Confirmation, Screen, SortKey},
         handler::{Request, handle_key},
@@ -20,6 +18,7 @@ use livepatch_user::{
 use ratatui::{Terminal, backend::TestBackend};
 
 const SEC: u64 = 1_000_000_000;
+const THREADS: u32 = 212;
 
 fn patch(enabled: bool, transition: bool) -> Patch {
     Patch {
@@ -50,69 +49,91 @@ fn frame(function: &str, offset: u64) -> StackFrame {
     }
 }
 
-fn blocker(tid: u32, comm: &str, kthread: bool, reason: BlockReason, failed: u32) -> Blocker {
-    let on_stack = reason == BlockReason::FunctionOnStack;
-    Blocker {
+/// Two tasks the kernel keeps failing to switch: a reader asleep in the
+/// patched function, and a kthread running whenever the kernel looks.
+fn blockers(failing_since: u64) -> (Vec<Task>, Vec<TaskVerdict>) {
+    let task = |tid, comm: &str, kthread, stack| Task {
         pid: tid,
         tid,
         comm: comm.into(),
         kthread,
         state: 'S',
-        reason,
-        function: on_stack.then(|| "cmdline_proc_show".into()),
-        version: None,
-        unexplained: None,
-        stack: if on_stack {
-            vec![
-                frame("__schedule", 0x2f1),
-                frame("schedule", 0x27),
-                frame("cmdline_proc_show", 0x3c),
-                frame("seq_read_iter", 0x11d),
-                frame("vfs_read", 0x1c0),
-                frame("do_syscall_64", 0x82),
-            ]
-        } else {
-            vec![frame("khugepaged", 0x1a0), frame("kthread", 0xe4)]
-        },
-        marked_frame: on_stack.then_some(2),
-        blocked_secs: None,
-        failed_checks: Some(failed),
-        source: VerdictSource::Kernel,
-    }
+        patch_state: Known::Value(PatchState::Unpatched),
+        stack: Known::Value(stack),
+    };
+    let verdict = |tid, comm: &str, kthread, reason, failed_checks| TaskVerdict {
+        tid,
+        tgid: tid,
+        comm: comm.into(),
+        kthread,
+        reason: Some(reason),
+        function: None,
+        failed_checks,
+        first_failure_ns: failing_since * SEC,
+        last_failure_ns: failing_since * SEC,
+    };
+    let reader = vec![
+        frame("__schedule", 0x2f1),
+        frame("schedule", 0x27),
+        frame("cmdline_proc_show", 0x3c),
+        frame("seq_read_iter", 0x11d),
+        frame("vfs_read", 0x1c0),
+        frame("do_syscall_64", 0x82),
+    ];
+    let kthread = vec![frame("khugepaged", 0x1a0), frame("kthread", 0xe4)];
+    (
+        vec![
+            task(4242, "demo-reader", false, reader),
+            task(87, "khugepaged", true, kthread),
+        ],
+        vec![
+            verdict(4242, "demo-reader", false, BlockReason::FunctionOnStack, 17),
+            verdict(87, "khugepaged", true, BlockReason::Running, 9),
+        ],
+    )
 }
 
-fn poll(
-    at: u64,
-    patches: Vec<Patch>,
-    pending: Option<usize>,
-    blockers: Vec<Blocker>,
-) -> Observation {
-    poll_towards(Direction::Patching, at, patches, pending, blockers)
+fn poll(at: u64, patches: Vec<Patch>, pending: Option<usize>, blocked: bool) -> Observation {
+    poll_towards(Direction::Patching, at, patches, pending, blocked)
 }
 
+/// A raw poll of `THREADS` threads, `pending` of them short of the
+/// direction's target, the two blockers among them if `blocked`.
 fn poll_towards(
     direction: Direction,
     at: u64,
     patches: Vec<Patch>,
     pending: Option<usize>,
-    blockers: Vec<Blocker>,
+    blocked: bool,
 ) -> Observation {
-    Observation::Poll(Poll {
+    let threads = (0..THREADS)
+        .map(|i| {
+            let state = match pending {
+                Some(pending) if (i as usize) < pending => direction.opposite().target(),
+                Some(_) => direction.target(),
+                None => PatchState::Idle,
+            };
+            thread(1000 + i, state)
+        })
+        .collect();
+    let (pending, verdicts) = if blocked {
+        let (tasks, verdicts) = blockers(102);
+        (tasks, Some(verdicts))
+    } else {
+        (Vec::new(), Some(Vec::new()))
+    };
+    Observation::Poll(KernelPoll {
         at_ns: at * SEC,
-        transition: pending.map(|tasks_pending| Transition {
-            patch: "klp_demo".into(),
-            direction,
-            tasks_total: 212,
-            tasks_pending,
-        }),
         patches,
-        blockers,
-        threads: Some(212),
+        threads: Some(threads),
+        pending,
+        verdicts,
+        log: Some(Vec::new()),
     })
 }
 
 fn calls(at: u64, old: u64, new: u64) -> Observation {
-    Observation::Calls {
+    Observation::Calls(CallSample {
         at_ns: at * SEC,
         old_callers: vec![(4242, 12)],
         counts: vec![CallCount {
@@ -120,46 +141,57 @@ fn calls(at: u64, old: u64, new: u64) -> Observation {
             old,
             new,
         }],
+        uncounted: Vec::new(),
+    })
+}
+
+fn ebpf() -> FeedCapabilities {
+    FeedCapabilities::default()
+}
+
+fn polling() -> FeedCapabilities {
+    FeedCapabilities {
+        polling: Some("the kernel refused a tracing program on cmdline_proc_show (EPERM)".into()),
+        verdicts_inferred: None,
     }
 }
 
-fn idle_state(feed: Feed) -> WatchState {
-    let mut state = WatchState::new("6.12.0-demo", feed);
-    state.apply(poll(100, vec![patch(true, false)], None, vec![]));
-    state
+fn app(feed: FeedCapabilities, observations: Vec<Observation>) -> App {
+    let mut app = App::new("6.12.0-demo", feed, None);
+    for observation in observations {
+        app.apply(vec![observation]);
+    }
+    app
+}
+
+fn idle_state(feed: FeedCapabilities) -> App {
+    app(feed, vec![poll(100, vec![patch(true, false)], None, false)])
 }
 
 /// Started at 100 s, watched for 18 s, with two blockers and call counts.
-fn in_progress(feed: Feed) -> WatchState {
-    let traced = feed == Feed::Ebpf;
-    let mut state = WatchState::new("6.12.0-demo", feed);
-    state.apply(poll(100, vec![], None, vec![]));
+fn in_progress(feed: FeedCapabilities) -> App {
+    let traced = feed.ebpf();
+    let mut observations = vec![poll(100, vec![], None, false)];
     if traced {
-        state.apply(Observation::Trace(TraceEvent::Start {
+        observations.push(Observation::Trace(TraceEvent::Start {
             timestamp_ns: 100 * SEC + SEC / 2,
         }));
     }
     for _ in 0..if traced { 17 } else { 0 } {
-        state.apply(Observation::Trace(TraceEvent::Round {
+        observations.push(Observation::Trace(TraceEvent::Round {
             timestamp_ns: 0,
             duration_ns: 0,
             complete: false,
         }));
     }
-    state.apply(poll(101, vec![patch(true, true)], Some(212), vec![]));
-    let blockers = || {
-        vec![
-            blocker(4242, "demo-reader", false, BlockReason::FunctionOnStack, 17),
-            blocker(87, "khugepaged", true, BlockReason::Running, 9),
-        ]
-    };
-    state.apply(poll(102, vec![patch(true, true)], Some(2), blockers()));
+    observations.push(poll(101, vec![patch(true, true)], Some(212), false));
+    observations.push(poll(102, vec![patch(true, true)], Some(2), true));
     for (second, old, new) in [(103, 40, 0), (104, 90, 25), (105, 130, 70), (106, 150, 140)] {
-        state.apply(calls(second, old, new));
+        observations.push(calls(second, old, new));
     }
-    state.apply(Observation::KernelLog(LivepatchMessage::Signaling));
-    state.apply(poll(118, vec![patch(true, true)], Some(2), blockers()));
-    state
+    observations.push(Observation::KernelLog(LivepatchMessage::Signaling));
+    observations.push(poll(118, vec![patch(true, true)], Some(2), true));
+    app(feed, observations)
 }
 
 fn render(app: &App, width: u16, height: u16) -> TestBackend {
@@ -170,40 +202,34 @@ fn render(app: &App, width: u16, height: u16) -> TestBackend {
     terminal.backend().clone()
 }
 
-fn polling() -> Feed {
-    Feed::Polling {
-        reason: "the kernel refused a tracing program on cmdline_proc_show (EPERM)".into(),
-    }
-}
-
 #[test]
 fn idle_shows_the_patches_and_waits() {
-    let app = App::new(idle_state(Feed::Ebpf));
+    let app = idle_state(ebpf());
     insta::assert_snapshot!(render(&app, 100, 24));
 }
 
 #[test]
 fn in_progress_with_blockers() {
-    let app = App::new(in_progress(Feed::Ebpf));
+    let app = in_progress(ebpf());
     insta::assert_snapshot!(render(&app, 110, 30));
 }
 
 #[test]
 fn usable_at_80x24() {
-    let app = App::new(in_progress(Feed::Ebpf));
+    let app = in_progress(ebpf());
     insta::assert_snapshot!(render(&app, 80, 24));
 }
 
 #[test]
 fn ebpf_unavailable_says_so_in_the_header() {
-    let app = App::new(in_progress(polling()));
+    let app = in_progress(polling());
     let screen = render(&app, 100, 26);
     insta::assert_snapshot!(screen);
 }
 
 #[test]
 fn enter_opens_the_selected_blockers_stack_with_the_blocking_frame_marked() {
-    let mut app = App::new(in_progress(Feed::Ebpf));
+    let mut app = in_progress(ebpf());
     // Equal blocked times sort by tid: the kthread first, the reader second.
     assert_eq!(handle_key(&mut app, KeyEvent::from(KeyCode::Down)), None);
     assert_eq!(app.selected_tid, Some(4242));
@@ -214,7 +240,7 @@ fn enter_opens_the_selected_blockers_stack_with_the_blocking_frame_marked() {
 
 #[test]
 fn force_asks_first_and_explains_the_risk() {
-    let mut app = App::new(in_progress(Feed::Ebpf));
+    let mut app = in_progress(ebpf());
     assert_eq!(
         handle_key(&mut app, KeyEvent::from(KeyCode::Char('f'))),
         None
@@ -231,35 +257,35 @@ fn force_asks_first_and_explains_the_risk() {
 
 #[test]
 fn reverse_asks_first() {
-    let mut app = App::new(in_progress(Feed::Ebpf));
+    let mut app = in_progress(ebpf());
     handle_key(&mut app, KeyEvent::from(KeyCode::Char('r')));
     insta::assert_snapshot!(render(&app, 80, 24));
 }
 
 #[test]
 fn complete_shows_the_outcome() {
-    let mut state = in_progress(Feed::Ebpf);
-    state.apply(poll(120, vec![patch(true, false)], None, vec![]));
-    insta::assert_snapshot!(render(&App::new(state), 100, 24));
+    let mut app = in_progress(ebpf());
+    app.apply(vec![poll(120, vec![patch(true, false)], None, false)]);
+    insta::assert_snapshot!(render(&app, 100, 24));
 }
 
 #[test]
 fn reversed_and_gone() {
-    let mut state = in_progress(Feed::Ebpf);
-    state.apply(poll_towards(
+    let mut app = in_progress(ebpf());
+    app.apply(vec![poll_towards(
         Direction::Unpatching,
         119,
         vec![patch(false, true)],
         Some(2),
-        vec![],
-    ));
-    state.apply(poll(121, vec![], None, vec![]));
-    insta::assert_snapshot!(render(&App::new(state), 100, 24));
+        false,
+    )]);
+    app.apply(vec![poll(121, vec![], None, false)]);
+    insta::assert_snapshot!(render(&app, 100, 24));
 }
 
 #[test]
 fn help_lists_the_keys() {
-    let mut app = App::new(idle_state(Feed::Ebpf));
+    let mut app = idle_state(ebpf());
     handle_key(&mut app, KeyEvent::from(KeyCode::Char('?')));
     insta::assert_snapshot!(render(&app, 80, 24));
 }
@@ -274,7 +300,7 @@ fn typed(app: &mut App, text: &str) -> Vec<Option<Request>> {
 
 #[test]
 fn keys_in_requests_out_only_after_confirmation() {
-    let mut app = App::new(in_progress(Feed::Ebpf));
+    let mut app = in_progress(ebpf());
     assert_eq!(
         key(&mut app, KeyCode::Char('r')),
         None,
@@ -307,14 +333,14 @@ fn keys_in_requests_out_only_after_confirmation() {
 #[test]
 fn stray_typing_never_confirms() {
     for word in ["ready", "rxy", "r y", "fly", "fy", "force"] {
-        let mut app = App::new(in_progress(Feed::Ebpf));
+        let mut app = in_progress(ebpf());
         let requests = typed(&mut app, word);
         assert!(
             requests.iter().all(Option::is_none),
             "typing {word:?} asked for {requests:?}"
         );
     }
-    let mut app = App::new(in_progress(Feed::Ebpf));
+    let mut app = in_progress(ebpf());
     typed(&mut app, "r");
     assert_eq!(key(&mut app, KeyCode::Char('x')), None);
     assert_eq!(app.screen, Screen::Main, "x cancelled the dialog");
@@ -328,7 +354,7 @@ fn stray_typing_never_confirms() {
 /// Force cannot be undone: it takes the patch's name typed out, then Enter.
 #[test]
 fn force_takes_the_patch_name_typed_out() {
-    let mut app = App::new(in_progress(Feed::Ebpf));
+    let mut app = in_progress(ebpf());
     key(&mut app, KeyCode::Char('f'));
     assert_eq!(key(&mut app, KeyCode::Char('y')), None);
     assert_eq!(key(&mut app, KeyCode::Enter), None, "'y' is not the name");
@@ -355,18 +381,16 @@ fn force_takes_the_patch_name_typed_out() {
 /// completes: a late `y` then writes nothing.
 #[test]
 fn a_stale_question_is_withdrawn_when_the_transition_ends() {
-    let mut app = App::new(in_progress(Feed::Ebpf));
+    let mut app = in_progress(ebpf());
     key(&mut app, KeyCode::Char('r'));
-    app.state
-        .apply(poll(120, vec![patch(true, false)], None, vec![]));
-    app.dismiss_stale_confirmation();
+    app.apply(vec![poll(120, vec![patch(true, false)], None, false)]);
     assert_eq!(app.screen, Screen::Main);
     assert_eq!(key(&mut app, KeyCode::Char('y')), None);
 }
 
 #[test]
 fn without_a_transition_reverse_and_force_only_explain() {
-    let mut app = App::new(idle_state(Feed::Ebpf));
+    let mut app = idle_state(ebpf());
     assert_eq!(key(&mut app, KeyCode::Char('f')), None);
     assert_eq!(app.screen, Screen::Main);
     assert_eq!(app.message.as_deref(), Some("no transition in progress"));
@@ -374,7 +398,7 @@ fn without_a_transition_reverse_and_force_only_explain() {
 
 #[test]
 fn esc_leaves_the_stack_view_and_ctrl_c_always_interrupts() {
-    let mut app = App::new(in_progress(Feed::Ebpf));
+    let mut app = in_progress(ebpf());
     key(&mut app, KeyCode::Enter);
     assert_eq!(key(&mut app, KeyCode::Esc), None);
     assert_eq!(app.screen, Screen::Main);
@@ -386,7 +410,7 @@ fn esc_leaves_the_stack_view_and_ctrl_c_always_interrupts() {
 
 #[test]
 fn sorting_and_selection_follow_the_task() {
-    let mut app = App::new(in_progress(Feed::Ebpf));
+    let mut app = in_progress(ebpf());
     let order = |app: &App| app.blockers().iter().map(|b| b.tid).collect::<Vec<_>>();
     assert_eq!(order(&app), [87, 4242]);
     key(&mut app, KeyCode::Down);
@@ -412,11 +436,12 @@ fn sorting_and_selection_follow_the_task() {
 /// (6.1), the header says the blockers are inferred.
 #[test]
 fn inferred_verdicts_are_said_in_the_header() {
-    let mut state = in_progress(Feed::Ebpf);
-    let first_line = |state: WatchState| render(&App::new(state), 100, 24).to_string();
-    assert!(!first_line(state.clone()).contains("blockers inferred"));
-    state.verdicts_inferred = Some("klp_check_and_switch_task is not in the kernel's BTF".into());
-    let screen = first_line(state);
+    let mut app = in_progress(ebpf());
+    let first_line = |app: &App| render(app, 100, 24).to_string();
+    assert!(!first_line(&app).contains("blockers inferred"));
+    app.feed.verdicts_inferred =
+        Some("klp_check_and_switch_task is not in the kernel's BTF".into());
+    let screen = first_line(&app);
     assert!(
         screen.lines().next().unwrap().contains("blockers inferred"),
         "{screen}"

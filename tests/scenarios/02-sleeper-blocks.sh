@@ -1,11 +1,40 @@
 # Scenario 2: a user task asleep in a patched function blocks the patching
 # transition; once released, it switches and the transition completes.
 . /lib/klpscope-test/lib.sh
+# lab-tools: promtool
 P=klp_test_patch_target
+
+# metrics_say NAME PENDING ON_STACK: `klpscope metrics` into $KS/NAME.prom,
+# accepted by promtool, with PENDING tasks pending and ON_STACK
+# function_on_stack blockers (summed over their kinds).
+metrics_say() {
+    klpscope metrics > "$KS/$1.prom" 2> "$KS/$1.err"
+    _status=$?
+    if [ "$_status" -ne 0 ]; then
+        cat "$KS/$1.err"
+        echo "FAIL: klpscope metrics exited $_status"
+        return 1
+    fi
+    if ! promtool check metrics < "$KS/$1.prom"; then
+        cat "$KS/$1.prom"
+        echo "FAIL: promtool check metrics refused $KS/$1.prom"
+        return 1
+    fi
+    _pending=$(awk '$1 == "klpscope_transition_tasks_pending" { print $2 }' "$KS/$1.prom")
+    _on_stack=$(awk '/^klpscope_transition_blockers\{.*reason="function_on_stack"/ { n += $2 }
+        END { print n + 0 }' "$KS/$1.prom")
+    if [ "$_pending" != "$2" ] || [ "$_on_stack" != "$3" ]; then
+        cat "$KS/$1.prom"
+        echo "FAIL: klpscope metrics: $_pending pending (expected $2), $_on_stack function_on_stack blockers (expected $3)"
+        return 1
+    fi
+    log "klpscope metrics: $2 pending, $3 function_on_stack blockers; promtool accepts it"
+}
 
 # Before the patch: check predicts exactly the parked task; watch traces.
 klpscope_parked() {
     predicts $P "$PARKED_PID" false || return 1
+    metrics_say metrics-idle 0 0 || return 1
     watch_start
 }
 
@@ -36,6 +65,11 @@ klpscope_blocked() {
         and ((.[] | select(.event == \"blocker\") | .ts)
              - (.[] | select(.event == \"start\") | .ts)) <= 2" || return 1
     log "klpscope watch reported pid $PARKED_PID within 2 s of the start"
+    metrics_say metrics-blocked 1 1 || return 1
+    grep -q "^klpscope_transition_blocker_info{.*function=\"klp_test_park_wait\".*pid=\"$PARKED_PID\"" \
+        "$KS/metrics-blocked.prom" || { echo "FAIL: metrics does not name pid $PARKED_PID"; return 1; }
+    grep -q "^klpscope_transition_info{direction=\"patching\",patch=\"$P\"" "$KS/metrics-blocked.prom" \
+        || { echo "FAIL: metrics does not name the transition of $P"; return 1; }
 }
 
 klpscope_complete() {
@@ -56,6 +90,11 @@ klpscope_complete() {
         and $_patched
         and ([.patches[0].objects[0].functions[].name] | sort)
             == [\"klp_test_busy_loop\", \"klp_test_park_wait\"]" || return 1
+    metrics_say metrics-complete 0 0 || return 1
+    grep -qx "klpscope_transition_in_progress 0" "$KS/metrics-complete.prom" \
+        && grep -qx "klpscope_patch_enabled{patch=\"$P\"} 1" "$KS/metrics-complete.prom" \
+        && ! grep -q "^klpscope_transition_blocker_info" "$KS/metrics-complete.prom" \
+        || { echo "FAIL: metrics after completion"; return 1; }
 }
 
 load klp_test_target

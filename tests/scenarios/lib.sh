@@ -535,3 +535,38 @@ predicts_all() {
         and all(.predicted_blockers[] | select(.persistent); .kthread == $3)" || return 1
     log "klpscope check --module $1 predicts tids $2"
 }
+
+# ---- klpscope apply / revert ----
+
+# rollout_json NAME STATUS ARGS...: runs `klpscope ARGS...` (apply or
+# revert with --json), its lines into $KS/NAME.json and as one array into
+# $KS/NAME-steps.json; fails unless it exits STATUS.
+rollout_json() {
+    _name=$1 _want=$2
+    shift 2
+    klpscope "$@" > "$KS/$_name.json" 2> "$KS/$_name.err"
+    _status=$?
+    jq -s . "$KS/$_name.json" > "$KS/$_name-steps.json" 2>/dev/null
+    if [ "$_status" != "$_want" ]; then
+        echo "FAIL: klpscope $* exited $_status, expected $_want"
+        cat "$KS/$_name.err" "$KS/$_name.json"
+        return 1
+    fi
+    log "klpscope $* exited $_status: $(jq -c '[.[].event]' "$KS/$_name-steps.json")"
+}
+
+# steps_in_order NAME EVENT...: those events come in that order among
+# $KS/NAME-steps.json's (others may come between them).
+steps_in_order() {
+    _file="$KS/$1-steps.json"
+    shift
+    _filter='[.[].event] as $e | true'
+    _last=-1
+    for _event in "$@"; do
+        _filter="$_filter and (\$e | index(\"$_event\")) != null and (\$e | index(\"$_event\")) > $_last"
+        _last="(\$e | index(\"$_event\"))"
+    done
+    jq_true "$_file" "$_filter"
+}
+
+module_loaded() { grep -q "^$1 " /proc/modules; }

@@ -26,6 +26,8 @@ pub fn run() -> Result<ExitCode> {
         "the patch_state scan benchmark",
     )?;
 
+    crate::prometheus::bench_serve_idle()?;
+
     println!(
         "bench: call counter cost per call vs no probe and the fentry floor; watch's start-up \
          step by step, and from launch to ready (VM)"

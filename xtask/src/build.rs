@@ -95,15 +95,7 @@ pub fn all(release: bool) -> Result<()> {
 pub fn run(release: bool, args: &[String]) -> Result<ExitCode> {
     all(release)?;
     let binary = klpscope_binary(release);
-    let is_root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    let mut cmd = if is_root {
+    let mut cmd = if is_root() {
         Command::new(&binary)
     } else if which("sudo") {
         eprintln!("xtask: klpscope reads root-only kernel state; running it with sudo");
@@ -121,6 +113,11 @@ pub fn run(release: bool, args: &[String]) -> Result<ExitCode> {
         .status()
         .with_context(|| format!("cannot run {}", binary.display()))?;
     Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
+}
+
+/// Effective root, as klpscope needs it for kernel stacks and eBPF.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 fn which(program: &str) -> bool {

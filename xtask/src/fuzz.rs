@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{build, cache, setup};
+use crate::{build, cache, setup, tools};
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
@@ -40,7 +40,11 @@ fn fuzz_dir() -> PathBuf {
 /// one's default.
 pub fn run(runs: Option<u64>) -> Result<()> {
     let started = Instant::now();
-    let bin_dir = ensure_cargo_fuzz()?;
+    let bin_dir = tools::cargo_installed(
+        "cargo-fuzz",
+        CARGO_FUZZ_VERSION,
+        "about two minutes on 2 cores",
+    )?;
     // livepatch-user embeds the eBPF object: its build script needs it.
     let toolchain = setup::run()?;
     build::ebpf(&toolchain)?;
@@ -71,48 +75,6 @@ pub fn run(runs: Option<u64>) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// cargo-fuzz built once into the cache (keyed by its version); the folder
-/// holding the binary, to put first on PATH.
-fn ensure_cargo_fuzz() -> Result<PathBuf> {
-    let root = cache::dir().join("cargo-fuzz").join(CARGO_FUZZ_VERSION);
-    let bin_dir = root.join("bin");
-    let binary = bin_dir.join("cargo-fuzz");
-    if works(&binary) {
-        return Ok(bin_dir);
-    }
-    let started = Instant::now();
-    println!(
-        "fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION} from crates.io (about two minutes on 2 cores)"
-    );
-    let status = Command::new("cargo")
-        .args(["install", "cargo-fuzz", "--locked", "--version"])
-        .arg(CARGO_FUZZ_VERSION)
-        .arg("--root")
-        .arg(&root)
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .status()
-        .context("cannot run cargo install")?;
-    if !status.success() || !works(&binary) {
-        bail!(
-            "could not install cargo-fuzz {CARGO_FUZZ_VERSION} into {} (needs crates.io); \
-             see cargo's output above",
-            root.display()
-        );
-    }
-    println!(
-        "fuzz: cargo-fuzz installed ({:.1}s)",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(bin_dir)
-}
-
-fn works(cargo_fuzz: &Path) -> bool {
-    Command::new(cargo_fuzz)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// `cargo +nightly fuzz build` of livepatch-user/fuzz: release, with the

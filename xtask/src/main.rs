@@ -1,9 +1,13 @@
 mod bench;
 mod build;
 mod cache;
+mod dist;
+mod dist_test;
 mod fuzz;
+mod prometheus;
 mod setup;
 mod test;
+mod tools;
 mod vm;
 
 use std::process::ExitCode;
@@ -27,20 +31,29 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Build and run klpscope as root: `cargo xtask run -- status`.
+    /// Build and run klpscope's release build as root, as an administrator
+    /// runs it: `cargo xtask run -- status`.
     Run {
+        /// The debug build instead (overflow checks on, unoptimised).
         #[arg(long)]
-        release: bool,
+        debug: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the Debian package (target/debian): the release binary with its
+    /// eBPF object, a manual page per command, bash, zsh and fish completions.
+    Dist,
+    /// Build the package, install it with dpkg, check the binary, `man -w`
+    /// and bash completion, and remove it again (root; part of `test`).
+    DistTest,
     /// rustfmt and clippy, the eBPF crate linted for its own target.
     Lint,
     /// Benchmarks, each side by side with its baseline: the patch_state
     /// scan against kpatch's shell loop (host), and the call counter's cost
     /// per call against no probe and a minimal fentry (VM).
     Bench,
-    /// Every test of the project: lint, unit, integration, fuzzing and VM scenarios.
+    /// Every test of the project: lint, unit, integration, the package,
+    /// fuzzing, VM scenarios and the TUI in tmux.
     Test,
     /// Run every fuzz target of livepatch-user's parsers (cargo-fuzz, nightly)
     /// for a fixed number of executions, from the checked-in seeds.
@@ -68,7 +81,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::run().map(|_| ExitCode::SUCCESS),
         Command::Build { release } => build::all(release).map(|_| ExitCode::SUCCESS),
-        Command::Run { release, args } => build::run(release, &args),
+        Command::Run { debug, args } => build::run(!debug, &args),
+        Command::Dist => dist::package().map(|_| ExitCode::SUCCESS),
+        Command::DistTest => dist_test::run().map(|_| ExitCode::SUCCESS),
         Command::Lint => test::lint().map(|_| ExitCode::SUCCESS),
         Command::Bench => bench::run(),
         Command::Test => test::all(),

@@ -28,10 +28,15 @@ pub fn lint() -> Result<()> {
 
 pub fn all() -> Result<ExitCode> {
     lint()?;
+    // The alert rules, and promtool, prometheus and node_exporter for the
+    // metrics tests below.
+    crate::prometheus::test_rules()?;
     build::checked(
         build::user_cargo("test").args(["--workspace"]),
         "unit and integration tests",
     )?;
+    // The Debian package, installed, used and removed on this machine.
+    crate::dist_test::run()?;
     // The parsers of untrusted input, fuzzed from their seeds.
     crate::fuzz::run(None)?;
     // Real livepatch transitions, on every supported Debian kernel.

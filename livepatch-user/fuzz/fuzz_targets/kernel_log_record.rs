@@ -2,7 +2,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use livepatch_user::kernel::kernel_log::{LivepatchMessage, logged_direction, parse_record};
+use livepatch_user::{
+    analysis::transition::logged_direction, kernel::kernel_log::parse_record,
+    model::LivepatchMessage,
+};
 
 fuzz_target!(|bytes: &[u8]| {
     let text = String::from_utf8_lossy(bytes);

@@ -6,10 +6,7 @@ use super::{
     advice::{Advice, SIGNALS_AFTER_ROUNDS, advise},
     blockers::{Blocker, VerdictSource},
 };
-use crate::{
-    kernel::kernel_log::{LivepatchMessage, LogEntry},
-    model::{Direction, Transition},
-};
+use crate::model::{Direction, LivepatchMessage, LogEntry, Transition};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Diagnosis {

@@ -145,6 +145,21 @@ pub struct Readiness {
     pub predicted_blockers: Vec<PredictedBlocker>,
 }
 
+impl Readiness {
+    /// Whether anything about the change itself asks for a second thought:
+    /// a warning, or a task that will hold the transition up. What klpscope
+    /// cannot measure here (calls not counted, no BTF, no tracefs) is said
+    /// in the report but puts no change at risk.
+    pub fn asks_to_confirm(&self) -> bool {
+        let about_klpscope = |check: &KernelCheck| matches!(check.id, "fentry" | "btf" | "tracefs");
+        self.kernel_checks
+            .iter()
+            .any(|check| check.status == Status::Warn && !about_klpscope(check))
+            || self.functions.iter().any(|f| f.status == Status::Warn)
+            || self.predicted_blockers.iter().any(|b| b.persistent)
+    }
+}
+
 /// How a target's name resolves in kallsyms, the way the kernel resolves
 /// `old_name`/`old_sympos` in its object.
 #[derive(Clone, Debug, PartialEq, Eq)]

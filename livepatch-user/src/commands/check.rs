@@ -20,22 +20,109 @@ use crate::{
     cli::CheckArgs,
     commands::output,
     kernel::{
-        Stacks, TaskReader, ftrace_users::read_ftrace_users, kallsyms_near::closest_symbols,
-        livepatch_module::read_livepatch_module, loaded_modules::read_loaded_modules,
+        Stacks,
+        ftrace_users::read_ftrace_users,
+        kallsyms_near::closest_symbols,
+        livepatch_module::{LivepatchModule, read_livepatch_module},
+        loaded_modules::read_loaded_modules,
         read_filter_functions, read_kallsyms, read_kernel, read_patch, read_patches,
         sysfs_livepatch::livepatch_dir,
     },
     model::Known,
     probes::{self, Capabilities, ProbeRequest, TaskSource},
-    views::check_report::{CheckView, EbpfView, render_json, render_text},
+    views::{
+        check_report::{CheckView, EbpfView, render_json, render_text},
+        style::Color,
+    },
 };
 
 /// Exit codes besides 0 (ready) and 1 (error).
 pub const EXIT_WARNINGS: u8 = 3;
 pub const EXIT_NOT_READY: u8 = 4;
 
-pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
-    let (plan, targets, module) = targets(root, args)?;
+/// What to check: the targets as given on the command line, a module file
+/// already read.
+pub struct CheckRequest<'a> {
+    pub functions: &'a [String],
+    pub object: Option<&'a str>,
+    pub module: Option<LivepatchModule>,
+    pub patch: Option<&'a str>,
+    pub duration: f64,
+    pub no_ebpf: bool,
+}
+
+impl<'a> CheckRequest<'a> {
+    fn of(args: &'a CheckArgs) -> Result<Self> {
+        Ok(CheckRequest {
+            functions: &args.functions,
+            object: args.object.as_deref(),
+            module: args
+                .module
+                .as_deref()
+                .map(read_livepatch_module)
+                .transpose()?,
+            patch: args.patch.as_deref(),
+            duration: args.duration,
+            no_ebpf: args.no_ebpf,
+        })
+    }
+}
+
+/// Everything a check found, ready for its report.
+pub struct Checked {
+    plan: Plan,
+    pub module: Option<LivepatchModule>,
+    patch: Option<String>,
+    duration_secs: f64,
+    stack_samples: usize,
+    ebpf_unavailable: Option<String>,
+    capabilities: Capabilities,
+    pub readiness: Readiness,
+}
+
+impl Checked {
+    pub fn view(&self) -> CheckView<'_> {
+        CheckView {
+            target: match self.plan {
+                Plan::Functions => "functions",
+                Plan::Module { .. } => "module",
+                Plan::Disable { .. } => "patch",
+            },
+            module: self.module.as_ref(),
+            patch: self.patch.as_deref(),
+            duration_secs: self.duration_secs,
+            stack_samples: self.stack_samples,
+            ebpf: EbpfView {
+                available: self.ebpf_unavailable.is_none(),
+                reason: self.ebpf_unavailable.as_deref(),
+                capabilities: &self.capabilities.items,
+            },
+            readiness: &self.readiness,
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        exit_code(&self.readiness)
+    }
+}
+
+pub fn run(root: &Path, args: &CheckArgs, color: Color) -> Result<ExitCode> {
+    let checked = check(root, CheckRequest::of(args)?)?;
+    let view = checked.view();
+    let text = if args.json {
+        render_json(&view)
+    } else {
+        render_text(&view, color)
+    };
+    output::print(&text)?;
+    Ok(checked.exit_code())
+}
+
+/// Reads the targets, the kernel and the stacks over the window, counts
+/// calls if eBPF allows, and assesses readiness. Nothing is printed.
+pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
+    let (plan, targets) = targets(root, &request)?;
+    let module = request.module;
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     let kernel = read_kernel(root);
     let patches = read_patches(root).context("reading /sys/kernel/livepatch")?;
@@ -48,8 +135,8 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
     let filter_functions = read_filter_functions(root, &names);
     let ftrace_users = read_ftrace_users(root, &names);
 
-    let mut tasks = TaskSource::open(root, args.no_ebpf)?;
-    let (probes, mut capabilities) = if args.no_ebpf {
+    let mut tasks = TaskSource::open(root, request.no_ebpf)?;
+    let (probes, mut capabilities) = if request.no_ebpf {
         let mut caps = Capabilities::default();
         caps.missing("ebpf", "not tried (--no-ebpf)");
         (None, caps)
@@ -85,7 +172,7 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
     // The counters start at zero when they attach, just before this: every
     // call they count falls in the window.
     let started = Instant::now();
-    let samples = sample_stacks(&mut tasks, args.duration)?;
+    let samples = sample_stacks(&mut tasks, request.duration)?;
     let elapsed = started.elapsed().as_secs_f64();
     let after = counter.and_then(|c| c.counts().ok()).unwrap_or_default();
     let rates = call_rates(&[], &after, elapsed);
@@ -121,35 +208,21 @@ pub fn run(root: &Path, args: &CheckArgs) -> Result<ExitCode> {
         filter_functions: &filter_functions,
         ftrace_users: &ftrace_users,
         calls: &calls,
-        ebpf_wanted: !args.no_ebpf,
+        ebpf_wanted: !request.no_ebpf,
         ebpf_unavailable: ebpf_unavailable.as_deref(),
         privileged: stacks_readable(&samples),
         samples: &samples,
     });
-    let view = CheckView {
-        target: match plan {
-            Plan::Functions => "functions",
-            Plan::Module { .. } => "module",
-            Plan::Disable { .. } => "patch",
-        },
-        module: module.as_ref(),
-        patch: args.patch.as_deref(),
-        duration_secs: args.duration,
+    Ok(Checked {
+        plan,
+        module,
+        patch: request.patch.map(str::to_owned),
+        duration_secs: request.duration,
         stack_samples: samples.len(),
-        ebpf: EbpfView {
-            available: ebpf_unavailable.is_none(),
-            reason: ebpf_unavailable.as_deref(),
-            capabilities: &capabilities.items,
-        },
-        readiness: &readiness,
-    };
-    let text = if args.json {
-        render_json(&view)
-    } else {
-        render_text(&view)
-    };
-    output::print(&text)?;
-    Ok(exit_code(&readiness))
+        ebpf_unavailable,
+        capabilities,
+        readiness,
+    })
 }
 
 fn exit_code(readiness: &Readiness) -> ExitCode {
@@ -160,15 +233,8 @@ fn exit_code(readiness: &Readiness) -> ExitCode {
     }
 }
 
-type Targets = (
-    Plan,
-    Vec<Target>,
-    Option<crate::kernel::livepatch_module::LivepatchModule>,
-);
-
-fn targets(root: &Path, args: &CheckArgs) -> Result<Targets> {
-    if let Some(path) = &args.module {
-        let module = read_livepatch_module(path)?;
+fn targets(root: &Path, request: &CheckRequest) -> Result<(Plan, Vec<Target>)> {
+    if let Some(module) = &request.module {
         let targets = module
             .objects
             .iter()
@@ -186,9 +252,9 @@ fn targets(root: &Path, args: &CheckArgs) -> Result<Targets> {
             signed: module.signed,
             vermagic: module.vermagic.clone(),
         };
-        return Ok((plan, targets, Some(module)));
+        return Ok((plan, targets));
     }
-    if let Some(name) = &args.patch {
+    if let Some(name) = request.patch {
         if !livepatch_dir(root).join(name).is_dir() {
             bail!("no livepatch named '{name}' is loaded (see `klpscope status` for the list)");
         }
@@ -207,21 +273,20 @@ fn targets(root: &Path, args: &CheckArgs) -> Result<Targets> {
             .collect();
         return Ok((
             Plan::Disable {
-                patch: name.clone(),
+                patch: name.to_owned(),
             },
             targets,
-            None,
         ));
     }
-    if args.functions.is_empty() {
+    if request.functions.is_empty() {
         bail!("nothing to check: give --function NAME[,SYMPOS], --module FILE.ko or --patch NAME");
     }
-    let targets = args
+    let targets = request
         .functions
         .iter()
-        .map(|spec| parse_function(spec, args.object.as_deref()))
+        .map(|spec| parse_function(spec, request.object))
         .collect::<Result<_>>()?;
-    Ok((Plan::Functions, targets, None))
+    Ok((Plan::Functions, targets))
 }
 
 /// `NAME` or `NAME,SYMPOS`.

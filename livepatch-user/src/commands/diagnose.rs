@@ -13,21 +13,37 @@ use crate::{
     analysis::{
         blockers::{PatchedCode, find_blockers},
         diagnosis::{diagnose_idle, diagnose_transition},
+        transition::transition,
     },
     cli::DiagnoseArgs,
     commands::output,
-    kernel::{clock::monotonic_ns, kernel_log::read_livepatch_log, read_snapshot_from},
-    model::{BlockReason, Snapshot, TraceEvent},
+    feed::snapshot::read_snapshot_from,
+    kernel::clock::monotonic_ns,
+    model::{BlockReason, Snapshot, TraceEvent, Transition},
     probes::{self, ProbeRequest, TaskSource, TaskVerdict},
-    views::diagnose_report::{DiagnoseView, render_json, render_text},
+    views::{
+        diagnose_report::{DiagnoseView, render_json, render_text},
+        style::Color,
+    },
 };
 
 /// Two of the kernel's retry rounds (one a second), with some slack.
 const OBSERVE_FOR: Duration = Duration::from_millis(2500);
 
-pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
+/// The snapshot and its transition.
+fn read(root: &Path, tasks: &mut TaskSource) -> Result<(Snapshot, Option<Transition>)> {
+    let snapshot = read_snapshot_from(root, tasks)?;
+    let transition = transition(
+        &snapshot.patches,
+        snapshot.log.value().map(Vec::as_slice),
+        snapshot.tasks.iter().map(|task| &task.patch_state),
+    );
+    Ok((snapshot, transition))
+}
+
+pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
     let mut tasks = TaskSource::open(root, args.no_ebpf)?;
-    let snapshot = read_snapshot_from(root, &mut tasks)?;
+    let (snapshot, transition) = read(root, &mut tasks)?;
     if !snapshot.kernel.livepatch_supported {
         let reason = snapshot
             .kernel
@@ -56,32 +72,29 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
         }
     }
 
-    let in_transition = |snapshot: &Snapshot| {
-        snapshot
-            .transition
+    let watched = |transition: &Option<Transition>| {
+        transition
             .as_ref()
             .is_some_and(|t| args.patch.as_ref().is_none_or(|p| p == &t.patch))
     };
 
-    let (snapshot, verdicts, ebpf_unavailable) = if in_transition(&snapshot) && !args.no_ebpf {
-        match observe(root) {
-            Ok(verdicts) => (read_snapshot_from(root, &mut tasks)?, Some(verdicts), None),
-            Err(reason) => (snapshot, None, Some(reason)),
-        }
-    } else {
-        let reason = args
-            .no_ebpf
-            .then(|| "--no-ebpf: verdicts inferred from /proc and /sys".to_string());
-        (snapshot, None, reason)
-    };
+    // Read again after watching the kernel decide: the verdicts are about
+    // the tasks as they are now.
+    let ((snapshot, transition), verdicts, ebpf_unavailable) =
+        if watched(&transition) && !args.no_ebpf {
+            match observe(root) {
+                Ok(verdicts) => (read(root, &mut tasks)?, Some(verdicts), None),
+                Err(reason) => ((snapshot, transition), None, Some(reason)),
+            }
+        } else {
+            let reason = args
+                .no_ebpf
+                .then(|| "--no-ebpf: verdicts inferred from /proc and /sys".to_string());
+            ((snapshot, transition), None, reason)
+        };
 
-    let log = read_livepatch_log(root);
-    let log = log.value().map(Vec::as_slice);
-    let diagnosis = match snapshot
-        .transition
-        .as_ref()
-        .filter(|_| in_transition(&snapshot))
-    {
+    let log = snapshot.log.value().map(Vec::as_slice);
+    let diagnosis = match transition.as_ref().filter(|_| watched(&transition)) {
         None => diagnose_idle(log, args.patch.as_deref()),
         Some(transition) => {
             let patch = snapshot
@@ -111,7 +124,7 @@ pub fn run(root: &Path, args: &DiagnoseArgs) -> Result<ExitCode> {
     if args.json {
         output::print(&render_json(&view))?;
     } else {
-        output::print(&render_text(&view))?;
+        output::print(&render_text(&view, color))?;
     }
     // Some pending task could not be explained: the report is not the
     // all-clear it might look like.

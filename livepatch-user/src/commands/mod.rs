@@ -1,15 +1,24 @@
 //! Each command is a short composition of readers, analysis and views.
 mod check;
+pub mod completions;
 mod diagnose;
+mod event_lines;
+mod metrics;
 pub mod output;
+mod rollout;
+mod serve;
 mod status;
+mod stop_signals;
 mod watch;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::{
+    cli::{Cli, Command},
+    views::style::Color,
+};
 
 pub const EXIT_ERROR: u8 = 1;
 
@@ -19,11 +28,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(path) = &cli.log {
         start_log(path)?;
     }
+    let color = Color::for_stdout(cli.color);
     let result = match cli.command {
-        Command::Status(args) => status::run(&cli.root, &args),
-        Command::Check(args) => check::run(&cli.root, &args),
-        Command::Watch(args) => watch::run(&cli.root, &args),
-        Command::Diagnose(args) => diagnose::run(&cli.root, &args),
+        Command::Status(args) => status::run(&cli.root, &args, color),
+        Command::Check(args) => check::run(&cli.root, &args, color),
+        Command::Watch(args) => watch::run(&cli.root, &args, color),
+        Command::Diagnose(args) => diagnose::run(&cli.root, &args, color),
+        Command::Apply(args) => rollout::apply(&cli.root, &args, color),
+        Command::Revert(args) => rollout::revert(&cli.root, &args, color),
+        Command::Metrics(args) => metrics::run(&cli.root, &args),
+        Command::Serve(args) => serve::run(&cli.root, &args),
+        Command::Completions(args) => completions::run(&args),
     };
     match result {
         Err(error) if error.is::<output::OutputClosed>() => {

@@ -1,41 +1,41 @@
 use std::{path::Path, process::ExitCode};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::{
+    analysis::transition::transition,
     cli::StatusArgs,
     commands::output,
-    kernel::{
-        TaskReader, kernel_log::read_livepatch_log, read_kernel, read_patches,
-        reread_in_transition, transition,
-    },
+    feed::snapshot::read_patches_and_threads,
+    kernel::{kernel_log::read_livepatch_log, read_kernel},
     probes::TaskSource,
-    views::status::{StatusView, render_json, render_text},
+    views::{
+        status::{StatusView, render_json, render_text},
+        style::Color,
+    },
 };
 
 /// Kernel facts and patches; threads are scanned (patch_state only) just when
 /// a patch is in transition, to count the pending ones.
-pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
+pub fn run(root: &Path, args: &StatusArgs, color: Color) -> Result<ExitCode> {
     let kernel = read_kernel(root);
-    let patches = read_patches(root).context("reading /sys/kernel/livepatch")?;
-    let in_transition = patches
-        .iter()
-        .any(|patch| patch.transition.value() == Some(&true));
-    let transition = if in_transition {
-        let threads = TaskSource::open(root, false)?
-            .patch_states()
-            .context("scanning every task's patch_state")?;
-        let patches = reread_in_transition(root, patches.clone());
+    let (patches, threads) = read_patches_and_threads(
+        root,
+        |_| false,
+        || {
+            TaskSource::open(root, false)
+                .map_err(std::io::Error::other)?
+                .patch_states()
+        },
+    )?;
+    let transition = threads.and_then(|threads| {
         let log = read_livepatch_log(root);
-        let log = log.value().map(Vec::as_slice);
         transition(
             &patches,
-            log,
+            log.value().map(Vec::as_slice),
             threads.iter().map(|thread| &thread.patch_state),
         )
-    } else {
-        None
-    };
+    });
     let view = StatusView {
         kernel: &kernel,
         patches: &patches,
@@ -44,7 +44,7 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode> {
     let text = if args.json {
         render_json(&view)
     } else {
-        render_text(&view)
+        render_text(&view, color)
     };
     output::print(&text)?;
     Ok(ExitCode::SUCCESS)

@@ -12,39 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Serialize;
-
-use crate::model::{Direction, Known};
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LivepatchMessage {
-    /// "'<patch>': starting patching transition" (or unpatching).
-    Starting { patch: String, unpatching: bool },
-    /// "'<patch>': patching complete" (or unpatching).
-    Complete { patch: String, unpatching: bool },
-    /// "signaling remaining tasks".
-    Signaling,
-    /// "forcing remaining tasks to the patched state".
-    Forcing,
-    /// "pre-patch callback failed for object '<object>'": the load that
-    /// follows is refused.
-    PreCallbackFailed { object: String },
-    /// The kernel refused to enable a patch: "failed to enable patch
-    /// '<patch>'", or "Livepatch patch (<patch>) is not compatible with the
-    /// already installed livepatches.".
-    Refused {
-        patch: String,
-        incompatible_states: bool,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LogEntry {
-    /// Microseconds since boot, CLOCK_MONOTONIC.
-    pub timestamp_us: u64,
-    pub message: LivepatchMessage,
-}
+use crate::model::{Known, LivepatchMessage, LogEntry};
 
 /// Every livepatch message still in the kernel's ring buffer. Needs root
 /// unless `kernel.dmesg_restrict` is 0.
@@ -124,23 +92,6 @@ fn read_records(file: &mut File, entries: &mut Vec<LogEntry>) -> io::Result<()> 
             Err(e) => return Err(e),
         }
     }
-}
-
-/// The direction of the patch's latest transition, from its latest
-/// "starting ... transition" line: the kernel logs it (again on a reversal)
-/// before any task can switch, while `enabled` follows only afterwards.
-pub fn logged_direction(log: &[LogEntry], patch: &str) -> Option<Direction> {
-    log.iter().rev().find_map(|entry| match &entry.message {
-        LivepatchMessage::Starting {
-            patch: p,
-            unpatching,
-        } if p == patch => Some(if *unpatching {
-            Direction::Unpatching
-        } else {
-            Direction::Patching
-        }),
-        _ => None,
-    })
 }
 
 /// The name in `...<marker><name>'...`.
@@ -277,21 +228,6 @@ mod tests {
                 .message,
             LivepatchMessage::Forcing
         );
-    }
-
-    #[test]
-    fn the_latest_start_line_gives_the_direction() {
-        let log: Vec<LogEntry> = [
-            "6,1,1,-;livepatch: 'p': starting patching transition",
-            "6,2,2,-;livepatch: 'q': starting patching transition",
-            "6,3,3,-;livepatch: 'p': starting unpatching transition",
-        ]
-        .iter()
-        .filter_map(|r| parse_record(r))
-        .collect();
-        assert_eq!(logged_direction(&log, "p"), Some(Direction::Unpatching));
-        assert_eq!(logged_direction(&log, "q"), Some(Direction::Patching));
-        assert_eq!(logged_direction(&log, "r"), None);
     }
 
     #[test]

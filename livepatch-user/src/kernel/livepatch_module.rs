@@ -24,7 +24,7 @@
 use std::{
     cell::{Cell, RefCell},
     collections::{BTreeMap, HashMap},
-    fs::{FileType, OpenOptions},
+    fs::{File, FileType, OpenOptions},
     io::Read,
     os::unix::fs::{FileTypeExt, OpenOptionsExt},
     path::Path,
@@ -99,19 +99,39 @@ const THIS_MODULE: &str = "__this_module";
 pub const MODULE_SIZE_MAX: u64 = 64 << 20;
 
 pub fn read_livepatch_module(path: &Path) -> Result<LivepatchModule, ModuleError> {
+    open_livepatch_module(path).map(|(module, _)| module)
+}
+
+/// A module file kept open with the bytes that were decoded from it: what
+/// is loaded must be what was checked.
+pub struct ModuleImage {
+    pub path: String,
+    pub file: File,
+    pub bytes: Vec<u8>,
+}
+
+/// Decodes the module and keeps the file open for loading it.
+pub fn open_livepatch_module(path: &Path) -> Result<(LivepatchModule, ModuleImage), ModuleError> {
     let shown = path.display().to_string();
-    let bytes = read_module_file(path, &shown)?;
+    let (file, bytes) = read_module_file(path, &shown)?;
     let fallback_name = path
         .file_stem()
         .map(|stem| stem.to_string_lossy().replace('-', "_"))
         .unwrap_or_default();
-    parse_livepatch_module(&bytes, &fallback_name).map_err(|failure| failure.at(shown))
+    let module = parse_livepatch_module(&bytes, &fallback_name)
+        .map_err(|failure| failure.at(shown.clone()))?;
+    let image = ModuleImage {
+        path: shown,
+        file,
+        bytes,
+    };
+    Ok((module, image))
 }
 
 /// The bytes of a regular file of at most [`MODULE_SIZE_MAX`] bytes. The type
 /// and size are those of the opened file (fstat), not of the path, and the
 /// read stops past the cap even if the file grows meanwhile.
-fn read_module_file(path: &Path, shown: &str) -> Result<Vec<u8>, ModuleError> {
+fn read_module_file(path: &Path, shown: &str) -> Result<(File, Vec<u8>), ModuleError> {
     let io = |source| ModuleError::Io {
         path: shown.to_owned(),
         source,
@@ -138,11 +158,12 @@ fn read_module_file(path: &Path, shown: &str) -> Result<Vec<u8>, ModuleError> {
         return Err(too_large(metadata.len()));
     }
     let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
-    file.take(MODULE_SIZE_MAX + 1)
+    (&file)
+        .take(MODULE_SIZE_MAX + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
     match u64::try_from(bytes.len()) {
-        Ok(read) if read <= MODULE_SIZE_MAX => Ok(bytes),
+        Ok(read) if read <= MODULE_SIZE_MAX => Ok((file, bytes)),
         // It grew while being read.
         Ok(read) => Err(too_large(read)),
         Err(_) => Err(too_large(u64::MAX)),

@@ -1,13 +1,24 @@
 //! The only writes klpscope makes to the kernel: turning a transition
-//! around (`enabled`) and forcing it (`force`). Each is made only if the
-//! patch is still in the transition the user confirmed: same patch, still
-//! in transition, same direction. Between the question and the answer the
-//! transition may have completed, reversed or gone; writing then would do
-//! something the user never agreed to (0 to `enabled` of an applied patch
-//! starts disabling it).
-use std::{fmt, fs::OpenOptions, io::Write, path::Path};
+//! around (`enabled`), forcing it (`force`), disabling an applied patch,
+//! and loading and unloading a livepatch module. Each is made only if the
+//! kernel is still in the state the user (or apply) decided on: for a
+//! transition, same patch, still in transition, same direction. Between the
+//! question and the answer the transition may have completed, reversed or
+//! gone; writing then would do something nobody agreed to (0 to `enabled`
+//! of an applied patch starts disabling it).
+use std::{
+    ffi::CString,
+    fmt,
+    fs::OpenOptions,
+    io::{self, Write},
+    os::unix::fs::FileExt,
+    path::Path,
+};
 
-use super::sysfs_livepatch::{livepatch_dir, read_patch};
+use super::{
+    livepatch_module::ModuleImage,
+    sysfs_livepatch::{livepatch_dir, read_patch},
+};
 use crate::model::{Direction, Known};
 
 /// A write the user confirmed, with the transition it was confirmed
@@ -66,6 +77,8 @@ pub enum WriteRefused {
         now: Direction,
         confirmed: Direction,
     },
+    #[error("nothing written: {patch} is not an applied patch ({state})")]
+    NotApplied { patch: String, state: &'static str },
     #[error("nothing written: cannot tell {patch}'s state ({why})")]
     Unknown { patch: String, why: String },
     #[error("cannot write {value} to {path}: {error}")]
@@ -120,7 +133,45 @@ pub fn write_confirmed(root: &Path, write: &TransitionWrite) -> Result<Written, 
         });
     }
     let (file, value) = write.file_and_value();
-    let path = livepatch_dir(root).join(name).join(file);
+    write_attribute(root, name, file, value)
+}
+
+/// Writes 0 to an applied patch's `enabled`: its unpatching transition
+/// starts. Only if it is enabled and in no transition now.
+pub fn disable_patch(root: &Path, name: &str) -> Result<Written, WriteRefused> {
+    let patch = read_patch(root, name);
+    if patch.gone {
+        return Err(WriteRefused::PatchGone {
+            patch: name.to_owned(),
+        });
+    }
+    let state = match (&patch.enabled, &patch.transition) {
+        (Known::Value(true), Known::Value(false)) => None,
+        (Known::Value(false), _) => Some("the patch is disabled already"),
+        (_, Known::Value(true)) => Some("it is in transition"),
+        (Known::Unknown { unknown }, _) | (_, Known::Unknown { unknown }) => {
+            return Err(WriteRefused::Unknown {
+                patch: name.to_owned(),
+                why: unknown.clone(),
+            });
+        }
+    };
+    if let Some(state) = state {
+        return Err(WriteRefused::NotApplied {
+            patch: name.to_owned(),
+            state,
+        });
+    }
+    write_attribute(root, name, "enabled", "0")
+}
+
+fn write_attribute(
+    root: &Path,
+    patch: &str,
+    file: &str,
+    value: &'static str,
+) -> Result<Written, WriteRefused> {
+    let path = livepatch_dir(root).join(patch).join(file);
     // No create, no truncate: a sysfs attribute takes one write; a file
     // that is not there must not be made.
     OpenOptions::new()
@@ -133,6 +184,118 @@ pub fn write_confirmed(root: &Path, write: &TransitionWrite) -> Result<Written, 
             error: error.to_string(),
         })?;
     Ok(Written(format!("wrote {value} to {}", path.display())))
+}
+
+/// Why the kernel did not load a module: the errno, said as its cause and
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadRefused {
+    #[error("{path} changed on disk after it was checked: nothing loaded; check it again")]
+    Changed { path: String },
+    #[error("the kernel refused to load {module}: {why}")]
+    Kernel { module: String, why: String },
+}
+
+/// Loads the checked module image with finit_module(2), as insmod does,
+/// after making sure the file still holds the bytes that were checked. The
+/// kernel enables the patch in the module's init: on success its
+/// transition has started.
+pub fn load_module(root: &Path, image: &ModuleImage, name: &str) -> Result<(), LoadRefused> {
+    if let Some(why) = not_this_kernel(root) {
+        return Err(LoadRefused::Kernel {
+            module: name.to_owned(),
+            why,
+        });
+    }
+    let mut now = vec![0; image.bytes.len()];
+    let same = image.file.read_exact_at(&mut now, 0).is_ok()
+        && now == image.bytes
+        && image
+            .file
+            .metadata()
+            .is_ok_and(|m| m.len() == now.len() as u64);
+    if !same {
+        return Err(LoadRefused::Changed {
+            path: image.path.clone(),
+        });
+    }
+    rustix::system::finit_module(&image.file, c"", 0).map_err(|errno| LoadRefused::Kernel {
+        module: name.to_owned(),
+        why: load_error(name, io::Error::from(errno)),
+    })
+}
+
+fn load_error(name: &str, error: io::Error) -> String {
+    match error.raw_os_error().unwrap_or(0) {
+        libc::EEXIST => format!("a module named {name} is loaded already (EEXIST)"),
+        libc::ENOEXEC => "invalid module format (ENOEXEC): it was built for another kernel                           (see its vermagic in klpscope check --module)"
+            .to_owned(),
+        libc::EKEYREJECTED | libc::ENOKEY | libc::EBADMSG => format!(
+            "its signature is missing or not trusted ({error}): signatures are enforced              (module.sig_enforce or lockdown); sign it with a key the kernel trusts"
+        ),
+        libc::EBUSY => "another livepatch transition is in progress (EBUSY): only one runs at a                         time; wait for it (klpscope watch) and try again"
+            .to_owned(),
+        libc::EPERM => "not permitted (EPERM): loading modules needs root, and is off with                         kernel.modules_disabled=1 or refused by lockdown for unsigned modules"
+            .to_owned(),
+        libc::ENOENT => "it uses a symbol this kernel does not export (ENOENT, see dmesg)".to_owned(),
+        libc::EINVAL => "the patch did not initialise (EINVAL): a patched function or object                          was not found or is ambiguous, or the patch stacks badly on the loaded                          ones (see dmesg)"
+            .to_owned(),
+        _ => format!("{error} (see dmesg: a pre-patch callback may have failed)"),
+    }
+}
+
+/// Modules go into the running kernel whatever the root: with another tree
+/// (a fixture) they must not go anywhere.
+fn not_this_kernel(root: &Path) -> Option<String> {
+    (root != Path::new("/")).then(|| {
+        format!(
+            "--root points at {}, not this kernel: modules are loaded and unloaded only with /",
+            root.display()
+        )
+    })
+}
+
+/// Why a module was not unloaded.
+#[derive(Debug, thiserror::Error)]
+pub enum UnloadRefused {
+    #[error("module {module} not unloaded: its patch is still {state}")]
+    PatchActive { module: String, state: &'static str },
+    #[error("cannot unload module {module}: {error}")]
+    Kernel { module: String, error: io::Error },
+}
+
+/// Unloads a livepatch module whose patch has left sysfs (disabled and
+/// freed, which the kernel does just after the unpatching transition):
+/// an enabled patch's module must never go.
+pub fn unload_module(root: &Path, name: &str) -> Result<(), UnloadRefused> {
+    if let Some(why) = not_this_kernel(root) {
+        return Err(UnloadRefused::Kernel {
+            module: name.to_owned(),
+            error: io::Error::other(why),
+        });
+    }
+    if livepatch_dir(root).join(name).exists() {
+        let patch = read_patch(root, name);
+        let state = match (&patch.enabled, &patch.transition) {
+            (_, Known::Value(true)) => Some("in transition"),
+            (Known::Value(true), _) => Some("enabled"),
+            (Known::Value(false), Known::Value(false)) => None,
+            _ => Some("in a state that cannot be read"),
+        };
+        if let Some(state) = state.filter(|_| !patch.gone) {
+            return Err(UnloadRefused::PatchActive {
+                module: name.to_owned(),
+                state,
+            });
+        }
+    }
+    let kernel = |error| UnloadRefused::Kernel {
+        module: name.to_owned(),
+        error,
+    };
+    let name_c = CString::new(name).map_err(|_| kernel(io::ErrorKind::InvalidInput.into()))?;
+    rustix::system::delete_module(&name_c, libc::O_NONBLOCK)
+        .map_err(|errno| kernel(io::Error::from(errno)))
 }
 
 impl fmt::Display for Written {

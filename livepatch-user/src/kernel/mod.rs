@@ -15,10 +15,8 @@ pub mod livepatch_write;
 pub mod loaded_modules;
 pub mod patch_state_scanner;
 pub mod procfs_tasks;
-pub mod snapshot;
 pub mod sysfs_livepatch;
 mod taint;
-pub mod task_reader;
 
 use std::{io, path::Path};
 
@@ -31,9 +29,7 @@ pub use procfs_tasks::{
     Stacks, ThreadFile, ThreadFileReader, ThreadId, list_threads, read_task, read_tasks,
     scan_patch_states,
 };
-pub use snapshot::{read_snapshot, read_snapshot_from, reread_in_transition, transition};
-pub use sysfs_livepatch::{read_patch, read_patches};
-pub use task_reader::{ProcfsTasks, TaskReader};
+pub use sysfs_livepatch::{read_patch, read_patches, reread_in_transition};
 
 /// A listing the readers cannot do without (/proc, /sys/kernel/livepatch)
 /// failed for a reason other than absence.
@@ -47,7 +43,7 @@ pub struct ReadError {
 }
 
 impl ReadError {
-    fn new(root: &Path, path: &str, source: io::Error) -> Self {
+    pub(crate) fn new(root: &Path, path: &str, source: io::Error) -> Self {
         ReadError {
             path: root.join(path).display().to_string(),
             source,

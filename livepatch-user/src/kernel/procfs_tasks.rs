@@ -120,7 +120,7 @@ impl ThreadFileReader {
         match result {
             Ok(len) => ThreadFile::Content(&self.buf[..len]),
             // ESRCH: the task died between open and read.
-            Err(error) if error.raw_os_error() == Some(ESRCH) => ThreadFile::Gone,
+            Err(error) if error.raw_os_error() == Some(libc::ESRCH) => ThreadFile::Gone,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 // Only on this error path does it cost a syscall to tell an
                 // exited thread from a kernel without the file.
@@ -135,9 +135,6 @@ impl ThreadFileReader {
         }
     }
 }
-
-/// ESRCH is 3 on every Linux architecture; not worth a libc dependency.
-const ESRCH: i32 = 3;
 
 /// The hot path: every thread's patch_state and nothing else.
 pub fn scan_patch_states(root: &Path) -> io::Result<Vec<ThreadPatchState>> {

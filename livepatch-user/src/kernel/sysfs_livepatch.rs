@@ -107,6 +107,24 @@ fn read_object(patch_dir: &Path, name: &str) -> PatchObject {
     }
 }
 
+/// Reads the patches in transition again, after a scan of the tasks. The
+/// kernel marks a transition, patches the objects, lets tasks switch, and
+/// only then sets `enabled` to the transition's goal; a scan that saw tasks
+/// switch must be read with the `enabled` set after it, or the direction
+/// comes out backwards.
+pub fn reread_in_transition(root: &Path, patches: Vec<Patch>) -> Vec<Patch> {
+    patches
+        .into_iter()
+        .map(|patch| {
+            if patch.transition == Known::Value(true) {
+                read_patch(root, &patch.name)
+            } else {
+                patch
+            }
+        })
+        .collect()
+}
+
 /// `<function>,<sympos>`: the kernel writes 1 for a unique symbol (sympos 0
 /// asked), so sysfs never shows 0. A name without a valid sympos is kept
 /// whole with sympos 0 rather than dropped.

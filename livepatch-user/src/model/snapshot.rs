@@ -1,5 +1,7 @@
 use serde::Serialize;
 
+use super::LogEntry;
+
 /// A value the reader could not get, and why (not root, malformed, gone).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -29,7 +31,8 @@ pub struct Snapshot {
     pub kernel: Kernel,
     pub patches: Vec<Patch>,
     pub tasks: Vec<Task>,
-    pub transition: Option<Transition>,
+    /// The kernel's livepatch messages, read with the rest.
+    pub log: Known<Vec<LogEntry>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

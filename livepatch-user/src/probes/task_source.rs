@@ -1,7 +1,7 @@
 //! Where every thread's state comes from: the BPF task iterator when the
 //! kernel and klpscope's privileges allow it, procfs otherwise. Chosen once,
-//! said in one line; both give the same records (`TaskReader`), so nothing
-//! downstream can tell them apart.
+//! said in one line; both give the same records (the procfs readers'
+//! types), so nothing downstream can tell them apart.
 //!
 //! `KLPSCOPE_TASK_SOURCE` overrides the choice: `procfs` never tries the
 //! iterator, `iterator` makes its absence an error (the VM lab runs each
@@ -19,7 +19,7 @@ use super::{
     task_iterator::TaskIterator,
 };
 use crate::{
-    kernel::{ProcfsTasks, Stacks, TaskReader, ThreadId},
+    kernel::{PatchStateScanner, Stacks, ThreadId, read_task, read_tasks, scan_patch_states},
     model::{Task, ThreadPatchState},
 };
 
@@ -56,6 +56,51 @@ enum Reader {
         procfs: ProcfsTasks,
     },
     Procfs(ProcfsTasks),
+}
+
+/// The procfs readers under a root. A patch_state scan asked for again is
+/// being polled: from the second one on, the scanner keeps its descriptors
+/// open between scans.
+struct ProcfsTasks {
+    root: PathBuf,
+    scanner: Option<PatchStateScanner>,
+    scanned: bool,
+}
+
+impl ProcfsTasks {
+    fn new(root: &Path) -> Self {
+        ProcfsTasks {
+            root: root.to_owned(),
+            scanner: None,
+            scanned: false,
+        }
+    }
+
+    fn patch_states(&mut self) -> io::Result<Vec<ThreadPatchState>> {
+        if !std::mem::replace(&mut self.scanned, true) {
+            return scan_patch_states(&self.root);
+        }
+        let scanner = match &mut self.scanner {
+            Some(scanner) => scanner,
+            None => self.scanner.insert(PatchStateScanner::new(&self.root)?),
+        };
+        scanner.scan()
+    }
+
+    fn tasks(&mut self, stacks: Stacks) -> io::Result<Vec<Task>> {
+        read_tasks(&self.root, stacks)
+    }
+
+    fn tasks_of(&mut self, threads: &[ThreadId], stacks: Stacks) -> Vec<Task> {
+        threads
+            .iter()
+            .filter_map(|&thread| read_task(&self.root, thread, stacks))
+            .collect()
+    }
+
+    fn task(&mut self, thread: ThreadId, stacks: Stacks) -> Option<Task> {
+        read_task(&self.root, thread, stacks)
+    }
 }
 
 /// How the iterator's stacks get their names: read on first need.
@@ -118,7 +163,7 @@ impl TaskSource {
                     "{TASK_SOURCE_ENV}=iterator, but the task iterator is unavailable: {reason}"
                 )));
             }
-            Err(reason) => TaskSource::procfs(root, reason),
+            Err(reason) => TaskSource::procfs_because(root, reason),
         };
         match &source.capability.reason {
             None => log::info!("tasks: read with the BPF task iterator"),
@@ -127,7 +172,13 @@ impl TaskSource {
         Ok(source)
     }
 
-    fn procfs(root: &Path, reason: String) -> Self {
+    /// procfs under `root`, never the iterator: for trees that are not this
+    /// kernel (fixtures), and readers that never want eBPF.
+    pub fn procfs(root: &Path) -> Self {
+        Self::procfs_because(root, "not tried: procfs asked for".into())
+    }
+
+    fn procfs_because(root: &Path, reason: String) -> Self {
         TaskSource {
             root: root.to_owned(),
             reader: Reader::Procfs(ProcfsTasks::new(root)),
@@ -160,10 +211,9 @@ impl TaskSource {
         self.capability.available = false;
         self.capability.reason = Some(reason);
     }
-}
 
-impl TaskReader for TaskSource {
-    fn patch_states(&mut self) -> io::Result<Vec<ThreadPatchState>> {
+    /// Every thread's patch_state and nothing else: the polled hot path.
+    pub fn patch_states(&mut self) -> io::Result<Vec<ThreadPatchState>> {
         match &mut self.reader {
             Reader::Iterator { iterator, .. } => match iterator.patch_states() {
                 Ok(states) => return Ok(states),
@@ -174,7 +224,8 @@ impl TaskReader for TaskSource {
         self.patch_states()
     }
 
-    fn tasks(&mut self, stacks: Stacks) -> io::Result<Vec<Task>> {
+    /// Every thread, with its kernel stack if asked.
+    pub fn tasks(&mut self, stacks: Stacks) -> io::Result<Vec<Task>> {
         match &mut self.reader {
             Reader::Procfs(procfs) => return procfs.tasks(stacks),
             Reader::Iterator {
@@ -198,13 +249,14 @@ impl TaskReader for TaskSource {
         self.tasks(stacks)
     }
 
-    /// A few threads through procfs (the kernel names their frames itself),
-    /// many in one pass of the iterator over every task.
-    fn tasks_of(&mut self, threads: &[ThreadId], stacks: Stacks) -> io::Result<Vec<Task>> {
+    /// These threads read again; those that exited are left out. A few
+    /// through procfs (the kernel names their frames itself), many in one
+    /// pass of the iterator over every task.
+    pub fn tasks_of(&mut self, threads: &[ThreadId], stacks: Stacks) -> io::Result<Vec<Task>> {
         match &mut self.reader {
-            Reader::Procfs(procfs) => return procfs.tasks_of(threads, stacks),
+            Reader::Procfs(procfs) => return Ok(procfs.tasks_of(threads, stacks)),
             Reader::Iterator { procfs, .. } if threads.len() <= FEW_THREADS => {
-                return procfs.tasks_of(threads, stacks);
+                return Ok(procfs.tasks_of(threads, stacks));
             }
             Reader::Iterator { .. } => {}
         }
@@ -215,9 +267,9 @@ impl TaskReader for TaskSource {
         Ok(tasks)
     }
 
-    /// One task through procfs, whatever the source: a pass over every task
-    /// would cost more.
-    fn task(&mut self, thread: ThreadId, stacks: Stacks) -> Option<Task> {
+    /// One thread, through procfs whatever the source: a pass over every
+    /// task would cost more. None if it exited.
+    pub fn task(&mut self, thread: ThreadId, stacks: Stacks) -> Option<Task> {
         match &mut self.reader {
             Reader::Iterator { procfs, .. } | Reader::Procfs(procfs) => procfs.task(thread, stacks),
         }

@@ -11,7 +11,10 @@ use crate::{
     },
     kernel::livepatch_module::LivepatchModule,
     probes::Capability,
-    views::{printable, printable_lines},
+    views::{
+        printable,
+        style::{Color, Text, Tone},
+    },
 };
 
 /// What was checked and how, next to the analysis.
@@ -42,14 +45,14 @@ pub fn render_json(view: &CheckView) -> String {
     serde_json::to_string_pretty(view).expect("check view serialises") + "\n"
 }
 
-pub fn render_text(view: &CheckView) -> String {
-    let mut out = String::new();
-    // Writing into a String cannot fail.
+pub fn render_text(view: &CheckView, color: Color) -> String {
+    let mut out = Text::new(color);
+    // Writing into memory cannot fail.
     let _ = write_text(&mut out, view);
-    printable_lines(&out).into_owned()
+    out.into_string()
 }
 
-fn write_text(out: &mut String, view: &CheckView) -> std::fmt::Result {
+fn write_text(out: &mut Text, view: &CheckView) -> std::fmt::Result {
     let readiness = view.readiness;
     let what = match (view.module, view.patch) {
         (Some(module), _) => format!(
@@ -70,18 +73,14 @@ fn write_text(out: &mut String, view: &CheckView) -> std::fmt::Result {
         view.stack_samples, view.duration_secs
     )?;
 
-    writeln!(out, "\nkernel")?;
+    heading(out, "kernel")?;
     for check in &readiness.kernel_checks {
-        writeln!(
-            out,
-            "  {}  {:<20} {}",
-            status_word(check.status),
-            check.id,
-            check.detail
-        )?;
+        write!(out, "  ")?;
+        status_word(out, check.status)?;
+        writeln!(out, "  {:<20} {}", check.id, check.detail)?;
     }
 
-    writeln!(out, "\nfunctions")?;
+    heading(out, "functions")?;
     for function in &readiness.functions {
         let traceable = match function.traceable {
             Some(true) => "yes",
@@ -99,10 +98,11 @@ fn write_text(out: &mut String, view: &CheckView) -> std::fmt::Result {
             (Some(rate), _, _) => format!("{rate:.1}/s"),
             _ => "not measured".to_owned(),
         };
+        write!(out, "  ")?;
+        status_word(out, function.status)?;
         writeln!(
             out,
-            "  {}  {},{} in {}: present {}, traceable {traceable}, calls {calls}",
-            status_word(function.status),
+            "  {},{} in {}: present {}, traceable {traceable}, calls {calls}",
             function.name,
             function.sympos,
             function.object,
@@ -119,7 +119,7 @@ fn write_text(out: &mut String, view: &CheckView) -> std::fmt::Result {
         }
     }
 
-    writeln!(out, "\npredicted blockers")?;
+    heading(out, "predicted blockers")?;
     if readiness.predicted_blockers.is_empty() {
         writeln!(
             out,
@@ -130,18 +130,33 @@ fn write_text(out: &mut String, view: &CheckView) -> std::fmt::Result {
         write_blocker(out, blocker)?;
     }
 
-    writeln!(out, "\n{}", verdict_line(readiness))
+    writeln!(out)?;
+    let tone = match readiness.verdict {
+        Verdict::Ready => Tone::Good,
+        Verdict::Warnings => Tone::Warn,
+        Verdict::NotReady => Tone::Bad,
+    };
+    out.paint(tone, verdict_line(readiness))?;
+    writeln!(out)
 }
 
-fn write_blocker(out: &mut String, blocker: &PredictedBlocker) -> std::fmt::Result {
+/// A section's name, after a blank line.
+fn heading(out: &mut Text, name: &str) -> std::fmt::Result {
+    writeln!(out)?;
+    out.paint(Tone::Heading, name)?;
+    writeln!(out)
+}
+
+fn write_blocker(out: &mut Text, blocker: &PredictedBlocker) -> std::fmt::Result {
+    write!(out, "  ")?;
+    if blocker.persistent {
+        out.paint(Tone::Bad, "persistent")?;
+    } else {
+        out.paint(Tone::Warn, "passer-by ")?;
+    }
     writeln!(
         out,
-        "  {} {}/{} {}{} in {}{} ({} of {} samples)",
-        if blocker.persistent {
-            "persistent"
-        } else {
-            "passer-by "
-        },
+        " {}/{} {}{} in {}{} ({} of {} samples)",
         blocker.pid,
         blocker.tid,
         printable(&blocker.comm),
@@ -156,21 +171,22 @@ fn write_blocker(out: &mut String, blocker: &PredictedBlocker) -> std::fmt::Resu
     )?;
     writeln!(out, "        {}", blocker.why)?;
     for (index, frame) in blocker.stack.iter().enumerate() {
-        let marker = if index == blocker.marked_frame {
-            ">"
+        if index == blocker.marked_frame {
+            write!(out, "        ")?;
+            out.paint(Tone::Bad, format_args!("> {frame}"))?;
+            writeln!(out)?;
         } else {
-            " "
-        };
-        writeln!(out, "        {marker} {frame}")?;
+            writeln!(out, "          {frame}")?;
+        }
     }
     Ok(())
 }
 
-fn status_word(status: Status) -> &'static str {
+fn status_word(out: &mut Text, status: Status) -> std::fmt::Result {
     match status {
-        Status::Pass => "pass",
-        Status::Warn => "WARN",
-        Status::Fail => "FAIL",
+        Status::Pass => out.paint(Tone::Good, "pass"),
+        Status::Warn => out.paint(Tone::Warn, "WARN"),
+        Status::Fail => out.paint(Tone::Bad, "FAIL"),
     }
 }
 

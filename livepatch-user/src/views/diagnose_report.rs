@@ -11,7 +11,10 @@ use crate::{
         diagnosis::{BlockerReport, Diagnosis},
     },
     model::Direction,
-    views::{printable, printable_lines},
+    views::{
+        printable,
+        style::{Color, Text, Tone},
+    },
 };
 
 #[derive(Debug, Serialize)]
@@ -38,6 +41,14 @@ fn forecast_text(forecast: Forecast) -> &'static str {
     }
 }
 
+fn forecast_tone(forecast: Forecast) -> Tone {
+    match forecast {
+        Forecast::ClearsAfterSignals | Forecast::Transient => Tone::Good,
+        Forecast::MayClearAfterSignals | Forecast::Unknown => Tone::Warn,
+        Forecast::WillNotClearByItself => Tone::Bad,
+    }
+}
+
 fn kind_text(kind: BlockerKind) -> &'static str {
     match kind {
         BlockerKind::UserTaskAsleepInPatchedFunction => "user task inside a patched function",
@@ -51,16 +62,18 @@ fn kind_text(kind: BlockerKind) -> &'static str {
     }
 }
 
-pub fn render_text(view: &DiagnoseView) -> String {
-    let mut out = String::new();
+pub fn render_text(view: &DiagnoseView, color: Color) -> String {
+    let mut out = Text::new(color);
+    // Writing into memory cannot fail.
     let _ = write_text(&mut out, view);
-    printable_lines(&out).into_owned()
+    out.into_string()
 }
 
-fn write_text(out: &mut String, view: &DiagnoseView) -> std::fmt::Result {
+fn write_text(out: &mut Text, view: &DiagnoseView) -> std::fmt::Result {
     let d = view.diagnosis;
     if !d.in_transition {
-        writeln!(out, "no transition in progress")?;
+        out.paint(Tone::Good, "no transition in progress")?;
+        writeln!(out)?;
         if let Some(outcome) = &d.last_outcome {
             writeln!(out, "last transition: {outcome}")?;
         }
@@ -75,7 +88,11 @@ fn write_text(out: &mut String, view: &DiagnoseView) -> std::fmt::Result {
         (Some(e), Some(r)) => format!("for {e:.1} s (about {r} retry rounds)"),
         _ => "for an unknown time (the kernel log has no start line)".into(),
     };
-    writeln!(out, "'{patch}' is {direction}, in transition {elapsed}")?;
+    out.paint(
+        Tone::Heading,
+        format_args!("'{patch}' is {direction}, in transition {elapsed}"),
+    )?;
+    writeln!(out)?;
     let signals = match d.signals_sent {
         Some(true) => "sent",
         Some(false) => "not yet",
@@ -109,21 +126,24 @@ fn write_text(out: &mut String, view: &DiagnoseView) -> std::fmt::Result {
     Ok(())
 }
 
-fn write_blocker(out: &mut String, n: usize, report: &BlockerReport) -> std::fmt::Result {
+fn write_blocker(out: &mut Text, n: usize, report: &BlockerReport) -> std::fmt::Result {
     let b = &report.blocker;
     let who = if b.kthread {
         "kernel thread"
     } else {
         "user task"
     };
-    writeln!(
-        out,
-        "blocker {n}: {} (pid {}, tid {}, {who}, state {})",
-        printable(&b.comm),
-        b.pid,
-        b.tid,
-        b.state
+    out.paint(
+        Tone::Heading,
+        format_args!(
+            "blocker {n}: {} (pid {}, tid {}, {who}, state {})",
+            printable(&b.comm),
+            b.pid,
+            b.tid,
+            b.state
+        ),
     )?;
+    writeln!(out)?;
     let function = b
         .function
         .as_deref()
@@ -149,12 +169,20 @@ fn write_blocker(out: &mut String, n: usize, report: &BlockerReport) -> std::fmt
         writeln!(out, "  unknown: {why}")?;
     }
     writeln!(out, "  kind: {}", kind_text(report.advice.kind))?;
-    writeln!(out, "  forecast: {}", forecast_text(report.advice.forecast))?;
+    write!(out, "  forecast: ")?;
+    let forecast = report.advice.forecast;
+    out.paint(forecast_tone(forecast), forecast_text(forecast))?;
+    writeln!(out)?;
     if !b.stack.is_empty() {
         writeln!(out, "  stack:")?;
         for (i, frame) in b.stack.iter().enumerate() {
-            let mark = if b.marked_frame == Some(i) { ">" } else { " " };
-            writeln!(out, "   {mark} {frame}")?;
+            if b.marked_frame == Some(i) {
+                write!(out, "   ")?;
+                out.paint(Tone::Bad, format_args!("> {frame}"))?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "     {frame}")?;
+            }
         }
     }
     writeln!(out, "  advice: {}", report.advice.advice)

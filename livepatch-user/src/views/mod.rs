@@ -2,8 +2,11 @@
 //! back into the kernel.
 pub mod check_report;
 pub mod diagnose_report;
+pub mod exposition;
 mod printable;
+pub mod rollout_lines;
 pub mod status;
+pub mod style;
 pub mod tui;
 pub mod watch_lines;
 

@@ -6,7 +6,10 @@ use serde::Serialize;
 
 use crate::{
     model::{Kernel, Known, Patch, Transition},
-    views::{printable, printable_lines},
+    views::{
+        printable,
+        style::{Color, Text, Tone},
+    },
 };
 
 /// What status shows. Tasks are left out: they are many, and only their
@@ -23,14 +26,14 @@ pub fn render_json(view: &StatusView) -> String {
     serde_json::to_string_pretty(view).expect("status view serialises") + "\n"
 }
 
-pub fn render_text(view: &StatusView) -> String {
-    let mut out = String::new();
-    // Writing into a String cannot fail.
+pub fn render_text(view: &StatusView, color: Color) -> String {
+    let mut out = Text::new(color);
+    // Writing into memory cannot fail.
     let _ = write_text(&mut out, view);
-    printable_lines(&out).into_owned()
+    out.into_string()
 }
 
-fn write_text(out: &mut String, view: &StatusView) -> std::fmt::Result {
+fn write_text(out: &mut Text, view: &StatusView) -> std::fmt::Result {
     let kernel = view.kernel;
     let release = if kernel.release.is_empty() {
         "?"
@@ -38,14 +41,18 @@ fn write_text(out: &mut String, view: &StatusView) -> std::fmt::Result {
         &kernel.release
     };
     let support = if kernel.livepatch_supported {
-        "supported"
+        (Tone::Good, "supported")
     } else {
-        "unsupported"
+        (Tone::Bad, "unsupported")
     };
-    writeln!(out, "kernel      {release}, livepatch {support}")?;
+    write!(out, "kernel      {release}, livepatch ")?;
+    out.paint(support.0, support.1)?;
+    writeln!(out)?;
     for (index, problem) in kernel.problems.iter().enumerate() {
         let label = if index == 0 { "problems" } else { "" };
-        writeln!(out, "{label:<11} {problem}")?;
+        write!(out, "{label:<11} ")?;
+        out.paint(Tone::Warn, problem)?;
+        writeln!(out)?;
     }
 
     if view.patches.is_empty() {
@@ -58,11 +65,13 @@ fn write_text(out: &mut String, view: &StatusView) -> std::fmt::Result {
             .max()
             .unwrap_or(0)
             .max("PATCH".len());
-        writeln!(
-            out,
-            "\n{:<width$}  {:<7}  {:<10}  {:<5}  {:<7}  STACK",
+        let header = format!(
+            "{:<width$}  {:<7}  {:<10}  {:<5}  {:<7}  STACK",
             "PATCH", "ENABLED", "TRANSITION", "FORCE", "REPLACE"
-        )?;
+        );
+        writeln!(out)?;
+        out.paint(Tone::Heading, header)?;
+        writeln!(out)?;
         for patch in view.patches {
             write_patch(out, patch, width)?;
         }
@@ -72,11 +81,15 @@ fn write_text(out: &mut String, view: &StatusView) -> std::fmt::Result {
         None => writeln!(out, "\ntransition  none")?,
         Some(transition) => {
             let direction = transition.direction;
-            writeln!(
-                out,
-                "\ntransition  {} {direction}: {} of {} tasks pending",
-                transition.patch, transition.tasks_pending, transition.tasks_total
+            write!(out, "\ntransition  ")?;
+            out.paint(
+                Tone::Warn,
+                format_args!(
+                    "{} {direction}: {} of {} tasks pending",
+                    transition.patch, transition.tasks_pending, transition.tasks_total
+                ),
             )?;
+            writeln!(out)?;
         }
     }
     if has_unknowns(view.patches) {
@@ -85,7 +98,7 @@ fn write_text(out: &mut String, view: &StatusView) -> std::fmt::Result {
     Ok(())
 }
 
-fn write_patch(out: &mut String, patch: &Patch, width: usize) -> std::fmt::Result {
+fn write_patch(out: &mut Text, patch: &Patch, width: usize) -> std::fmt::Result {
     let replace = patch.replace.as_ref().map_or("-", yes_no);
     let gone = if patch.gone {
         "  (gone: unloaded while read)"

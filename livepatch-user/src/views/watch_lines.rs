@@ -1,16 +1,23 @@
 //! `watch` without a terminal: one line per change, as text or JSON. The
 //! TUI's event log uses the same sentences.
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
 use crate::{
     analysis::{
         blockers::CodeVersion,
-        transition_progress::{SignalsSeen, WatchEvent},
+        transition_tracker::{SignalsSeen, TransitionEvent},
     },
-    views::printable,
+    views::{
+        printable,
+        style::{Color, Text, Tone},
+    },
 };
 
 /// One JSON object: `ts` (seconds since the Unix epoch), `event` and the
-/// event's fields.
-pub fn json_line(event: &WatchEvent, ts: f64) -> String {
+/// event's fields (a transition's event, or a rollout's step).
+pub fn json_line(event: &impl Serialize, ts: f64) -> String {
     let mut object = match serde_json::to_value(event) {
         Ok(serde_json::Value::Object(object)) => object,
         // A tagged enum of plain fields always serializes to an object.
@@ -23,19 +30,51 @@ pub fn json_line(event: &WatchEvent, ts: f64) -> String {
     serde_json::Value::Object(object).to_string()
 }
 
-/// `+SECS  sentence`, seconds counted from when watch started.
-pub fn plain_line(event: &WatchEvent, since_start_secs: f64) -> String {
-    format!(
-        "{:>+8.1}s  {}",
-        since_start_secs,
-        printable(&describe(event))
-    )
+/// `+SECS  sentence`, seconds counted from when the command started; the
+/// sentence in the colour of its tone, if `color` is on.
+pub fn plain_line(
+    sentence: &str,
+    tone: Option<Tone>,
+    since_start_secs: f64,
+    color: Color,
+) -> String {
+    let mut line = Text::new(color);
+    // Writing into memory cannot fail.
+    let _ = write!(line, "{since_start_secs:>+8.1}s  ");
+    // A whole line: a newline in a name is escaped too.
+    let sentence = printable(sentence).into_owned();
+    let _ = match tone {
+        Some(tone) => line.paint(tone, sentence),
+        None => line.write_str(&sentence),
+    };
+    line.into_string()
+}
+
+/// What an event means to the person watching, as a colour; none for the
+/// ordinary course of a transition.
+pub fn tone(event: &TransitionEvent) -> Option<Tone> {
+    match event {
+        TransitionEvent::Complete { .. } | TransitionEvent::BlockerCleared { .. } => {
+            Some(Tone::Good)
+        }
+        TransitionEvent::Blocker { .. }
+        | TransitionEvent::Signals { .. }
+        | TransitionEvent::Reverse { .. }
+        | TransitionEvent::Gone { .. }
+        | TransitionEvent::Timeout { .. }
+        | TransitionEvent::Interrupted { .. } => Some(Tone::Warn),
+        TransitionEvent::Force { .. } | TransitionEvent::Refused { .. } => Some(Tone::Bad),
+        TransitionEvent::Start { .. }
+        | TransitionEvent::Progress { .. }
+        | TransitionEvent::Switched { .. }
+        | TransitionEvent::Ready { .. } => None,
+    }
 }
 
 /// The event as one sentence for a person.
-pub fn describe(event: &WatchEvent) -> String {
+pub fn describe(event: &TransitionEvent) -> String {
     match event {
-        WatchEvent::Start {
+        TransitionEvent::Start {
             patch,
             direction,
             tasks_total,
@@ -43,13 +82,13 @@ pub fn describe(event: &WatchEvent) -> String {
             "{patch}: {} transition started ({tasks_total} tasks)",
             direction.as_str()
         ),
-        WatchEvent::Progress {
+        TransitionEvent::Progress {
             patch,
             tasks_pending,
             switched,
             ..
         } => format!("{patch}: {switched} tasks switched, {tasks_pending} pending"),
-        WatchEvent::Blocker {
+        TransitionEvent::Blocker {
             pid,
             tid,
             comm,
@@ -70,26 +109,26 @@ pub fn describe(event: &WatchEvent) -> String {
                 reason.words()
             )
         }
-        WatchEvent::BlockerCleared { pid, tid, comm } => {
+        TransitionEvent::BlockerCleared { pid, tid, comm } => {
             format!("cleared: {comm} pid {pid} tid {tid} no longer blocks")
         }
-        WatchEvent::Switched { patch, tids } => {
+        TransitionEvent::Switched { patch, tids } => {
             format!("{patch}: the kernel switched {} tasks", tids.len())
         }
-        WatchEvent::Signals { patch, seen_in } => format!(
+        TransitionEvent::Signals { patch, seen_in } => format!(
             "{patch}: kernel signalled the remaining tasks ({})",
             match seen_in {
                 SignalsSeen::KernelLog => "kernel log",
                 SignalsSeen::FailedRounds => "after 15 failed rounds",
             }
         ),
-        WatchEvent::Reverse { patch, direction } => {
+        TransitionEvent::Reverse { patch, direction } => {
             format!("{patch}: reversed, now {}", direction.as_str())
         }
-        WatchEvent::Force { patch } => {
+        TransitionEvent::Force { patch } => {
             format!("{patch}: FORCED: remaining tasks marked switched (module pinned)")
         }
-        WatchEvent::Complete {
+        TransitionEvent::Complete {
             patch,
             direction,
             reversed,
@@ -104,20 +143,20 @@ pub fn describe(event: &WatchEvent) -> String {
             let took = secs.map_or(" between two polls".into(), |s| format!(" in {s:.1}s"));
             format!("{patch}: {} complete{how}{took}", direction.as_str())
         }
-        WatchEvent::Gone { patch } => format!("{patch}: gone from /sys/kernel/livepatch"),
-        WatchEvent::Timeout { secs } => format!("timed out after {secs:.0}s"),
-        WatchEvent::Ready {
+        TransitionEvent::Gone { patch } => format!("{patch}: gone from /sys/kernel/livepatch"),
+        TransitionEvent::Timeout { secs } => format!("timed out after {secs:.0}s"),
+        TransitionEvent::Ready {
             ebpf: true,
             kernel_verdicts: true,
         } => "ready: following transitions with the kernel's own verdicts (eBPF)".into(),
-        WatchEvent::Ready { ebpf: true, .. } => {
+        TransitionEvent::Ready { ebpf: true, .. } => {
             "ready: following transitions with eBPF, blockers inferred from stacks".into()
         }
-        WatchEvent::Ready { ebpf: false, .. } => {
+        TransitionEvent::Ready { ebpf: false, .. } => {
             "ready: following transitions by polling /proc and /sys".into()
         }
-        WatchEvent::Interrupted { signal } => format!("interrupted by {signal}"),
-        WatchEvent::Refused { patch, why } => format!("{patch}: load refused: {why}"),
+        TransitionEvent::Interrupted { signal } => format!("interrupted by {signal}"),
+        TransitionEvent::Refused { patch, why } => format!("{patch}: load refused: {why}"),
     }
 }
 
@@ -129,7 +168,7 @@ mod tests {
     #[test]
     fn json_lines_carry_ts_event_and_fields() {
         let line = json_line(
-            &WatchEvent::Blocker {
+            &TransitionEvent::Blocker {
                 pid: 7,
                 tid: 8,
                 comm: "cat".into(),
@@ -157,19 +196,47 @@ mod tests {
 
     #[test]
     fn plain_lines_say_what_happened() {
-        let line = plain_line(
-            &WatchEvent::Complete {
-                patch: "p".into(),
-                direction: Direction::Unpatching,
-                reversed: true,
-                forced: false,
-                secs: Some(17.26),
-            },
-            20.0,
-        );
+        let complete = TransitionEvent::Complete {
+            patch: "p".into(),
+            direction: Direction::Unpatching,
+            reversed: true,
+            forced: false,
+            secs: Some(17.26),
+        };
+        let line = plain_line(&describe(&complete), tone(&complete), 20.0, Color::Off);
         assert_eq!(
             line,
             "   +20.0s  p: unpatching complete after reversal in 17.3s"
         );
+    }
+
+    #[test]
+    fn a_coloured_line_paints_the_sentence_and_escapes_names() {
+        let blocker = TransitionEvent::Blocker {
+            pid: 7,
+            tid: 8,
+            comm: "evil\nline\x1b[2J".into(),
+            kthread: false,
+            state: 'S',
+            reason: BlockReason::FunctionOnStack,
+            function: Some("cmdline_proc_show".into()),
+            version: Some(CodeVersion::Original),
+        };
+        let sentence = describe(&blocker);
+        let plain = plain_line(&sentence, tone(&blocker), 1.0, Color::Off);
+        let coloured = plain_line(&sentence, tone(&blocker), 1.0, Color::On);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        assert!(plain.contains("evil\\x0aline\\x1b[2J"), "{plain:?}");
+        let yellow = anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Yellow.into()));
+        assert_eq!(
+            coloured,
+            format!(
+                "    +1.0s  {}{}{}",
+                yellow.render(),
+                plain.trim_start_matches("    +1.0s  "),
+                yellow.render_reset()
+            )
+        );
+        assert!(!coloured.contains('\n'));
     }
 }

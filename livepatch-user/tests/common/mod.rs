@@ -1,1 +1,2 @@
+pub mod exposition;
 pub mod fixture;

@@ -15,6 +15,12 @@ const BUSYBOX: &str = "/bin/busybox";
 const JQ: &str = "/usr/bin/jq";
 /// Debian's bpftool (package bpftool), installed on the host by the lab.
 const BPFTOOL: &str = "/usr/sbin/bpftool";
+/// Host tools too large for every boot (promtool is 48 MB): a script that
+/// needs one says so in a line `# lab-tools: NAME...`, and gets it in /bin.
+const OPTIONAL_TOOLS: [(&str, &str); 1] = [
+    // Debian's prometheus package, installed on the host by the lab.
+    ("promtool", "/usr/bin/promtool"),
+];
 
 pub struct Guest<'a> {
     pub klpscope: &'a Path,
@@ -43,7 +49,12 @@ impl Guest<'_> {
             bail!("no {BPFTOOL} on the host: install Debian's bpftool package");
         }
         image.file("/bin/bpftool", Path::new(BPFTOOL), 0o755);
-        for binary in [self.klpscope, Path::new(JQ), Path::new(BPFTOOL)] {
+        let mut binaries = vec![self.klpscope, Path::new(JQ), Path::new(BPFTOOL)];
+        for (name, host) in requested_tools(self.script)? {
+            image.file(&format!("/bin/{name}"), Path::new(host), 0o755);
+            binaries.push(Path::new(host));
+        }
+        for binary in binaries {
             for lib in shared_libraries(binary)? {
                 image.file(&lib, Path::new(&lib), 0o755);
             }
@@ -67,6 +78,31 @@ impl Guest<'_> {
         }
         image.write(out)
     }
+}
+
+/// The optional tools `script` asks for, by name and host path.
+fn requested_tools(script: &Path) -> Result<Vec<(&'static str, &'static str)>> {
+    let text = std::fs::read_to_string(script)
+        .with_context(|| format!("cannot read {}", script.display()))?;
+    let mut tools = Vec::new();
+    for line in text.lines() {
+        let Some(names) = line.strip_prefix("# lab-tools:") else {
+            continue;
+        };
+        for name in names.split_whitespace() {
+            let Some(&tool) = OPTIONAL_TOOLS.iter().find(|(known, _)| *known == name) else {
+                bail!("{}: no lab tool named {name}", script.display());
+            };
+            if !Path::new(tool.1).is_file() {
+                bail!(
+                    "no {} on the host: the lab installs it from Debian's packages",
+                    tool.1
+                );
+            }
+            tools.push(tool);
+        }
+    }
+    Ok(tools)
 }
 
 /// The absolute paths `ldd` lists for a dynamically linked binary.

@@ -15,7 +15,7 @@ const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Host packages the lab needs: the emulator, the guest's userland and
 /// pahole, without which kbuild cannot finish a module (BTF).
-const HOST_PACKAGES: [&str; 7] = [
+const HOST_PACKAGES: [&str; 8] = [
     "qemu-system-x86",
     "busybox-static",
     "pahole",
@@ -25,6 +25,8 @@ const HOST_PACKAGES: [&str; 7] = [
     "jq",
     // Scenarios list the kernel's eBPF programs with it (06-ebpf-detach).
     "bpftool",
+    // promtool checks klpscope metrics' expositions (02-sleeper-blocks).
+    "prometheus",
 ];
 
 /// Everything a boot needs on the host, built or fetched once per xtask run.

@@ -1,11 +1,35 @@
-//! What the TUI shows: the watch state plus the user's place in it.
+//! What the TUI shows: the live state, what the screen keeps of its
+//! history (the event log, the call-rate sparklines), and the user's place
+//! in it.
+use std::collections::{BTreeMap, VecDeque};
+
 use crate::{
-    analysis::{blockers::Blocker, transition_progress::WatchState},
+    analysis::{
+        blockers::Blocker,
+        live_state::LiveState,
+        observation::Observation,
+        transition_tracker::{TransitionEvent, TransitionTracker},
+    },
     kernel::livepatch_write::TransitionWrite,
+    model::FeedCapabilities,
 };
 
+/// How many events the log keeps.
+const LOG_LEN: usize = 200;
+/// How many samples of calls per second the sparklines keep.
+const CALL_HISTORY: usize = 60;
+
 pub struct App {
-    pub state: WatchState,
+    pub live: LiveState,
+    pub feed: FeedCapabilities,
+    pub kernel_release: String,
+    /// The events so far, oldest first.
+    pub log: VecDeque<LoggedEvent>,
+    /// When the first observation came: the log's times count from here.
+    pub started_ns: Option<u64>,
+    /// Per counted function: calls per second on the old and on the new
+    /// version, oldest first.
+    pub call_history: BTreeMap<String, CallHistory>,
     pub screen: Screen,
     pub sort: SortKey,
     /// The selected blocker, by thread id: rows move as blockers come and
@@ -13,6 +37,18 @@ pub struct App {
     pub selected_tid: Option<u32>,
     /// The outcome of the last write, or why a key did nothing.
     pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedEvent {
+    pub at_ns: u64,
+    pub event: TransitionEvent,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallHistory {
+    pub old_per_sec: VecDeque<u64>,
+    pub new_per_sec: VecDeque<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,9 +108,19 @@ impl SortKey {
 }
 
 impl App {
-    pub fn new(state: WatchState) -> Self {
+    /// `watched`: the one patch to follow; None follows every patch.
+    pub fn new(
+        kernel_release: impl Into<String>,
+        feed: FeedCapabilities,
+        watched: Option<String>,
+    ) -> Self {
         App {
-            state,
+            live: LiveState::new(watched),
+            feed,
+            kernel_release: kernel_release.into(),
+            log: VecDeque::new(),
+            started_ns: None,
+            call_history: BTreeMap::new(),
             screen: Screen::Main,
             sort: SortKey::BlockedFor,
             selected_tid: None,
@@ -82,10 +128,67 @@ impl App {
         }
     }
 
+    pub fn tracker(&self) -> &TransitionTracker {
+        &self.live.tracker
+    }
+
+    /// Applies one round of observations; returns its events, also kept
+    /// in the log.
+    pub fn apply(&mut self, observations: Vec<Observation>) -> Vec<TransitionEvent> {
+        let mut events = Vec::new();
+        for observation in observations {
+            let sampled = matches!(observation, Observation::Calls(_));
+            let polled = matches!(observation, Observation::Poll(_));
+            let new = self.live.apply(observation);
+            if polled {
+                self.started_ns.get_or_insert(self.live.tracker.now_ns);
+            }
+            self.note_all(&new);
+            events.extend(new);
+            if sampled {
+                self.sample_calls();
+            }
+        }
+        self.dismiss_stale_confirmation();
+        events
+    }
+
+    /// An event the command itself decided (ready, a timeout), logged
+    /// like the rest.
+    pub fn note(&mut self, event: TransitionEvent) {
+        self.note_all(std::slice::from_ref(&event));
+    }
+
+    fn note_all(&mut self, events: &[TransitionEvent]) {
+        for event in events {
+            if self.log.len() == LOG_LEN {
+                self.log.pop_front();
+            }
+            self.log.push_back(LoggedEvent {
+                at_ns: self.live.tracker.now_ns,
+                event: event.clone(),
+            });
+        }
+    }
+
+    fn sample_calls(&mut self) {
+        let functions = &self.live.calls.functions;
+        self.call_history
+            .retain(|name, _| functions.iter().any(|f| &f.function == name));
+        for calls in functions {
+            let history = self.call_history.entry(calls.function.clone()).or_default();
+            if let (Some(old), Some(new)) = (calls.old_per_sec, calls.new_per_sec) {
+                push_capped(&mut history.old_per_sec, old);
+                push_capped(&mut history.new_per_sec, new);
+            }
+        }
+    }
+
     /// The blockers in table order.
     pub fn blockers(&self) -> Vec<&Blocker> {
         let mut rows: Vec<&Blocker> = self
-            .state
+            .live
+            .tracker
             .transition
             .iter()
             .flat_map(|t| t.blockers.iter())
@@ -122,14 +225,19 @@ impl App {
     /// that transition has ended, turned around or given way to another,
     /// the question is void. (The kernel layer re-checks at the write too:
     /// this only keeps the screen honest.)
-    pub fn dismiss_stale_confirmation(&mut self) {
+    fn dismiss_stale_confirmation(&mut self) {
         let Screen::Confirm(confirmation) = &self.screen else {
             return;
         };
-        let current = self.state.transition.as_ref().is_some_and(|transition| {
-            transition.patch == confirmation.write.patch()
-                && transition.direction == confirmation.write.confirmed_direction()
-        });
+        let current = self
+            .live
+            .tracker
+            .transition
+            .as_ref()
+            .is_some_and(|transition| {
+                transition.patch == confirmation.write.patch()
+                    && transition.direction == confirmation.write.confirmed_direction()
+            });
         if !current {
             self.screen = Screen::Main;
             self.message =
@@ -141,4 +249,11 @@ impl App {
         let row = self.selected_row()?;
         self.blockers().get(row).copied()
     }
+}
+
+fn push_capped(history: &mut VecDeque<u64>, value: u64) {
+    if history.len() == CALL_HISTORY {
+        history.pop_front();
+    }
+    history.push_back(value);
 }

@@ -95,7 +95,7 @@ fn main_key(app: &mut App, code: KeyCode) -> Option<Request> {
 /// Opens the dialog for the transition on screen now; the write carries its
 /// patch and direction so that a stale yes writes nothing.
 fn confirm(app: &mut App, write: impl FnOnce(String, crate::model::Direction) -> TransitionWrite) {
-    match &app.state.transition {
+    match &app.live.tracker.transition {
         Some(transition) => {
             let write = write(transition.patch.clone(), transition.direction);
             app.screen = Screen::Confirm(Confirmation::new(write));

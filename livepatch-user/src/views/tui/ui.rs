@@ -10,11 +10,11 @@ use ratatui::{
     },
 };
 
-use super::app::{App, Confirmation, Screen};
+use super::app::{App, CallHistory, Confirmation, Screen};
 use crate::{
     analysis::{
         blockers::Blocker,
-        transition_progress::{Feed, SignalsSeen, TransitionProgress, WatchState},
+        transition_tracker::{SignalsSeen, TransitionProgress},
     },
     kernel::livepatch_write::TransitionWrite,
     model::{Direction, Known, Patch},
@@ -22,13 +22,12 @@ use crate::{
 };
 
 const KEYS: &str = " q quit  ↑↓ select  ⏎ stack  s sort  r reverse  f force  ? help";
+/// How many threads still running old code the calls panel names.
+const OLD_CALLERS_SHOWN: usize = 8;
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        let polling_reason = match &self.state.feed {
-            Feed::Ebpf => None,
-            Feed::Polling { reason } => Some(reason.as_str()),
-        };
+        let polling_reason = self.feed.polling.as_deref();
         let header_height = 2 + u16::from(polling_reason.is_some());
         let [header, body, footer] = Layout::vertical([
             Constraint::Length(header_height),
@@ -36,10 +35,10 @@ impl Widget for &App {
             Constraint::Length(1),
         ])
         .areas(area);
-        render_header(&self.state, polling_reason, header, buf);
-        match &self.state.transition {
+        render_header(self, polling_reason, header, buf);
+        match &self.tracker().transition {
             Some(transition) => render_transition(self, transition, body, buf),
-            None => render_idle(&self.state, body, buf),
+            None => render_idle(self, body, buf),
         }
         render_footer(self, footer, buf);
         match &self.screen {
@@ -55,25 +54,25 @@ impl Widget for &App {
     }
 }
 
-fn render_header(state: &WatchState, polling_reason: Option<&str>, area: Rect, buf: &mut Buffer) {
+fn render_header(app: &App, polling_reason: Option<&str>, area: Rect, buf: &mut Buffer) {
     let feed = match polling_reason {
         None => Span::styled("eBPF tracer", Style::new().fg(Color::Green)),
         Some(_) => Span::styled("procfs/sysfs polling", Style::new().fg(Color::Yellow)),
     };
     let mut header = vec![
         Span::styled("klpscope watch", Style::new().bold()),
-        Span::raw(format!("  kernel {}  feed: ", state.kernel_release)),
+        Span::raw(format!("  kernel {}  feed: ", app.kernel_release)),
         feed,
     ];
-    if polling_reason.is_none() && state.verdicts_inferred.is_some() {
+    if polling_reason.is_none() && app.feed.verdicts_inferred.is_some() {
         header.push(Span::styled(
             ", blockers inferred",
             Style::new().fg(Color::Yellow),
         ));
     }
     let mut lines = vec![Line::from(header)];
-    lines.push(match &state.transition {
-        Some(transition) => transition_line(state, transition),
+    lines.push(match &app.tracker().transition {
+        Some(transition) => transition_line(app, transition),
         None => Line::from("no transition in progress"),
     });
     if let Some(reason) = polling_reason {
@@ -85,14 +84,15 @@ fn render_header(state: &WatchState, polling_reason: Option<&str>, area: Rect, b
     Paragraph::new(lines).render(area, buf);
 }
 
-fn transition_line<'a>(state: &WatchState, transition: &'a TransitionProgress) -> Line<'a> {
-    let elapsed = state.elapsed_secs().unwrap_or(0.0);
-    let rounds = match state.retry_rounds() {
+fn transition_line<'a>(app: &App, transition: &'a TransitionProgress) -> Line<'a> {
+    let tracker = app.tracker();
+    let elapsed = tracker.elapsed_secs().unwrap_or(0.0);
+    let rounds = match tracker.retry_rounds() {
         Some((rounds, true)) => format!("~{rounds}"),
         Some((rounds, false)) => rounds.to_string(),
         None => "-".into(),
     };
-    let (signals, signals_style) = match (transition.signals, state.signals_expected()) {
+    let (signals, signals_style) = match (transition.signals, tracker.signals_expected()) {
         (Some(SignalsSeen::KernelLog), _) => ("sent (kernel log)", Color::Magenta),
         (Some(SignalsSeen::FailedRounds), _) => ("sent (15 failed rounds)", Color::Magenta),
         (None, true) => ("due (15 rounds)", Color::Magenta),
@@ -142,7 +142,7 @@ fn render_transition(app: &App, transition: &TransitionProgress, area: Rect, buf
         .gauge_style(Style::new().fg(Color::Green).bg(Color::DarkGray))
         .render(gauge, buf);
     render_blockers(app, blockers, buf);
-    render_bottom(&app.state, bottom, buf);
+    render_bottom(app, bottom, buf);
 }
 
 fn render_blockers(app: &App, area: Rect, buf: &mut Buffer) {
@@ -191,23 +191,24 @@ fn render_blockers(app: &App, area: Rect, buf: &mut Buffer) {
     }
 }
 
-fn render_bottom(state: &WatchState, area: Rect, buf: &mut Buffer) {
+fn render_bottom(app: &App, area: Rect, buf: &mut Buffer) {
     let [calls, log] =
         Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(area);
-    render_calls(state, calls, buf);
-    render_log(state, log, buf);
+    render_calls(app, calls, buf);
+    render_log(app, log, buf);
 }
 
 /// Per patched function: a label line, then old and new sparklines.
-fn render_calls(state: &WatchState, area: Rect, buf: &mut Buffer) {
+fn render_calls(app: &App, area: Rect, buf: &mut Buffer) {
     let block = Block::bordered().title(" Calls/s old→new ");
     let inner = block.inner(area);
     block.render(area, buf);
-    if state.calls.is_empty() {
-        let text = match (&state.feed, state.uncounted.first()) {
+    let stats = &app.live.calls;
+    if stats.functions.is_empty() {
+        let text = match (app.feed.ebpf(), stats.uncounted.first()) {
             (_, Some((function, reason))) => format!("{function}: not counted ({reason})"),
-            (Feed::Polling { .. }, None) => "needs eBPF".into(),
-            (Feed::Ebpf, None) => "no patched vmlinux function".into(),
+            (false, None) => "needs eBPF".into(),
+            (true, None) => "no patched vmlinux function".into(),
         };
         Paragraph::new(text)
             .wrap(Wrap { trim: true })
@@ -216,8 +217,10 @@ fn render_calls(state: &WatchState, area: Rect, buf: &mut Buffer) {
         return;
     }
     let mut rows = inner.rows();
-    for calls in &state.calls {
-        let (old, new) = calls.latest();
+    let no_history = CallHistory::default();
+    for calls in &stats.functions {
+        let (old, new) = (calls.old_per_sec, calls.new_per_sec);
+        let history = app.call_history.get(&calls.function).unwrap_or(&no_history);
         let rate = |r: Option<u64>| r.map_or("-".into(), |r| r.to_string());
         let Some(label) = rows.next() else { break };
         Line::from(vec![
@@ -228,8 +231,8 @@ fn render_calls(state: &WatchState, area: Rect, buf: &mut Buffer) {
         ])
         .render(label, buf);
         for (history, color) in [
-            (&calls.old_per_sec, Color::Yellow),
-            (&calls.new_per_sec, Color::Green),
+            (&history.old_per_sec, Color::Yellow),
+            (&history.new_per_sec, Color::Green),
         ] {
             let Some(row) = rows.next() else { break };
             let data: Vec<u64> = history.iter().copied().collect();
@@ -242,11 +245,12 @@ fn render_calls(state: &WatchState, area: Rect, buf: &mut Buffer) {
                 .render(row, buf);
         }
     }
-    if !state.old_callers.is_empty() {
+    if !stats.old_callers.is_empty() {
         if let Some(row) = rows.next() {
-            let callers: Vec<String> = state
+            let callers: Vec<String> = stats
                 .old_callers
                 .iter()
+                .take(OLD_CALLERS_SHOWN)
                 .map(|(tid, calls)| format!("{tid}×{calls}"))
                 .collect();
             Line::from(format!("old code run by tid {}", callers.join(" ")))
@@ -254,9 +258,9 @@ fn render_calls(state: &WatchState, area: Rect, buf: &mut Buffer) {
                 .render(row, buf);
         }
     }
-    if !state.uncounted.is_empty() {
+    if !stats.uncounted.is_empty() {
         if let Some(row) = rows.next() {
-            let names: Vec<&str> = state.uncounted.iter().map(|(f, _)| f.as_str()).collect();
+            let names: Vec<&str> = stats.uncounted.iter().map(|(f, _)| f.as_str()).collect();
             Line::from(format!("not counted: {}", names.join(", ")))
                 .dark_gray()
                 .render(row, buf);
@@ -264,12 +268,12 @@ fn render_calls(state: &WatchState, area: Rect, buf: &mut Buffer) {
     }
 }
 
-fn render_log(state: &WatchState, area: Rect, buf: &mut Buffer) {
+fn render_log(app: &App, area: Rect, buf: &mut Buffer) {
     let block = Block::bordered().title(" Events ");
     let inner = block.inner(area);
     block.render(area, buf);
-    let start = state.started_ns.unwrap_or(0);
-    let lines: Vec<Line> = state
+    let start = app.started_ns.unwrap_or(0);
+    let lines: Vec<Line> = app
         .log
         .iter()
         .rev()
@@ -283,11 +287,12 @@ fn render_log(state: &WatchState, area: Rect, buf: &mut Buffer) {
     Paragraph::new(lines).render(inner, buf);
 }
 
-fn render_idle(state: &WatchState, area: Rect, buf: &mut Buffer) {
+fn render_idle(app: &App, area: Rect, buf: &mut Buffer) {
     let [outcome, patches] =
         Layout::vertical([Constraint::Length(2), Constraint::Fill(1)]).areas(area);
+    let tracker = app.tracker();
     let mut lines = Vec::new();
-    if let Some(last) = &state.last_outcome {
+    if let Some(last) = &tracker.last_outcome {
         let (text, color) = match (last.reversed, last.forced) {
             (true, _) => ("REVERSED", Color::Yellow),
             (false, true) => ("COMPLETE (forced)", Color::Red),
@@ -307,7 +312,7 @@ fn render_idle(state: &WatchState, area: Rect, buf: &mut Buffer) {
 
     let [table, log] =
         Layout::vertical([Constraint::Fill(1), Constraint::Length(8)]).areas(patches);
-    let rows = state.patches.iter().map(|patch| {
+    let rows = tracker.patches.iter().map(|patch| {
         Row::new([
             Cell::from(patch.name.clone()),
             Cell::from(flag(patch, &patch.enabled)),
@@ -317,7 +322,7 @@ fn render_idle(state: &WatchState, area: Rect, buf: &mut Buffer) {
         ])
     });
     // As wide as the longest name: patch names are what the admin looks for.
-    let name_width = state
+    let name_width = tracker
         .patches
         .iter()
         .map(|p| p.name.len())
@@ -335,9 +340,9 @@ fn render_idle(state: &WatchState, area: Rect, buf: &mut Buffer) {
         ],
     )
     .header(Row::new(["patch", "enabled", "transition", "functions", "status"]).bold())
-    .block(Block::bordered().title(format!(" Patches ({}) ", state.patches.len())))
+    .block(Block::bordered().title(format!(" Patches ({}) ", tracker.patches.len())))
     .render(table, buf);
-    render_log(state, log, buf);
+    render_log(app, log, buf);
 }
 
 /// A gone patch's last values are stale: not shown.

@@ -1,32 +1,28 @@
-//! What `watch` knows about transitions, built from a stream of
-//! observations: periodic polls of sysfs and procfs, tracer events, kernel
-//! log messages and call counts. Pure: every observation carries its own
+//! The transitions a live feed sees, as a state machine over its
+//! observations: which patch is moving where, who blocks it, when the
+//! kernel signals, how it ends. Pure: every observation carries its own
 //! CLOCK_MONOTONIC time, so tests replay any history.
 //!
-//! Each observation may produce `WatchEvent`s: the same events feed the
-//! TUI's event log and the plain and JSON lines.
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+//! Each observation may produce `TransitionEvent`s: the events that watch
+//! prints and shows, that apply acts on and that metrics count.
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use super::{
     advice::SIGNALS_AFTER_ROUNDS,
-    blockers::{Blocker, CodeVersion, letter},
+    blockers::{Blocker, CodeVersion, PatchedCode, find_blockers, letter},
+    observation::{KernelPoll, Observation},
+    transition::transition,
 };
-use crate::{
-    kernel::kernel_log::LivepatchMessage,
-    model::{BlockReason, Direction, Known, Patch, TraceEvent, Transition},
-    probes::CallCount,
+use crate::model::{
+    BlockReason, Direction, FeedCapabilities, Known, LivepatchMessage, Patch, TraceEvent,
+    Transition,
 };
-
-/// How many samples of calls per second the sparklines keep.
-pub const CALL_HISTORY: usize = 60;
-/// How many events the log keeps for the TUI.
-const LOG_LEN: usize = 200;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum WatchEvent {
+pub enum TransitionEvent {
     Start {
         patch: String,
         direction: Direction,
@@ -93,7 +89,7 @@ pub enum WatchEvent {
     Timeout {
         secs: f64,
     },
-    /// Watch has attached its probes and polled once: from here on, no
+    /// The feed has attached its probes and polled once: from here on, no
     /// transition goes unreported.
     Ready {
         ebpf: bool,
@@ -113,6 +109,17 @@ pub enum WatchEvent {
     },
 }
 
+impl TransitionEvent {
+    /// Said once, when the first round is in: the feed is attached and has
+    /// polled, so scripts can start the transition they want to see.
+    pub fn ready(feed: &FeedCapabilities) -> Self {
+        TransitionEvent::Ready {
+            ebpf: feed.ebpf(),
+            kernel_verdicts: feed.kernel_verdicts(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalsSeen {
@@ -122,39 +129,15 @@ pub enum SignalsSeen {
     FailedRounds,
 }
 
-/// What fed the view: the kernel's own verdicts, or polling alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Feed {
-    Ebpf,
-    Polling { reason: String },
-}
-
-/// One poll of sysfs and procfs.
-#[derive(Clone, Debug)]
-pub struct Poll {
-    pub at_ns: u64,
-    /// Only the patches being watched.
-    pub patches: Vec<Patch>,
-    pub transition: Option<Transition>,
-    pub blockers: Vec<Blocker>,
+/// A poll worked out: the watched patches, their transition and its
+/// blockers.
+struct Assessed {
+    at_ns: u64,
+    patches: Vec<Patch>,
+    transition: Option<Transition>,
+    blockers: Vec<Blocker>,
     /// How many threads the poll scanned, when it scanned them.
-    pub threads: Option<usize>,
-}
-
-#[derive(Clone, Debug)]
-pub enum Observation {
-    Poll(Poll),
-    Trace(TraceEvent),
-    KernelLog(LivepatchMessage),
-    Calls {
-        at_ns: u64,
-        counts: Vec<CallCount>,
-        /// Per thread id: calls that ran an old version during a transition,
-        /// running totals.
-        old_callers: Vec<(u32, u64)>,
-    },
-    /// Watch itself wrote 1 to `force`, after the user confirmed.
-    ForceWritten,
+    threads: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -181,21 +164,6 @@ pub struct Outcome {
     pub secs: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct LoggedEvent {
-    pub at_ns: u64,
-    pub event: WatchEvent,
-}
-
-/// Calls per second of one patched function, oldest first.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct FunctionCalls {
-    pub function: String,
-    pub old_per_sec: VecDeque<u64>,
-    pub new_per_sec: VecDeque<u64>,
-    last: Option<(u64, u64, u64)>,
-}
-
 /// Retry rounds as the tracer counts them (reset when a transition starts).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rounds {
@@ -211,28 +179,21 @@ struct Candidate {
 }
 
 #[derive(Clone, Debug)]
-pub struct WatchState {
-    pub kernel_release: String,
-    pub feed: Feed,
-    /// Patches as last polled; a patch that left stays with `gone` set.
+pub struct TransitionTracker {
+    /// The one patch followed (`--patch`); None follows every patch.
+    watched: Option<String>,
+    /// The watched patches as last polled; a patch that left stays with
+    /// `gone` set.
     pub patches: Vec<Patch>,
     pub transition: Option<TransitionProgress>,
     pub last_outcome: Option<Outcome>,
     /// From the tracer; None when only polling feeds the view.
     pub rounds: Option<Rounds>,
-    pub calls: Vec<FunctionCalls>,
-    /// Patched functions whose calls cannot be counted, with the reason.
-    pub uncounted: Vec<(String, String)>,
-    /// With the eBPF feed but without the kernel's per-task verdicts (the
-    /// hook is missing or off on this kernel): why. Blockers are then
-    /// inferred.
-    pub verdicts_inferred: Option<String>,
+    /// The newest time any observation carried.
+    pub now_ns: u64,
     /// The object whose pre-patch callback failed, until the refusal that
     /// follows it in the log.
     failed_callback: Option<String>,
-    pub log: VecDeque<LoggedEvent>,
-    pub started_ns: Option<u64>,
-    pub now_ns: u64,
     polls: u64,
     tracer_start_ns: Option<u64>,
     candidates: BTreeMap<u32, Candidate>,
@@ -240,69 +201,49 @@ pub struct WatchState {
     switched: BTreeSet<u32>,
     /// A patch seen in transition whose direction no poll has told yet.
     unbegun: Option<String>,
-    /// The threads still running old code in this transition, by calls
-    /// made there, most first.
-    pub old_callers: Vec<(u32, u64)>,
-    /// Old-code calls per thread before this transition: the counters run
-    /// across transitions.
-    old_calls_before: BTreeMap<u32, u64>,
 }
 
-impl WatchState {
-    pub fn new(kernel_release: impl Into<String>, feed: Feed) -> Self {
-        WatchState {
-            kernel_release: kernel_release.into(),
-            rounds: None,
-            feed,
+impl TransitionTracker {
+    pub fn new(watched: Option<String>) -> Self {
+        TransitionTracker {
+            watched,
             patches: Vec::new(),
             transition: None,
             last_outcome: None,
-            calls: Vec::new(),
-            uncounted: Vec::new(),
-            verdicts_inferred: None,
-            failed_callback: None,
-            log: VecDeque::new(),
-            started_ns: None,
+            rounds: None,
             now_ns: 0,
+            failed_callback: None,
             polls: 0,
             tracer_start_ns: None,
             candidates: BTreeMap::new(),
             switched: BTreeSet::new(),
             unbegun: None,
-            old_callers: Vec::new(),
-            old_calls_before: BTreeMap::new(),
         }
     }
 
-    /// Applies one observation; returns the events it produced, also kept in
-    /// the log.
-    pub fn apply(&mut self, observation: Observation) -> Vec<WatchEvent> {
+    /// Applies one observation; returns the events it produced. Of a call
+    /// sample only its time matters here (see `LiveState`).
+    pub fn apply(&mut self, observation: Observation) -> Vec<TransitionEvent> {
         let mut events = Vec::new();
         match observation {
-            Observation::Poll(poll) => self.on_poll(poll, &mut events),
+            Observation::Poll(poll) => {
+                let assessed = self.assess(poll);
+                self.on_poll(assessed, &mut events);
+            }
             Observation::Trace(event) => self.on_trace(event, &mut events),
             Observation::KernelLog(message) => self.on_kernel_log(message, &mut events),
-            Observation::Calls {
-                at_ns,
-                counts,
-                old_callers,
-            } => {
-                self.on_calls(at_ns, &counts);
-                self.on_old_callers(old_callers);
-            }
+            Observation::Calls(sample) => self.observe_clock(sample.at_ns),
             Observation::ForceWritten => self.forced(&mut events),
         }
-        self.record(&events);
         events
     }
 
-    /// An event the watcher itself decided (ready, a timeout), logged like
-    /// the rest.
-    pub fn note(&mut self, event: WatchEvent) {
-        self.record(std::slice::from_ref(&event));
+    /// Time moves on with every observation, whatever it is about.
+    pub fn observe_clock(&mut self, at_ns: u64) {
+        self.now_ns = self.now_ns.max(at_ns);
     }
 
-    /// Seconds since the transition on screen started.
+    /// Seconds since the transition in progress started.
     pub fn elapsed_secs(&self) -> Option<f64> {
         let transition = self.transition.as_ref()?;
         Some(secs_between(transition.started_ns, self.now_ns))
@@ -326,22 +267,49 @@ impl WatchState {
             .is_some_and(|(rounds, _)| rounds >= SIGNALS_AFTER_ROUNDS)
     }
 
-    fn record(&mut self, events: &[WatchEvent]) {
-        for event in events {
-            if self.log.len() == LOG_LEN {
-                self.log.pop_front();
-            }
-            self.log.push_back(LoggedEvent {
-                at_ns: self.now_ns,
-                event: event.clone(),
-            });
+    /// The watched patches, their transition and its blockers, as the
+    /// kernel decides them: the func stack is every loaded patch's.
+    fn assess(&self, poll: KernelPoll) -> Assessed {
+        let watched: Vec<Patch> = poll
+            .patches
+            .iter()
+            .filter(|patch| self.watched.as_ref().is_none_or(|name| &patch.name == name))
+            .cloned()
+            .collect();
+        let log = poll.log.as_deref();
+        let transition = poll
+            .threads
+            .as_ref()
+            .and_then(|threads| transition(&watched, log, threads.iter().map(|t| &t.patch_state)));
+        let blockers = transition
+            .as_ref()
+            .and_then(|transition| {
+                let patch = poll.patches.iter().find(|p| p.name == transition.patch)?;
+                let code = PatchedCode {
+                    patch,
+                    direction: transition.direction,
+                    loaded: &poll.patches,
+                };
+                Some(find_blockers(
+                    &poll.pending,
+                    &code,
+                    poll.verdicts.as_deref(),
+                    poll.at_ns,
+                ))
+            })
+            .unwrap_or_default();
+        Assessed {
+            at_ns: poll.at_ns,
+            threads: poll.threads.as_ref().map(Vec::len),
+            patches: watched,
+            transition,
+            blockers,
         }
     }
 
-    fn on_poll(&mut self, mut poll: Poll, events: &mut Vec<WatchEvent>) {
+    fn on_poll(&mut self, mut poll: Assessed, events: &mut Vec<TransitionEvent>) {
         self.settle_direction(&mut poll);
         self.now_ns = self.now_ns.max(poll.at_ns);
-        self.started_ns.get_or_insert(poll.at_ns);
         let first_poll = self.polls == 0;
         self.polls += 1;
 
@@ -372,13 +340,13 @@ impl WatchState {
         if let (Some(current), Some(seen)) = (self.transition.as_mut(), &poll.transition) {
             if seen.direction != current.direction {
                 current.direction = seen.direction;
-                events.push(WatchEvent::Reverse {
+                events.push(TransitionEvent::Reverse {
                     patch: current.patch.clone(),
                     direction: seen.direction,
                 });
             }
             if seen.tasks_pending != current.tasks_pending {
-                events.push(WatchEvent::Progress {
+                events.push(TransitionEvent::Progress {
                     patch: current.patch.clone(),
                     tasks_pending: seen.tasks_pending,
                     tasks_total: seen.tasks_total,
@@ -393,7 +361,7 @@ impl WatchState {
         self.update_patches(poll.patches, events);
     }
 
-    fn begin(&mut self, seen: &Transition, events: &mut Vec<WatchEvent>) {
+    fn begin(&mut self, seen: &Transition, events: &mut Vec<TransitionEvent>) {
         self.unbegun = None;
         // The tracer saw the start before the poll did: count from there.
         let started_ns = self
@@ -413,14 +381,19 @@ impl WatchState {
             blockers: Vec::new(),
         });
         self.candidates.clear();
-        events.push(WatchEvent::Start {
+        events.push(TransitionEvent::Start {
             patch: seen.patch.clone(),
             direction: seen.direction,
             tasks_total: seen.tasks_total,
         });
     }
 
-    fn end(&mut self, ended: TransitionProgress, patches: &[Patch], events: &mut Vec<WatchEvent>) {
+    fn end(
+        &mut self,
+        ended: TransitionProgress,
+        patches: &[Patch],
+        events: &mut Vec<TransitionEvent>,
+    ) {
         // `enabled` names where the transition ended, even if a reversal
         // happened between polls; a patch that left ended disabled.
         let direction = match patches
@@ -449,8 +422,9 @@ impl WatchState {
 
     /// A transition that began and ended between two polls (a few
     /// milliseconds on 7.x) is seen only in what it left: a patch that
-    /// appeared enabled, or a known patch whose `enabled` flipped. Report
-    /// it, so that scripts waiting for it end.
+    /// appeared enabled, a known patch whose `enabled` flipped, or an
+    /// applied patch that is gone. Report it, so that scripts waiting for
+    /// it end.
     ///
     /// `ended` is the patch whose transition this poll saw end: already
     /// reported. A patch that turned disabled while another transition
@@ -458,28 +432,44 @@ impl WatchState {
     /// it replaces as part of its own transition.
     fn quick_transitions(
         &mut self,
-        poll: &Poll,
+        poll: &Assessed,
         ended: Option<&str>,
-        events: &mut Vec<WatchEvent>,
+        events: &mut Vec<TransitionEvent>,
     ) {
-        let quick: Vec<(&Patch, Direction)> = poll
+        let mut quick: Vec<(String, Direction)> = poll
             .patches
             .iter()
             .filter(|patch| Some(patch.name.as_str()) != ended)
-            .filter_map(|patch| Some((patch, self.settled_since_last_poll(patch)?)))
+            .filter_map(|patch| Some((patch.name.clone(), self.settled_since_last_poll(patch)?)))
             .collect();
+        // A patch that left sysfs after it was seen applied, or in a
+        // transition no poll could tell the direction of, was unpatched and
+        // freed between the polls: the kernel frees a patch as soon as its
+        // unpatching transition completes.
+        let present = |name: &str| poll.patches.iter().any(|p| p.name == name && !p.gone);
+        let applied = |patch: &Patch| {
+            patch.enabled == Known::Value(true) && patch.transition == Known::Value(false)
+        };
+        let unbegun = |patch: &Patch| self.unbegun.as_deref() == Some(patch.name.as_str());
+        quick.extend(
+            self.patches
+                .iter()
+                .filter(|before| Some(before.name.as_str()) != ended && !present(&before.name))
+                .filter(|before| !before.gone && (applied(before) || unbegun(before)))
+                .map(|before| (before.name.clone(), Direction::Unpatching)),
+        );
         let patching = quick.iter().any(|(_, d)| *d == Direction::Patching);
         for (patch, direction) in quick {
             if direction == Direction::Unpatching && (patching || ended.is_some()) {
                 continue;
             }
-            events.push(WatchEvent::Start {
-                patch: patch.name.clone(),
+            events.push(TransitionEvent::Start {
+                patch: patch.clone(),
                 direction,
                 tasks_total: poll.threads.unwrap_or(0),
             });
             let outcome = Outcome {
-                patch: patch.name.clone(),
+                patch,
                 direction,
                 reversed: false,
                 forced: false,
@@ -530,7 +520,7 @@ impl WatchState {
     /// the opposite direction, and every task, still at the initial state,
     /// looks switched to that direction's target. Such a poll keeps the
     /// direction already known, and does not start a transition.
-    fn settle_direction(&mut self, poll: &mut Poll) {
+    fn settle_direction(&mut self, poll: &mut Assessed) {
         let Some(seen) = poll.transition.as_mut() else {
             return;
         };
@@ -550,20 +540,20 @@ impl WatchState {
 
     /// The switches the tracer saw since the last poll, under the patch in
     /// transition, or before the completion of one that ended since.
-    fn report_switches(&mut self, events: &mut Vec<WatchEvent>) {
+    fn report_switches(&mut self, events: &mut Vec<TransitionEvent>) {
         if self.switched.is_empty() {
             return;
         }
         let completed = events
             .iter()
-            .position(|e| matches!(e, WatchEvent::Complete { .. }));
+            .position(|e| matches!(e, TransitionEvent::Complete { .. }));
         let patch = match (&self.transition, completed.map(|i| &events[i])) {
-            (_, Some(WatchEvent::Complete { patch, .. })) => patch.clone(),
+            (_, Some(TransitionEvent::Complete { patch, .. })) => patch.clone(),
             (Some(transition), _) => transition.patch.clone(),
             // Not in a transition yet: the tracer ran ahead of the polls.
             _ => return,
         };
-        let switched = WatchEvent::Switched {
+        let switched = TransitionEvent::Switched {
             patch,
             tids: std::mem::take(&mut self.switched).into_iter().collect(),
         };
@@ -577,7 +567,12 @@ impl WatchState {
     /// running task or an unreliable stack is usually gone by the next
     /// round, so it shows only once seen in two polls in a row (or failed
     /// twice by the kernel's count).
-    fn track_blockers(&mut self, blockers: Vec<Blocker>, at_ns: u64, events: &mut Vec<WatchEvent>) {
+    fn track_blockers(
+        &mut self,
+        blockers: Vec<Blocker>,
+        at_ns: u64,
+        events: &mut Vec<TransitionEvent>,
+    ) {
         let Some(transition) = self.transition.as_mut() else {
             return;
         };
@@ -600,7 +595,7 @@ impl WatchState {
                 if previous
                     .is_none_or(|p| p.reason != blocker.reason || p.function != blocker.function)
                 {
-                    events.push(WatchEvent::Blocker {
+                    events.push(TransitionEvent::Blocker {
                         pid: blocker.pid,
                         tid: blocker.tid,
                         comm: blocker.comm.clone(),
@@ -624,17 +619,17 @@ impl WatchState {
         self.candidates = candidates;
     }
 
-    fn update_patches(&mut self, polled: Vec<Patch>, events: &mut Vec<WatchEvent>) {
+    fn update_patches(&mut self, polled: Vec<Patch>, events: &mut Vec<TransitionEvent>) {
         let mut patches = polled;
         for old in self.patches.drain(..) {
             match patches.iter_mut().find(|p| p.name == old.name) {
-                Some(new) if new.gone && !old.gone => events.push(WatchEvent::Gone {
+                Some(new) if new.gone && !old.gone => events.push(TransitionEvent::Gone {
                     patch: old.name.clone(),
                 }),
                 Some(_) => {}
                 None => {
                     if !old.gone {
-                        events.push(WatchEvent::Gone {
+                        events.push(TransitionEvent::Gone {
                             patch: old.name.clone(),
                         });
                     }
@@ -646,7 +641,7 @@ impl WatchState {
         self.patches = patches;
     }
 
-    fn on_trace(&mut self, event: TraceEvent, events: &mut Vec<WatchEvent>) {
+    fn on_trace(&mut self, event: TraceEvent, events: &mut Vec<TransitionEvent>) {
         match event {
             TraceEvent::Start { timestamp_ns } => {
                 self.tracer_start_ns = Some(timestamp_ns);
@@ -668,7 +663,7 @@ impl WatchState {
                 if let Some(transition) = self.transition.as_mut() {
                     let direction = transition.direction.opposite();
                     transition.direction = direction;
-                    events.push(WatchEvent::Reverse {
+                    events.push(TransitionEvent::Reverse {
                         patch: transition.patch.clone(),
                         direction,
                     });
@@ -687,7 +682,7 @@ impl WatchState {
         }
     }
 
-    fn on_kernel_log(&mut self, message: LivepatchMessage, events: &mut Vec<WatchEvent>) {
+    fn on_kernel_log(&mut self, message: LivepatchMessage, events: &mut Vec<TransitionEvent>) {
         match message {
             LivepatchMessage::Signaling => self.signals(SignalsSeen::KernelLog, events),
             LivepatchMessage::Forcing => self.forced(events),
@@ -709,122 +704,49 @@ impl WatchState {
                         None => "the kernel failed to enable it (see dmesg)".to_owned(),
                     }
                 };
-                events.push(WatchEvent::Refused { patch, why });
+                events.push(TransitionEvent::Refused { patch, why });
             }
             LivepatchMessage::Starting { .. } | LivepatchMessage::Complete { .. } => {}
         }
     }
 
     /// Once per transition, whichever source tells first.
-    fn signals(&mut self, seen_in: SignalsSeen, events: &mut Vec<WatchEvent>) {
+    fn signals(&mut self, seen_in: SignalsSeen, events: &mut Vec<TransitionEvent>) {
         if let Some(transition) = self.transition.as_mut().filter(|t| t.signals.is_none()) {
             transition.signals = Some(seen_in);
-            events.push(WatchEvent::Signals {
+            events.push(TransitionEvent::Signals {
                 patch: transition.patch.clone(),
                 seen_in,
             });
         }
     }
 
-    /// Force is seen by the tracer, the kernel log, or watch's own write:
-    /// reported once.
-    fn forced(&mut self, events: &mut Vec<WatchEvent>) {
+    /// Force is seen by the tracer, the kernel log, or klpscope's own
+    /// write: reported once.
+    fn forced(&mut self, events: &mut Vec<TransitionEvent>) {
         if let Some(transition) = self.transition.as_mut().filter(|t| !t.forced) {
             transition.forced = true;
-            events.push(WatchEvent::Force {
+            events.push(TransitionEvent::Force {
                 patch: transition.patch.clone(),
             });
         }
     }
-
-    fn on_calls(&mut self, at_ns: u64, counts: &[CallCount]) {
-        self.now_ns = self.now_ns.max(at_ns);
-        self.calls
-            .retain(|calls| counts.iter().any(|c| c.function == calls.function));
-        for count in counts {
-            let calls = match self.calls.iter().position(|c| c.function == count.function) {
-                Some(at) => &mut self.calls[at],
-                None => {
-                    self.calls.push(FunctionCalls {
-                        function: count.function.clone(),
-                        ..FunctionCalls::default()
-                    });
-                    self.calls.last_mut().expect("just pushed")
-                }
-            };
-            calls.sample(at_ns, count.old, count.new);
-        }
-    }
 }
 
-impl WatchState {
-    /// How many threads the TUI lists as still running old code.
-    const OLD_CALLERS_SHOWN: usize = 8;
-
-    fn on_old_callers(&mut self, totals: Vec<(u32, u64)>) {
-        if self.transition.is_none() {
-            self.old_calls_before = totals.into_iter().collect();
-            self.old_callers.clear();
-            return;
-        }
-        let mut callers: Vec<(u32, u64)> = totals
-            .into_iter()
-            .map(|(tid, calls)| {
-                let before = self.old_calls_before.get(&tid).copied().unwrap_or(0);
-                (tid, calls.saturating_sub(before))
-            })
-            .filter(|&(_, calls)| calls > 0)
-            .collect();
-        callers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        callers.truncate(Self::OLD_CALLERS_SHOWN);
-        self.old_callers = callers;
-    }
-}
-
-impl FunctionCalls {
-    /// The counters are running totals: a rate needs the previous sample.
-    fn sample(&mut self, at_ns: u64, old: u64, new: u64) {
-        if let Some((last_ns, last_old, last_new)) = self.last {
-            let secs = secs_between(last_ns, at_ns);
-            if secs > 0.0 {
-                let rate =
-                    |now: u64, then: u64| (now.saturating_sub(then) as f64 / secs).round() as u64;
-                push_capped(&mut self.old_per_sec, rate(old, last_old));
-                push_capped(&mut self.new_per_sec, rate(new, last_new));
-            }
-        }
-        self.last = Some((at_ns, old, new));
-    }
-
-    pub fn latest(&self) -> (Option<u64>, Option<u64>) {
-        (
-            self.old_per_sec.back().copied(),
-            self.new_per_sec.back().copied(),
-        )
-    }
-}
-
-fn push_capped(history: &mut VecDeque<u64>, value: u64) {
-    if history.len() == CALL_HISTORY {
-        history.pop_front();
-    }
-    history.push_back(value);
-}
-
-fn secs_between(from_ns: u64, to_ns: u64) -> f64 {
+pub(crate) fn secs_between(from_ns: u64, to_ns: u64) -> f64 {
     to_ns.saturating_sub(from_ns) as f64 / 1e9
 }
 
-fn cleared(blocker: &Blocker) -> WatchEvent {
-    WatchEvent::BlockerCleared {
+fn cleared(blocker: &Blocker) -> TransitionEvent {
+    TransitionEvent::BlockerCleared {
         pid: blocker.pid,
         tid: blocker.tid,
         comm: blocker.comm.clone(),
     }
 }
 
-fn complete(outcome: &Outcome) -> WatchEvent {
-    WatchEvent::Complete {
+fn complete(outcome: &Outcome) -> TransitionEvent {
+    TransitionEvent::Complete {
         patch: outcome.patch.clone(),
         direction: outcome.direction,
         reversed: outcome.reversed,
@@ -836,63 +758,118 @@ fn complete(outcome: &Outcome) -> WatchEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{analysis::blockers::VerdictSource, model::PatchObject};
+    use crate::{
+        model::{LogEntry, PatchState, Task},
+        probes::TaskVerdict,
+        testing::{frame, patch_of, task, thread},
+    };
 
     const SEC: u64 = 1_000_000_000;
+    const THREADS: u32 = 100;
 
+    /// The watched patch `p`, replacing cmdline_proc_show.
     fn patch(name: &str, enabled: bool, transition: bool) -> Patch {
-        Patch {
-            name: name.into(),
-            enabled: Known::Value(enabled),
-            transition: Known::Value(transition),
-            force: Known::unknown("write-only"),
-            replace: None,
-            stack_order: None,
-            objects: Vec::<PatchObject>::new(),
-            gone: false,
+        patch_of(name, enabled, transition, "vmlinux", &["cmdline_proc_show"])
+    }
+
+    /// A pending task that blocks for `reason`: asleep in the patched
+    /// function, running on a CPU, or (only the kernel can tell) with an
+    /// unreliable stack.
+    fn pending_task(tid: u32, reason: BlockReason) -> Task {
+        match reason {
+            BlockReason::FunctionOnStack => task(
+                tid,
+                'S',
+                PatchState::Unpatched,
+                vec![frame("__schedule", None), frame("cmdline_proc_show", None)],
+            ),
+            BlockReason::Running => task(tid, 'R', PatchState::Unpatched, vec![]),
+            _ => task(
+                tid,
+                'S',
+                PatchState::Unpatched,
+                vec![frame("__schedule", None)],
+            ),
         }
     }
 
-    fn blocker(tid: u32, reason: BlockReason) -> Blocker {
-        Blocker {
-            pid: tid,
+    fn verdict(tid: u32, reason: BlockReason, at_ns: u64) -> TaskVerdict {
+        TaskVerdict {
             tid,
+            tgid: tid,
             comm: format!("task{tid}"),
             kthread: false,
-            state: 'S',
-            reason,
-            function: Some("cmdline_proc_show".into()),
-            version: None,
-            unexplained: None,
-            stack: vec![],
-            marked_frame: None,
-            blocked_secs: None,
-            failed_checks: None,
-            source: VerdictSource::Inferred,
+            reason: Some(reason),
+            function: None,
+            failed_checks: 1,
+            first_failure_ns: at_ns,
+            last_failure_ns: at_ns,
         }
     }
 
+    /// A raw poll of `THREADS` threads: with `transition`, that many still
+    /// short of its direction's target (a kernel log line tells the
+    /// direction where `enabled` does not yet), and `blockers` among them.
+    /// Without, every thread idle.
     fn poll(
         at: u64,
         patches: Vec<Patch>,
         transition: Option<(Direction, usize)>,
-        blockers: Vec<Blocker>,
+        blockers: Vec<(u32, BlockReason)>,
     ) -> Observation {
-        Observation::Poll(Poll {
-            at_ns: at * SEC,
-            transition: transition.map(|(direction, pending)| Transition {
-                patch: "p".into(),
-                direction,
-                tasks_total: 100,
-                tasks_pending: pending,
-            }),
+        let at_ns = at * SEC;
+        let threads = (0..THREADS)
+            .map(|i| {
+                let state = match transition {
+                    Some((direction, pending)) if (i as usize) < pending => {
+                        direction.opposite().target()
+                    }
+                    Some((direction, _)) => direction.target(),
+                    None => PatchState::Idle,
+                };
+                thread(1000 + i, state)
+            })
+            .collect();
+        let enabled_says = patches
+            .iter()
+            .find(|p| p.name == "p")
+            .and_then(|p| p.enabled.value().copied())
+            .map(|enabled| match enabled {
+                true => Direction::Patching,
+                false => Direction::Unpatching,
+            });
+        let log = match transition {
+            Some((direction, _)) if Some(direction) != enabled_says => vec![LogEntry {
+                timestamp_us: at_ns / 1000,
+                message: LivepatchMessage::Starting {
+                    patch: "p".into(),
+                    unpatching: direction == Direction::Unpatching,
+                },
+            }],
+            _ => Vec::new(),
+        };
+        let kernel_told = blockers
+            .iter()
+            .any(|(_, reason)| *reason == BlockReason::UnreliableStack);
+        Observation::Poll(KernelPoll {
+            at_ns,
             patches,
-            blockers,
-            threads: Some(100),
+            threads: Some(threads),
+            pending: blockers
+                .iter()
+                .map(|&(tid, reason)| pending_task(tid, reason))
+                .collect(),
+            verdicts: kernel_told.then(|| {
+                blockers
+                    .iter()
+                    .map(|&(tid, reason)| verdict(tid, reason, at_ns))
+                    .collect()
+            }),
+            log: Some(log),
         })
     }
 
-    fn patching(at: u64, pending: usize, blockers: Vec<Blocker>) -> Observation {
+    fn patching(at: u64, pending: usize, blockers: Vec<(u32, BlockReason)>) -> Observation {
         poll(
             at,
             vec![patch("p", true, true)],
@@ -901,16 +878,11 @@ mod tests {
         )
     }
 
-    fn polling() -> WatchState {
-        WatchState::new(
-            "6.12",
-            Feed::Polling {
-                reason: "fentry refused".into(),
-            },
-        )
+    fn tracker() -> TransitionTracker {
+        TransitionTracker::new(None)
     }
 
-    fn names(events: &[WatchEvent]) -> Vec<String> {
+    fn names(events: &[TransitionEvent]) -> Vec<String> {
         events
             .iter()
             .map(|e| {
@@ -924,12 +896,12 @@ mod tests {
 
     #[test]
     fn a_transition_starts_progresses_and_completes() {
-        let mut state = polling();
+        let mut state = tracker();
         assert!(state.apply(poll(0, vec![], None, vec![])).is_empty());
         let start = state.apply(patching(1, 100, vec![]));
         assert_eq!(
             start,
-            [WatchEvent::Start {
+            [TransitionEvent::Start {
                 patch: "p".into(),
                 direction: Direction::Patching,
                 tasks_total: 100
@@ -938,7 +910,7 @@ mod tests {
         let progress = state.apply(patching(2, 3, vec![]));
         assert_eq!(
             progress,
-            [WatchEvent::Progress {
+            [TransitionEvent::Progress {
                 patch: "p".into(),
                 tasks_pending: 3,
                 tasks_total: 100,
@@ -952,7 +924,7 @@ mod tests {
         let end = state.apply(poll(4, vec![patch("p", true, false)], None, vec![]));
         assert_eq!(
             end,
-            [WatchEvent::Complete {
+            [TransitionEvent::Complete {
                 patch: "p".into(),
                 direction: Direction::Patching,
                 reversed: false,
@@ -962,17 +934,16 @@ mod tests {
         );
         assert!(state.transition.is_none());
         assert_eq!(state.last_outcome.as_ref().map(|o| o.reversed), Some(false));
-        assert_eq!(state.log.len(), 3);
     }
 
     #[test]
     fn watching_from_before_the_load_sees_a_transition_too_quick_to_poll() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(poll(0, vec![], None, vec![]));
         let events = state.apply(poll(1, vec![patch("p", true, false)], None, vec![]));
         assert_eq!(names(&events), ["start", "complete"]);
         // A patch already settled when watch starts is not a transition.
-        let mut state = polling();
+        let mut state = tracker();
         assert!(
             state
                 .apply(poll(0, vec![patch("p", true, false)], None, vec![]))
@@ -982,13 +953,13 @@ mod tests {
 
     #[test]
     fn a_disable_too_quick_to_poll_is_an_unpatching_transition() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(poll(0, vec![patch("p", true, false)], None, vec![]));
         let events = state.apply(poll(1, vec![patch("p", false, false)], None, vec![]));
         assert_eq!(names(&events), ["start", "complete"]);
         assert!(matches!(
             events[1],
-            WatchEvent::Complete {
+            TransitionEvent::Complete {
                 direction: Direction::Unpatching,
                 reversed: false,
                 ..
@@ -1004,11 +975,47 @@ mod tests {
         );
     }
 
+    /// A disabled patch is freed as soon as it is unpatched: seen applied,
+    /// then gone, it went through an unpatching transition.
+    #[test]
+    fn an_applied_patch_gone_between_polls_was_unpatched() {
+        let mut state = tracker();
+        state.apply(poll(0, vec![patch("p", true, false)], None, vec![]));
+        let events = state.apply(poll(1, vec![], None, vec![]));
+        assert_eq!(names(&events), ["start", "complete", "gone"], "{events:?}");
+        assert!(matches!(
+            events[1],
+            TransitionEvent::Complete {
+                direction: Direction::Unpatching,
+                reversed: false,
+                ..
+            }
+        ));
+        // Seen in a transition of no telling direction (every task at the
+        // target already), then gone: it was unpatched.
+        let mut state = tracker();
+        state.apply(poll(0, vec![patch("p", true, false)], None, vec![]));
+        let settling = poll(
+            1,
+            vec![patch("p", false, true)],
+            Some((Direction::Unpatching, 0)),
+            vec![],
+        );
+        assert!(state.apply(settling).is_empty());
+        let events = state.apply(poll(2, vec![], None, vec![]));
+        assert_eq!(names(&events), ["start", "complete", "gone"], "{events:?}");
+        // Gone while disabled: nothing more to report than that.
+        let mut state = tracker();
+        state.apply(poll(0, vec![patch("p", false, false)], None, vec![]));
+        let events = state.apply(poll(1, vec![], None, vec![]));
+        assert_eq!(names(&events), ["gone"]);
+    }
+
     /// An atomic replace disables the patch it replaces inside its own
     /// transition: one transition, not two.
     #[test]
     fn a_replaced_patch_turning_disabled_is_not_a_transition_of_its_own() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(poll(0, vec![patch("old", true, false)], None, vec![]));
         let events = state.apply(poll(
             1,
@@ -1017,14 +1024,14 @@ mod tests {
             vec![],
         ));
         assert_eq!(names(&events), ["start", "complete"], "{events:?}");
-        assert!(matches!(&events[0], WatchEvent::Start { patch, .. } if patch == "new"));
+        assert!(matches!(&events[0], TransitionEvent::Start { patch, .. } if patch == "new"));
     }
 
     /// A transition polled while it ran ends once, even if `enabled` read
     /// its old value at the start (it lags during code patching).
     #[test]
     fn a_polled_transition_is_not_reported_again_as_a_quick_one() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(poll(0, vec![patch("p", false, false)], None, vec![]));
         state.apply(poll(
             1,
@@ -1038,7 +1045,7 @@ mod tests {
 
     #[test]
     fn a_reversed_transition_reports_reverse_then_complete_reversed_then_gone() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(patching(0, 5, vec![]));
         let reverse = state.apply(poll(
             1,
@@ -1051,7 +1058,7 @@ mod tests {
         assert_eq!(names(&end), ["complete", "gone"]);
         assert!(matches!(
             end[0],
-            WatchEvent::Complete {
+            TransitionEvent::Complete {
                 reversed: true,
                 direction: Direction::Unpatching,
                 ..
@@ -1065,7 +1072,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_transition_flag_does_not_end_the_transition() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(patching(0, 5, vec![]));
         let mut racing = patch("p", true, true);
         racing.transition = Known::unknown("empty read");
@@ -1075,18 +1082,18 @@ mod tests {
 
     #[test]
     fn a_reversal_between_polls_is_still_reported_as_reversed() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(patching(0, 5, vec![]));
         let end = state.apply(poll(1, vec![patch("p", false, false)], None, vec![]));
         assert!(
-            matches!(end[0], WatchEvent::Complete { reversed: true, .. }),
+            matches!(end[0], TransitionEvent::Complete { reversed: true, .. }),
             "{end:?}"
         );
     }
 
     #[test]
     fn a_function_on_the_stack_blocks_at_once_a_running_task_only_when_it_persists() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(poll(
             0,
             vec![patch("p", true, true)],
@@ -1097,48 +1104,43 @@ mod tests {
             1,
             2,
             vec![
-                blocker(10, BlockReason::FunctionOnStack),
-                blocker(11, BlockReason::Running),
+                (10, BlockReason::FunctionOnStack),
+                (11, BlockReason::Running),
             ],
         ));
         assert!(
-            matches!(first.as_slice(), [WatchEvent::Blocker { tid: 10, .. }]),
+            matches!(first.as_slice(), [TransitionEvent::Blocker { tid: 10, .. }]),
             "{first:?}"
         );
         let second = state.apply(patching(
             3,
             2,
             vec![
-                blocker(10, BlockReason::FunctionOnStack),
-                blocker(11, BlockReason::Running),
+                (10, BlockReason::FunctionOnStack),
+                (11, BlockReason::Running),
             ],
         ));
         assert!(
-            matches!(second.as_slice(), [WatchEvent::Blocker { tid: 11, .. }]),
+            matches!(
+                second.as_slice(),
+                [TransitionEvent::Blocker { tid: 11, .. }]
+            ),
             "{second:?}"
         );
         let shown = &state.transition.as_ref().unwrap().blockers;
         assert_eq!(shown.len(), 2);
         assert_eq!(shown[0].blocked_secs, Some(2.0), "blocked since first seen");
-        let cleared = state.apply(patching(
-            4,
-            1,
-            vec![blocker(10, BlockReason::FunctionOnStack)],
-        ));
+        let cleared = state.apply(patching(4, 1, vec![(10, BlockReason::FunctionOnStack)]));
         assert_eq!(names(&cleared), ["progress", "blocker_cleared"]);
     }
 
     #[test]
     fn a_transient_verdict_never_shows() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(patching(0, 2, vec![]));
         assert!(
             state
-                .apply(patching(
-                    1,
-                    2,
-                    vec![blocker(11, BlockReason::UnreliableStack)]
-                ))
+                .apply(patching(1, 2, vec![(11, BlockReason::UnreliableStack)]))
                 .is_empty()
         );
         assert!(state.apply(patching(2, 2, vec![])).is_empty());
@@ -1147,7 +1149,7 @@ mod tests {
 
     #[test]
     fn signals_come_once_from_the_log_or_fifteen_failed_rounds() {
-        let mut state = WatchState::new("6.12", Feed::Ebpf);
+        let mut state = tracker();
         state.apply(Observation::Trace(TraceEvent::Start { timestamp_ns: 0 }));
         state.apply(patching(1, 1, vec![]));
         let round = |complete| {
@@ -1176,7 +1178,7 @@ mod tests {
 
     #[test]
     fn polling_alone_estimates_rounds_and_takes_signals_from_the_kernel_log() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(patching(0, 1, vec![]));
         state.apply(patching(16, 1, vec![]));
         assert_eq!(state.retry_rounds(), Some((16, true)));
@@ -1184,7 +1186,7 @@ mod tests {
         let events = state.apply(Observation::KernelLog(LivepatchMessage::Signaling));
         assert_eq!(
             events,
-            [WatchEvent::Signals {
+            [TransitionEvent::Signals {
                 patch: "p".into(),
                 seen_in: SignalsSeen::KernelLog
             }]
@@ -1193,7 +1195,7 @@ mod tests {
 
     #[test]
     fn force_is_reported_once_whoever_saw_it() {
-        let mut state = polling();
+        let mut state = tracker();
         assert!(
             state.apply(Observation::ForceWritten).is_empty(),
             "nothing to force when idle"
@@ -1208,7 +1210,7 @@ mod tests {
         let end = state.apply(poll(1, vec![patch("p", true, false)], None, vec![]));
         assert!(matches!(
             end[0],
-            WatchEvent::Complete {
+            TransitionEvent::Complete {
                 forced: true,
                 reversed: false,
                 ..
@@ -1218,7 +1220,7 @@ mod tests {
 
     #[test]
     fn the_tracer_reports_a_reversal_before_the_poll_and_only_once() {
-        let mut state = WatchState::new("6.12", Feed::Ebpf);
+        let mut state = tracker();
         state.apply(patching(0, 5, vec![]));
         assert_eq!(
             names(&state.apply(Observation::Trace(TraceEvent::Reverse { timestamp_ns: 1 }))),
@@ -1234,35 +1236,8 @@ mod tests {
     }
 
     #[test]
-    fn calls_per_second_come_from_the_running_totals() {
-        let mut state = polling();
-        let calls = |at, old, new| Observation::Calls {
-            at_ns: at,
-            old_callers: vec![],
-            counts: vec![CallCount {
-                function: "f".into(),
-                old,
-                new,
-            }],
-        };
-        state.apply(calls(0, 100, 0));
-        assert_eq!(state.calls[0].latest(), (None, None));
-        state.apply(calls(SEC / 2, 150, 10));
-        assert_eq!(state.calls[0].latest(), (Some(100), Some(20)));
-        state.apply(Observation::Calls {
-            at_ns: SEC,
-            old_callers: vec![],
-            counts: vec![],
-        });
-        assert!(
-            state.calls.is_empty(),
-            "a function no longer counted is dropped"
-        );
-    }
-
-    #[test]
     fn switches_the_tracer_saw_are_reported_in_bulk_once_a_poll() {
-        let mut state = WatchState::new("6.12", Feed::Ebpf);
+        let mut state = tracker();
         state.apply(patching(0, 3, vec![]));
         let check = |tid, reason| TraceEvent::Check {
             timestamp_ns: 1,
@@ -1289,7 +1264,7 @@ mod tests {
         )));
         let events = state.apply(patching(1, 1, vec![]));
         assert!(
-            events.contains(&WatchEvent::Switched {
+            events.contains(&TransitionEvent::Switched {
                 patch: "p".into(),
                 tids: vec![5, 7]
             }),
@@ -1299,14 +1274,14 @@ mod tests {
         assert!(
             !again
                 .iter()
-                .any(|e| matches!(e, WatchEvent::Switched { .. })),
+                .any(|e| matches!(e, TransitionEvent::Switched { .. })),
             "each switch is reported once"
         );
     }
 
     #[test]
     fn switches_of_a_transition_that_ended_between_polls_come_before_its_end() {
-        let mut state = WatchState::new("6.12", Feed::Ebpf);
+        let mut state = tracker();
         state.apply(poll(0, vec![], None, vec![]));
         state.apply(Observation::Trace(TraceEvent::SelfSwitch {
             timestamp_ns: 1,
@@ -1319,9 +1294,9 @@ mod tests {
         let kinds: Vec<&str> = events
             .iter()
             .map(|e| match e {
-                WatchEvent::Start { .. } => "start",
-                WatchEvent::Switched { .. } => "switched",
-                WatchEvent::Complete { .. } => "complete",
+                TransitionEvent::Start { .. } => "start",
+                TransitionEvent::Switched { .. } => "switched",
+                TransitionEvent::Complete { .. } => "complete",
                 _ => "other",
             })
             .collect();
@@ -1330,7 +1305,7 @@ mod tests {
 
     #[test]
     fn a_transition_caught_before_enabled_flips_does_not_start_backwards() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(poll(0, vec![], None, vec![]));
         // Marked in transition, `enabled` not yet 1: looks like unpatching
         // with every task already at the target.
@@ -1345,7 +1320,7 @@ mod tests {
         assert!(
             matches!(
                 events.as_slice(),
-                [WatchEvent::Start {
+                [TransitionEvent::Start {
                     direction: Direction::Patching,
                     ..
                 }]
@@ -1363,32 +1338,14 @@ mod tests {
         assert!(
             !events
                 .iter()
-                .any(|e| matches!(e, WatchEvent::Reverse { .. })),
+                .any(|e| matches!(e, TransitionEvent::Reverse { .. })),
             "{events:?}"
         );
     }
 
     #[test]
-    fn threads_still_on_old_code_count_from_the_transition_start() {
-        let mut state = polling();
-        let old_callers = |at, callers: Vec<(u32, u64)>| Observation::Calls {
-            at_ns: at,
-            counts: vec![],
-            old_callers: callers,
-        };
-        state.apply(old_callers(0, vec![(7, 100)]));
-        assert!(
-            state.old_callers.is_empty(),
-            "no transition: nothing listed"
-        );
-        state.apply(patching(1, 2, vec![]));
-        state.apply(old_callers(2 * SEC, vec![(7, 103), (9, 40), (11, 0)]));
-        assert_eq!(state.old_callers, [(9, 40), (7, 3)]);
-    }
-
-    #[test]
     fn a_transition_never_seen_with_pending_tasks_is_still_reported() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(poll(0, vec![], None, vec![]));
         // Every task already switched; the kernel has not completed yet.
         let end = poll(
@@ -1402,7 +1359,10 @@ mod tests {
         assert!(
             matches!(
                 events.as_slice(),
-                [WatchEvent::Start { .. }, WatchEvent::Complete { .. }]
+                [
+                    TransitionEvent::Start { .. },
+                    TransitionEvent::Complete { .. }
+                ]
             ),
             "{events:?}"
         );
@@ -1410,7 +1370,7 @@ mod tests {
 
     #[test]
     fn a_patch_seen_before_its_transition_then_settled_is_reported() {
-        let mut state = polling();
+        let mut state = tracker();
         state.apply(poll(0, vec![], None, vec![]));
         // The patch's sysfs folder exists before the kernel starts patching.
         assert!(
@@ -1422,7 +1382,10 @@ mod tests {
         assert!(
             matches!(
                 events.as_slice(),
-                [WatchEvent::Start { .. }, WatchEvent::Complete { .. }]
+                [
+                    TransitionEvent::Start { .. },
+                    TransitionEvent::Complete { .. }
+                ]
             ),
             "{events:?}"
         );

@@ -1,0 +1,281 @@
+//! Follows the kernel's livepatch state live: sysfs and procfs polls, the
+//! eBPF tracer's events and verdicts, the kernel log and the call
+//! counters, as rounds of observations. It owns the eBPF programs: they go
+//! with it, on every way out.
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::snapshot::{read_patches_and_threads, read_pending};
+use crate::{
+    analysis::{
+        function_state::function_state,
+        observation::{CallSample, KernelPoll, Observation},
+        transition::transition_target,
+    },
+    kernel::{PatchStateScanner, ThreadId, clock::monotonic_ns, kernel_log::KernelLogFollower},
+    model::{FeedCapabilities, Known, LogEntry, Patch, Task, ThreadPatchState, TraceEvent},
+    probes::{self, ProbeRequest, Probes, TaskVerdict},
+};
+
+/// At most this many pending threads get their kernel stack read per poll:
+/// at the start of a transition almost every thread is pending.
+const MAX_STACKS: usize = 256;
+
+pub struct TransitionFeed {
+    root: PathBuf,
+    capabilities: FeedCapabilities,
+    /// The transition tracer; None when eBPF is unavailable or refused.
+    tracer: Option<Probes>,
+    counters: CallCounters,
+    /// The kernel log, read from a kept descriptor.
+    log: KernelLogFollower,
+    /// The newest kernel log record already seen.
+    log_seen_us: Option<u64>,
+    patch_names: Vec<String>,
+    /// Kept between polls: its open descriptors make the scan cheap.
+    scanner: Option<PatchStateScanner>,
+}
+
+/// Call counters for the patched vmlinux functions, reloaded when the
+/// patches change: the programs attach to a fixed list.
+#[derive(Default)]
+struct CallCounters {
+    probes: Option<Probes>,
+    counted: Vec<String>,
+    /// Functions the kernel would not let the counter attach to, and why.
+    refused: Vec<(String, String)>,
+}
+
+impl TransitionFeed {
+    /// Attaches the tracer unless `no_ebpf`; without it the feed polls.
+    pub fn open(root: &Path, no_ebpf: bool) -> Self {
+        let (tracer, capabilities) = if no_ebpf {
+            let capabilities = FeedCapabilities {
+                polling: Some("--no-ebpf".to_owned()),
+                verdicts_inferred: None,
+            };
+            (None, capabilities)
+        } else {
+            let request = ProbeRequest {
+                tracer: true,
+                count_calls: Vec::new(),
+            };
+            match probes::load(root, &request) {
+                (Some(probes), caps) if probes.tracer.is_some() => {
+                    let hook = caps.get("tracer:klp_check_and_switch_task");
+                    let verdicts_inferred = match hook {
+                        Some(hook) if hook.available => None,
+                        Some(hook) => hook.reason.clone(),
+                        None => Some("the per-task verdict hook was not tried".to_owned()),
+                    };
+                    let capabilities = FeedCapabilities {
+                        polling: None,
+                        verdicts_inferred,
+                    };
+                    (Some(probes), capabilities)
+                }
+                (_, caps) => {
+                    let reason = caps
+                        .unavailable_reason()
+                        .unwrap_or_else(|| "the transition tracer did not load".into());
+                    let capabilities = FeedCapabilities {
+                        polling: Some(reason),
+                        verdicts_inferred: None,
+                    };
+                    (None, capabilities)
+                }
+            }
+        };
+        TransitionFeed {
+            root: root.to_owned(),
+            capabilities,
+            tracer,
+            counters: CallCounters::default(),
+            log: KernelLogFollower::new(root),
+            log_seen_us: None,
+            patch_names: Vec::new(),
+            scanner: None,
+        }
+    }
+
+    pub fn capabilities(&self) -> &FeedCapabilities {
+        &self.capabilities
+    }
+
+    /// One round of reading: the tracer's events first, then a poll, then
+    /// what the log and the counters say since.
+    pub fn read_round(&mut self) -> Result<Vec<Observation>> {
+        let mut observations = Vec::new();
+        let verdicts = self.drain_tracer(&mut observations);
+        let (root, scanner, names) = (&self.root, &mut self.scanner, &mut self.patch_names);
+        // A scan only when a transition may be under way: it is the costly
+        // part, and a new patch may have started and ended between polls.
+        let patches_changed = |patches: &[Patch]| {
+            let now: Vec<String> = patches.iter().map(|p| p.name.clone()).collect();
+            std::mem::replace(names, now) != *names
+        };
+        let scan = || match scanner {
+            Some(scanner) => scanner.scan(),
+            None => scanner.insert(PatchStateScanner::new(root)?).scan(),
+        };
+        let (patches, threads) = read_patches_and_threads(root, patches_changed, scan)?;
+        // After the scan: a switched task it saw is logged by then. Read on
+        // every poll, patches or none: a refused load leaves only its
+        // message behind.
+        let (log, messages) = self.kernel_log();
+        observations.extend(messages);
+        let at_ns = monotonic_ns();
+        let pending = match &threads {
+            Some(threads) => self.pending(&patches, log.as_deref(), threads, verdicts.as_deref()),
+            None => Vec::new(),
+        };
+        let calls = self.count_calls(&patches, at_ns);
+        observations.push(Observation::Poll(KernelPoll {
+            at_ns,
+            patches,
+            threads,
+            pending,
+            verdicts,
+            log,
+        }));
+        observations.extend(calls.map(Observation::Calls));
+        Ok(observations)
+    }
+
+    /// The tracer's events, and its verdicts for the blockers.
+    fn drain_tracer(&mut self, observations: &mut Vec<Observation>) -> Option<Vec<TaskVerdict>> {
+        let kernel_verdicts = self.capabilities.kernel_verdicts();
+        let tracer = self.tracer.as_mut()?.tracer.as_mut()?;
+        for event in tracer.drain() {
+            // Verdicts from an earlier transition would name tasks that
+            // block nothing now.
+            if matches!(event, TraceEvent::Start { .. }) {
+                tracer.clear_verdicts();
+            }
+            observations.push(Observation::Trace(event));
+        }
+        // Without the check hook the map stays empty: blockers are then
+        // inferred from stacks, not taken as "none".
+        kernel_verdicts.then(|| tracer.verdicts())
+    }
+
+    /// The kernel's livepatch log so far, and its messages new since the
+    /// last poll. The first read only marks where the log stands: older
+    /// messages belong to older transitions.
+    fn kernel_log(&mut self) -> (Option<Vec<LogEntry>>, Vec<Observation>) {
+        let Known::Value((entries, _)) = self.log.poll() else {
+            return (None, Vec::new());
+        };
+        let newest = entries.iter().map(|e| e.timestamp_us).max().unwrap_or(0);
+        let fresh = match self.log_seen_us {
+            None => Vec::new(),
+            Some(seen) => entries
+                .iter()
+                .filter(|entry| entry.timestamp_us > seen)
+                .map(|entry| Observation::KernelLog(entry.message.clone()))
+                .collect(),
+        };
+        self.log_seen_us = Some(self.log_seen_us.unwrap_or(0).max(newest));
+        (Some(entries.to_vec()), fresh)
+    }
+
+    /// The threads the transition waits for, with their stacks. With the
+    /// kernel's verdicts, only the ones it failed to switch.
+    fn pending(
+        &self,
+        patches: &[Patch],
+        log: Option<&[LogEntry]>,
+        threads: &[ThreadPatchState],
+        verdicts: Option<&[TaskVerdict]>,
+    ) -> Vec<Task> {
+        let Some(target) = transition_target(patches, log) else {
+            return Vec::new();
+        };
+        let target = Known::Value(target);
+        let failed = |tid: u32| {
+            verdicts
+                .is_none_or(|verdicts| verdicts.iter().any(|v| v.tid == tid && v.reason.is_some()))
+        };
+        let pending = threads
+            .iter()
+            .filter(|thread| thread.patch_state != target && failed(thread.tid))
+            .map(|thread| ThreadId {
+                pid: thread.pid,
+                tid: thread.tid,
+            });
+        read_pending(&self.root, pending, MAX_STACKS)
+    }
+
+    /// Calls per version of the patched vmlinux functions. Module functions
+    /// cannot be counted (no fentry on module BTF): listed as uncounted.
+    fn count_calls(&mut self, patches: &[Patch], at_ns: u64) -> Option<CallSample> {
+        self.tracer.as_ref()?;
+        let mut functions = Vec::new();
+        let mut uncounted = Vec::new();
+        for patch in patches.iter().filter(|p| !p.gone) {
+            for object in &patch.objects {
+                for function in &object.functions {
+                    if object.name == "vmlinux" {
+                        functions.push(function.name.clone());
+                    } else {
+                        uncounted.push((
+                            function.name.clone(),
+                            format!(
+                                "in module {}: only vmlinux functions are counted",
+                                object.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        functions.sort();
+        functions.dedup();
+        let counters = &mut self.counters;
+        if functions != counters.counted {
+            // Detach the old counters before attaching the new ones.
+            counters.probes = None;
+            let request = ProbeRequest {
+                tracer: false,
+                count_calls: functions
+                    .iter()
+                    .map(|name| (name.clone(), function_state(patches, "vmlinux", name)))
+                    .collect(),
+            };
+            let (probes, caps) = probes::load(&self.root, &request);
+            counters.probes = probes;
+            counters.counted = functions;
+            counters.refused = caps
+                .missing_optional()
+                .filter_map(|c| {
+                    Some((c.name.strip_prefix("calls:")?.to_owned(), c.reason.clone()?))
+                })
+                .collect();
+        }
+        uncounted.extend(counters.refused.iter().cloned());
+        let mut sample = CallSample {
+            at_ns,
+            uncounted,
+            ..CallSample::default()
+        };
+        let Some(counter) = counters
+            .probes
+            .as_mut()
+            .and_then(|probes| probes.call_counter.as_mut())
+        else {
+            return Some(sample);
+        };
+        for patch in patches {
+            for object in patch.objects.iter().filter(|o| o.name == "vmlinux") {
+                for function in &object.functions {
+                    let state = function_state(patches, &object.name, &function.name);
+                    let _ = counter.set_state(&function.name, state);
+                }
+            }
+        }
+        sample.counts = counter.counts().ok()?;
+        sample.old_callers = counter.old_calls_by_task();
+        Some(sample)
+    }
+}

@@ -1,0 +1,110 @@
+# Scenario 13: klpscope apply, a guarded rollout. A clean apply completes
+# and a clean revert unloads; warnings stop it unless --yes; a transition
+# stalled by a kthread looping in the patched function is backed out at the
+# deadline, naming the kthread, and leaves no patch or module behind; with
+# another transition in progress nothing is loaded; SIGINT asks, SIGTERM
+# backs out.
+. /lib/klpscope-test/lib.sh
+C=klp_test_patch_cmdline
+P=klp_test_patch_target
+
+# The kernel's truth: the patch and its module are gone.
+no_trace_of() {
+    patch_gone "$1" || fail "$1 still in $LIVEPATCH"
+    ! module_loaded "$1" || fail "module $1 still loaded"
+}
+
+# Clean apply: every step in order, the patch applied.
+rollout_json apply-clean 0 apply --json "$KLP_TEST_DIR/$C.ko" || fail "clean apply"
+steps_in_order apply-clean check ready loaded complete finished || fail "clean apply steps"
+jq_true "$KS/apply-clean-steps.json" "
+    (.[0].event == \"check\" and .[0].verdict != \"not_ready\")
+    and any(.[]; .event == \"loaded\" and .patch == \"$C\")
+    and any(.[]; .event == \"complete\" and .patch == \"$C\" and .reversed == false)
+    and .[-1].event == \"finished\" and .[-1].end == \"done\" and .[-1].exit_code == 0" \
+    || fail "clean apply steps"
+assert_eq "$(attr $C enabled)" 1 "$C enabled"
+assert_eq "$(attr $C transition)" 0 "$C transition"
+assert_eq "$(cat /proc/cmdline)" "$C: livepatched" "/proc/cmdline, applied"
+assert_dmesg "'$C': patching complete"
+
+# Clean revert: unpatched, module unloaded.
+rollout_json revert-clean 0 revert --json $C || fail "clean revert"
+steps_in_order revert-clean check ready disabling complete unloaded finished || fail "revert steps"
+no_trace_of $C
+grep -qF console=ttyS0 /proc/cmdline || fail "/proc/cmdline still patched"
+
+# A kthread that loops in the patched function: check predicts it, so
+# apply stops without --yes; with it, it backs out at the deadline.
+load klp_test_target
+busy_start klp_test_busy_loop
+rollout_json apply-unconfirmed 3 apply --json "$KLP_TEST_DIR/$P.ko" || fail "unconfirmed apply"
+jq_true "$KS/apply-unconfirmed-steps.json" "
+    (.[0].predicted_blockers | any(.tid == $BUSY_PID and .persistent))
+    and .[-1].end == \"not_confirmed\" and all(.[]; .event != \"loaded\")" \
+    || fail "unconfirmed apply steps"
+no_trace_of $P
+
+_t0=$(uptime_cs)
+rollout_json apply-stalled 5 apply --json --yes --deadline 20 "$KLP_TEST_DIR/$P.ko" \
+    || fail "stalled apply"
+_secs=$(( ($(uptime_cs) - _t0) / 100 ))
+log "stalled apply took ${_secs}s"
+steps_in_order apply-stalled loaded deadline reversing reversed unloaded finished \
+    || fail "stalled apply steps"
+jq_true "$KS/apply-stalled-steps.json" "
+    any(.[]; .event == \"deadline\" and .tasks_pending >= 1
+        and any(.blockers[]; .pid == $BUSY_PID and .kthread == true
+                and .function == \"klp_test_busy_loop\"))
+    and any(.[]; .event == \"reversing\" and .cause == \"deadline\"
+        and .direction == \"unpatching\")
+    and .[-1].end == \"backed_out\" and .[-1].exit_code == 5" \
+    || fail "stalled apply steps"
+[ "$_secs" -ge 20 ] || fail "backed out after ${_secs}s, before the 20 s deadline"
+no_trace_of $P
+assert_dmesg "'$P': unpatching complete"
+# The target still works, unpatched.
+on_stack "$BUSY_PID" klp_test_busy_loop || fail "kthread $BUSY_PID left klp_test_busy_loop"
+park klp_test_park_wait
+release
+assert_eq "$PARKED_VERSION" original "function that released a reader after the back-out"
+
+# Another transition in progress: not ready, nothing loaded.
+load $P
+wait_for_sole_blocker "$BUSY_PID" 0
+rollout_json apply-busy 4 apply --json "$KLP_TEST_DIR/$C.ko" || fail "apply during a transition"
+jq_true "$KS/apply-busy-steps.json" "
+    (.[0].kernel_checks | any(.id == \"transition\" and .status == \"fail\"))
+    and .[-1].end == \"not_ready\" and all(.[]; .event != \"loaded\")" \
+    || fail "apply during a transition"
+no_trace_of $C
+echo 0 > $LIVEPATCH/$P/enabled || fail "cannot write 0 to $P/enabled"
+wait_for_unpatched $P
+unload $P
+
+# SIGINT asks; SIGTERM then backs out at once.
+klpscope apply --json --yes --deadline 300 "$KLP_TEST_DIR/$P.ko" \
+    > "$KS/apply-signalled.json" 2> "$KS/apply-signalled.err" &
+_apply=$!
+loaded_step() { grep -q '"event":"loaded"' "$KS/apply-signalled.json"; }
+wait_until 60 "apply loaded $P" loaded_step
+wait_for_sole_blocker "$BUSY_PID" 0
+kill -INT "$_apply"
+asked() { grep -q '"event":"confirm_backout"' "$KS/apply-signalled.json"; }
+wait_until 10 "apply asked after SIGINT" asked
+in_transition $P || fail "SIGINT alone ended the transition"
+kill -TERM "$_apply"
+wait "$_apply"
+_status=$?
+jq -s . "$KS/apply-signalled.json" > "$KS/apply-signalled-steps.json"
+[ "$_status" = 5 ] || { cat "$KS/apply-signalled.err" "$KS/apply-signalled.json"; fail "apply after SIGTERM exited $_status, expected 5"; }
+steps_in_order apply-signalled loaded confirm_backout reversing reversed unloaded finished \
+    || fail "signalled apply steps"
+jq_true "$KS/apply-signalled-steps.json" "
+    any(.[]; .event == \"reversing\" and .cause == \"interrupted\" and .signal == \"SIGTERM\")" \
+    || fail "signalled apply steps"
+no_trace_of $P
+
+busy_stop
+unload klp_test_target
+pass
