@@ -38,8 +38,8 @@ use crate::{
         procfs_tasks::Stacks,
         read_kernel, read_patches, read_task, reread_in_transition, transition,
     },
-    model::{Known, Patch, ThreadPatchState, TraceEvent, Transition},
-    probes::{self, ProbeRequest, Probes, TaskVerdict},
+    model::{Known, Patch, PatchFunction, ThreadPatchState, Transition},
+    probes::{self, CountedFunction, ProbeRequest, Probes, TaskVerdict},
     views::{
         tui::{
             app::App,
@@ -406,12 +406,11 @@ struct Feed {
     polling_reason: Option<String>,
     /// With the tracer loaded but its per-task verdict hook off: why.
     verdicts_inferred: Option<String>,
-    /// Call counters for the patched vmlinux functions, reloaded when the
+    /// Call counters for the patched functions, reloaded when the
     /// patches change (the programs attach to a fixed list).
     counter: Option<Probes>,
-    counted: Vec<String>,
+    counted: Vec<CountedFunction>,
     /// Functions the kernel would not let the counter attach to, and why.
-    refused: Vec<(String, String)>,
     uncounted: Vec<(String, String)>,
     /// The kernel log, read from a kept descriptor.
     log_follower: KernelLogFollower,
@@ -437,15 +436,14 @@ impl Feed {
             };
             match probes::load(root, &request) {
                 (Some(probes), caps) if probes.tracer.is_some() => {
-                    let hook = caps.get("tracer:klp_check_and_switch_task");
-                    kernel_verdicts = hook.is_some_and(|c| c.available);
-                    verdicts_inferred = hook.and_then(|c| c.reason.clone());
+                    verdicts_inferred = caps.verdicts_unavailable();
+                    kernel_verdicts = verdicts_inferred.is_none();
                     (Some(probes), None)
                 }
                 (_, caps) => (
                     None,
                     Some(
-                        caps.unavailable_reason()
+                        caps.tracer_unavailable()
                             .unwrap_or_else(|| "the transition tracer did not load".into()),
                     ),
                 ),
@@ -460,7 +458,6 @@ impl Feed {
             verdicts_inferred,
             counter: None,
             counted: Vec::new(),
-            refused: Vec::new(),
             uncounted: Vec::new(),
             log_follower: KernelLogFollower::new(root),
             log_seen_us: None,
@@ -490,7 +487,6 @@ impl Feed {
 
     fn read(&mut self) -> Result<Vec<Observation>> {
         let mut observations = Vec::new();
-        let verdicts = self.drain_tracer(&mut observations);
         // Every patch for the func stack; the watched ones for the rest.
         let loaded = read_patches(&self.root).context("reading /sys/kernel/livepatch")?;
         let mut patches = loaded.clone();
@@ -517,6 +513,10 @@ impl Feed {
         if threads.is_some() {
             patches = reread_in_transition(&self.root, patches);
         }
+        // The tracer after sysfs: every event of a transition this read saw
+        // end is in by now, so none is left for a read that knows no
+        // transition to put it under.
+        let verdicts = self.drain_tracer(&mut observations);
         // After the scan: a switched task it saw is logged by then. Read on
         // every poll, patches or none: a refused load leaves only its
         // message behind.
@@ -547,14 +547,8 @@ impl Feed {
     /// The tracer's events, and its verdicts for the blockers.
     fn drain_tracer(&mut self, observations: &mut Vec<Observation>) -> Option<Vec<TaskVerdict>> {
         let tracer = self.tracer.as_mut()?.tracer.as_mut()?;
-        for event in tracer.drain() {
-            // Verdicts from an earlier transition would name tasks that
-            // block nothing now.
-            if matches!(event, TraceEvent::Start { .. }) {
-                tracer.clear_verdicts();
-            }
-            observations.push(Observation::Trace(event));
-        }
+        // The tracer keeps the verdicts of the transition under way only.
+        observations.extend(tracer.drain().into_iter().map(Observation::Trace));
         // Without the check hook the map stays empty: blockers are then
         // inferred from stacks, not taken as "none".
         self.kernel_verdicts.then(|| tracer.verdicts())
@@ -619,29 +613,15 @@ impl Feed {
         find_blockers(&tasks, &code, verdicts, now_ns)
     }
 
-    /// Calls per version of the patched vmlinux functions. Module functions
-    /// cannot be counted (no fentry on module BTF): listed as uncounted.
+    /// Calls per version of the patched functions, vmlinux and modules.
     fn count_calls(&mut self, patches: &[Patch], now_ns: u64) -> Option<Observation> {
         self.tracer.as_ref()?;
-        let mut functions = Vec::new();
-        let mut uncounted = Vec::new();
-        for patch in patches.iter().filter(|p| !p.gone) {
-            for object in &patch.objects {
-                for function in &object.functions {
-                    if object.name == "vmlinux" {
-                        functions.push(function.name.clone());
-                    } else {
-                        uncounted.push((
-                            function.name.clone(),
-                            format!(
-                                "in module {}: only vmlinux functions are counted",
-                                object.name
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
+        let mut functions: Vec<CountedFunction> = patches
+            .iter()
+            .filter(|p| !p.gone)
+            .flat_map(|patch| &patch.objects)
+            .flat_map(|object| object.functions.iter().map(|f| counted(&object.name, f)))
+            .collect();
         functions.sort();
         functions.dedup();
         if functions != self.counted {
@@ -651,27 +631,26 @@ impl Feed {
                 tracer: false,
                 count_calls: functions
                     .iter()
-                    .map(|name| (name.clone(), function_state(patches, "vmlinux", name)))
+                    .map(|f| {
+                        let object = f.object.as_deref().unwrap_or("vmlinux");
+                        (f.clone(), function_state(patches, object, &f.name))
+                    })
                     .collect(),
             };
             let (counter, caps) = probes::load(&self.root, &request);
             self.counter = counter;
             self.counted = functions;
-            self.refused = caps
-                .missing_optional()
-                .filter_map(|c| {
-                    Some((c.name.strip_prefix("calls:")?.to_owned(), c.reason.clone()?))
-                })
+            self.uncounted = caps
+                .uncounted()
+                .map(|(function, reason)| (function.to_string(), reason.to_owned()))
                 .collect();
         }
-        uncounted.extend(self.refused.iter().cloned());
-        self.uncounted = uncounted;
         let counter = self.counter.as_mut()?.call_counter.as_mut()?;
         for patch in patches {
-            for object in patch.objects.iter().filter(|o| o.name == "vmlinux") {
+            for object in &patch.objects {
                 for function in &object.functions {
                     let state = function_state(patches, &object.name, &function.name);
-                    let _ = counter.set_state(&function.name, state);
+                    let _ = counter.set_state(&counted(&object.name, function), state);
                 }
             }
         }
@@ -681,5 +660,14 @@ impl Feed {
             counts,
             old_callers: counter.old_calls_by_task(),
         })
+    }
+}
+
+/// A patched function as the counter names it; sysfs says "vmlinux".
+fn counted(object: &str, function: &PatchFunction) -> CountedFunction {
+    CountedFunction {
+        object: (object != "vmlinux").then(|| object.to_owned()),
+        name: function.name.clone(),
+        sympos: function.sympos,
     }
 }
