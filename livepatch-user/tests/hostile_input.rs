@@ -134,14 +134,16 @@ fn a_closed_pipe_ends_quietly_with_141() {
         &["watch", "--no-ebpf", "--json"],
         &["watch", "--no-ebpf", "--plain"],
     ] {
-        let mut child = klpscope(fixture.root())
+        // The reader is gone before klpscope starts: its first write fails,
+        // however fast it is.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let child = klpscope(fixture.root())
             .args(args)
-            .stdout(Stdio::piped())
+            .stdout(writer)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // The reader goes away before klpscope has written anything.
-        drop(child.stdout.take());
         let output = wait_bounded(child, &format!("{args:?} into a closed pipe"));
         assert_no_panic(&output);
         let err = text(&output.stderr);

@@ -9,7 +9,7 @@ use super::{
     btf::task_layout,
     call_counter::{CallCounter, CountedFunction, initial_slot_modes},
     capabilities::{Capabilities, Facility},
-    object::{attach, try_fentry},
+    object::{Hook, attach, loads_here},
     tracer::{TracerProgram, TransitionTracer},
 };
 use crate::model::{FunctionState, KernelSeries};
@@ -166,7 +166,13 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
 
     // The floor program loaded and unloaded: klpscope attaches nothing it
     // does not need.
-    match try_fentry(&mut ebpf, &btf, "count_calls_floor", FENTRY_PROBE_FUNCTION) {
+    match loads_here(
+        &mut ebpf,
+        &btf,
+        "count_calls_floor",
+        FENTRY_PROBE_FUNCTION,
+        Hook::Entry,
+    ) {
         Ok(()) => caps.available(Facility::Fentry),
         Err(reason) => {
             caps.missing(
@@ -184,6 +190,19 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
         for program in TracerProgram::ALL {
             let facility = Facility::Tracer(program);
             if !exit_hooks_safe && program.on_the_checkers_stack() {
+                // Where the kernel has no such function (5.10 inlines the
+                // check), that is the reason; else the release rule.
+                let loads = loads_here(
+                    &mut ebpf,
+                    &btf,
+                    program.program(),
+                    program.function(),
+                    program.hook(),
+                );
+                if let Err(reason) = loads {
+                    caps.missing(facility, reason);
+                    continue;
+                }
                 caps.missing(
                     facility,
                     format!(

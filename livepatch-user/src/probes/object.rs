@@ -66,13 +66,29 @@ pub fn attach_kprobe(
 }
 
 /// Loads and unloads `program` against `function`: learns whether the
-/// kernel accepts fentry programs at all, leaving nothing attached.
-pub fn try_fentry(ebpf: &mut Ebpf, btf: &Btf, program: &str, function: &str) -> Result<(), String> {
+/// kernel has the function and accepts the program there, leaving nothing
+/// attached (no trampoline exists until a program attaches).
+pub fn loads_here(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &str,
+    function: &str,
+    hook: Hook,
+) -> Result<(), String> {
     let describe = |e: ProgramError| describe(function, &e);
     let prog = ebpf.program_mut(program).ok_or_else(|| missing(program))?;
-    let prog = <&mut FEntry>::try_from(prog).map_err(describe)?;
-    prog.load(function, btf).map_err(describe)?;
-    prog.unload().map_err(describe)
+    match hook {
+        Hook::Entry => {
+            let prog = <&mut FEntry>::try_from(prog).map_err(describe)?;
+            prog.load(function, btf).map_err(describe)?;
+            prog.unload().map_err(describe)
+        }
+        Hook::Exit => {
+            let prog = <&mut FExit>::try_from(prog).map_err(describe)?;
+            prog.load(function, btf).map_err(describe)?;
+            prog.unload().map_err(describe)
+        }
+    }
 }
 
 /// A map of the object, typed.
