@@ -181,14 +181,6 @@ impl Capabilities {
                 _ => None,
             })
     }
-
-    /// The optional pieces that are missing, e.g. tracer hooks this kernel
-    /// does not have.
-    pub fn missing_optional(&self) -> impl Iterator<Item = &Capability> {
-        self.items
-            .iter()
-            .filter(|c| !c.available && !c.facility.essential())
-    }
 }
 
 #[cfg(test)]
@@ -215,7 +207,6 @@ mod tests {
             caps.verdicts_unavailable().as_deref(),
             Some("fentry refused by the kernel")
         );
-        assert_eq!(caps.missing_optional().count(), 1);
     }
 
     #[test]
