@@ -50,7 +50,7 @@ fn persistent_blockers_are_told_from_passers_by() {
     let kernel = read_kernel(root);
     let names = ["cmdline_proc_show"];
     let symbols = read_kallsyms(root, &names).unwrap();
-    let filter = read_filter_functions(root, &names);
+    let filter = read_filter_functions(root, &symbols);
     let targets = [Target {
         name: "cmdline_proc_show".into(),
         object: None,
@@ -127,16 +127,15 @@ fn persistent_blockers_are_told_from_passers_by() {
 }
 
 #[test]
-fn call_rates_are_the_growth_of_the_totals_over_the_window() {
-    use livepatch_user::{analysis::readiness::call_rates, probes::CallCount};
-    let count = |old, new| CallCount {
+fn a_call_window_is_the_counters_totals_over_its_length() {
+    use livepatch_user::{analysis::readiness::call_window, probes::CallCount};
+    let count = CallCount {
         function: "cmdline_proc_show".into(),
-        old,
-        new,
+        old: 50,
+        new: 50,
     };
-    let rates = call_rates(&[count(100, 0)], &[count(150, 50)], 2.0);
-    let window = rates["cmdline_proc_show"];
+    let window = call_window(&count, 2.0);
     assert_eq!(window.per_sec, 50.0);
     assert_eq!((window.old, window.new), (50, 50));
-    assert!(call_rates(&[], &[count(1, 0)], 0.0).is_empty());
+    assert_eq!(call_window(&count, 0.0).per_sec, 0.0);
 }

@@ -134,7 +134,8 @@ fn a_closed_pipe_ends_quietly_with_141() {
         &["watch", "--no-ebpf", "--json"],
         &["watch", "--no-ebpf", "--plain"],
     ] {
-        // The reader is gone before klpscope starts: its first write fails.
+        // The reader is gone before klpscope starts: its first write fails,
+        // however fast it is.
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
         let child = klpscope(fixture.root())

@@ -23,6 +23,9 @@ pub enum BlockerKind {
     /// Running on a CPU whenever the kernel looks.
     RunningInKernel,
     UnreliableStack,
+    /// A CPU's idle task (swapper/N): it switches itself in its CPU's idle
+    /// loop, which the kernel kicks every round.
+    IdleTask,
     /// Pending, and klpscope cannot tell why.
     Unexplained,
 }
@@ -94,6 +97,21 @@ pub fn advise(
         None => "already sent".to_owned(),
     };
     let state = blocker.state;
+    if blocker.is_idle_task() {
+        return Advice {
+            kind: BlockerKind::IdleTask,
+            forecast: Forecast::Transient,
+            advice: format!(
+                "{}, the idle task of its CPU, has not switched ({}): it switches itself when \
+                 the CPU passes through its idle loop, and the kernel wakes idle CPUs every \
+                 round for that. If it persists, that CPU never gets there: it is busy with \
+                 interrupts or softirqs, or stuck in a driver's idle state; find what keeps \
+                 it busy (/proc/interrupts, /proc/softirqs), or {undo}.",
+                blocker.comm,
+                blocker.reason.words()
+            ),
+        };
+    }
     let (kind, forecast, advice) = match (blocker.reason, blocker.kthread) {
         (BlockReason::FunctionOnStack, _) if beyond_signals(state) => (
             BlockerKind::UninterruptibleInPatchedFunction,

@@ -33,6 +33,7 @@ pub enum CodeVersion {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Blocker {
+    /// 0 (and tid 0) for a CPU's idle task, `swapper/N` in `comm`.
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
@@ -57,6 +58,13 @@ pub struct Blocker {
     pub blocked_secs: Option<f64>,
     pub failed_checks: Option<u32>,
     pub source: VerdictSource,
+}
+
+impl Blocker {
+    /// One of the per-CPU idle tasks, which have no /proc entry.
+    pub fn is_idle_task(&self) -> bool {
+        self.tid == 0
+    }
 }
 
 /// A scheduler state letter as a one-letter string.
@@ -188,8 +196,44 @@ pub fn find_blockers(
             }
         })
         .collect();
+    if let Some(verdicts) = verdicts {
+        blockers.extend(idle_blockers(verdicts, now_ns));
+    }
     blockers.sort_by_key(|b| (b.reason != BlockReason::FunctionOnStack, b.pid, b.tid));
     blockers
+}
+
+/// The per-CPU idle tasks the kernel failed to switch: they take part in
+/// every transition but have no /proc entry, so only the tracer sees them.
+/// All have tid 0; `swapper/N` names the CPU.
+fn idle_blockers(verdicts: &[TaskVerdict], now_ns: u64) -> Vec<Blocker> {
+    let mut idle: Vec<&TaskVerdict> = verdicts
+        .iter()
+        .filter(|v| v.tid == 0 && v.reason.is_some())
+        .collect();
+    idle.sort_by(|a, b| a.comm.cmp(&b.comm));
+    idle.into_iter()
+        .filter_map(|verdict| {
+            Some(Blocker {
+                pid: 0,
+                tid: 0,
+                comm: verdict.comm.clone(),
+                kthread: true,
+                // An idle task is always runnable: it is what its CPU runs
+                // when nothing else does.
+                state: 'R',
+                reason: verdict.reason?,
+                function: verdict.function.clone(),
+                version: None,
+                unexplained: None,
+                stack: Vec::new(),
+                marked_frame: None,
+                blocked_secs: Some(now_ns.saturating_sub(verdict.first_failure_ns) as f64 / 1e9),
+                failed_checks: Some(verdict.failed_checks),
+                source: VerdictSource::Kernel,
+            })
+        })
+        .collect()
 }
 
 fn stack_of(task: &Task) -> Vec<StackFrame> {
@@ -585,5 +629,39 @@ mod tests {
                 patch: "klp_other".into()
             })
         );
+    }
+
+    #[test]
+    fn each_cpus_idle_task_the_kernel_failed_is_a_blocker() {
+        let patch = patch();
+        let code = PatchedCode {
+            patch: &patch,
+            direction: Direction::Patching,
+            loaded: std::slice::from_ref(&patch),
+        };
+        let idle = |cpu: u32, reason| TaskVerdict {
+            tid: 0,
+            tgid: 0,
+            comm: format!("swapper/{cpu}"),
+            kthread: true,
+            reason,
+            function: None,
+            failed_checks: 3,
+            first_failure_ns: 1_000_000_000,
+            last_failure_ns: 3_000_000_000,
+        };
+        let verdicts = vec![
+            idle(1, Some(BlockReason::Running)),
+            idle(0, None),
+            idle(2, Some(BlockReason::Running)),
+        ];
+        let blockers = find_blockers(&[], &code, Some(&verdicts), 4_000_000_000);
+        let names: Vec<&str> = blockers.iter().map(|b| b.comm.as_str()).collect();
+        assert_eq!(names, ["swapper/1", "swapper/2"]);
+        assert!(blockers.iter().all(Blocker::is_idle_task));
+        assert_eq!(blockers[0].blocked_secs, Some(3.0));
+        assert_eq!(blockers[0].source, VerdictSource::Kernel);
+        // Without the kernel's verdicts nothing sees them.
+        assert!(find_blockers(&[], &code, None, 0).is_empty());
     }
 }

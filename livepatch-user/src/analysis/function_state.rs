@@ -24,7 +24,10 @@ pub fn function_state(patches: &[Patch], object: &str, function: &str) -> Functi
             Direction::Unpatching
         });
     }
-    if enabled && object.patched == Known::Value(true) {
+    // Older kernels (5.10) have no `patched` file: an enabled patch has
+    // patched every object that is loaded, and a function whose calls are
+    // asked about is in a loaded one.
+    if enabled && object.patched != Known::Value(false) {
         FunctionState::Patched
     } else {
         FunctionState::Unpatched
@@ -73,5 +76,18 @@ mod tests {
             function_state(&[patch("a", true, false)], "vmlinux", "other"),
             FunctionState::Unpatched
         );
+    }
+
+    #[test]
+    fn without_a_patched_file_an_enabled_patch_runs_its_version() {
+        let mut old_kernel = patch("a", true, false);
+        old_kernel.objects[0].patched = Known::unknown("no patched file on 5.10");
+        let state = |patches: &[Patch]| function_state(patches, "vmlinux", "cmdline_proc_show");
+        assert_eq!(
+            state(std::slice::from_ref(&old_kernel)),
+            FunctionState::Patched
+        );
+        old_kernel.objects[0].patched = Known::Value(false);
+        assert_eq!(state(&[old_kernel]), FunctionState::Unpatched);
     }
 }

@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::blockers::{CodeVersion, PatchedCode};
 use crate::{
     kernel::{FilterFunctions, SymbolTable, ftrace_users::FtraceUse},
-    model::{Direction, Kernel, Known, Patch, PatchFunction, PatchObject, StackFrame, Task},
+    model::{
+        Direction, Kernel, KernelSeries, Known, Patch, PatchFunction, PatchObject, StackFrame, Task,
+    },
     probes::CallCount,
 };
 
@@ -208,8 +210,6 @@ pub fn resolve(
     }
 }
 
-/// Calls per second of each function between two readings of the running
-/// totals, `secs` apart.
 /// Calls of one function during the sampling window.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct CallWindow {
@@ -219,29 +219,15 @@ pub struct CallWindow {
     pub new: u64,
 }
 
-pub fn call_rates(
-    before: &[CallCount],
-    after: &[CallCount],
-    secs: f64,
-) -> BTreeMap<String, CallWindow> {
-    after
-        .iter()
-        .filter(|_| secs > 0.0)
-        .map(|end| {
-            let (old, new) = before
-                .iter()
-                .find(|c| c.function == end.function)
-                .map_or((0, 0), |c| (c.old, c.new));
-            let old = end.old.saturating_sub(old);
-            let new = end.new.saturating_sub(new);
-            let window = CallWindow {
-                per_sec: (old + new) as f64 / secs,
-                old,
-                new,
-            };
-            (end.function.clone(), window)
-        })
-        .collect()
+/// A counter's totals over a window `secs` long: it started at zero when
+/// the window began.
+pub fn call_window(calls: &CallCount, secs: f64) -> CallWindow {
+    let total = calls.old + calls.new;
+    CallWindow {
+        per_sec: if secs > 0.0 { total as f64 / secs } else { 0.0 },
+        old: calls.old,
+        new: calls.new,
+    }
 }
 
 pub fn assess(seen: &Observations) -> Readiness {
@@ -351,12 +337,15 @@ fn kernel_checks(seen: &Observations) -> Vec<KernelCheck> {
             "no /sys/kernel/btf/vmlinux: klpscope cannot load its eBPF programs",
         )
     });
-    // vmlinux functions the counter could not attach to, though fentry works.
+    // Functions present here that the counter could not attach to, though
+    // eBPF works.
     let refused: Vec<String> = seen
         .targets
         .iter()
         .zip(seen.calls)
-        .filter(|(target, _)| target.object.is_none())
+        .filter(|(target, _)| {
+            resolve(seen.symbols, seen.loaded_modules, target) != Resolution::ObjectNotLoaded
+        })
         .filter_map(|(target, calls)| match calls {
             Known::Unknown { unknown } => Some(format!("{}: {unknown}", target.name)),
             Known::Value(_) => None,
@@ -368,14 +357,14 @@ fn kernel_checks(seen: &Observations) -> Vec<KernelCheck> {
             "fentry",
             Status::Warn,
             format!(
-                "fentry programs attach, but not to every target: {}",
+                "eBPF programs attach, but calls are not counted for every target: {}",
                 refused.join("; ")
             ),
         ),
         None => check(
             "fentry",
             Status::Pass,
-            "fentry programs attach: calls are counted",
+            "eBPF programs attach: calls are counted (fentry, or a kprobe where fentry cannot go)",
         ),
         Some(reason) => check(
             "fentry",
@@ -658,15 +647,19 @@ fn function_report(
         }
     }
 
+    // One symbol when the target names exactly one: then by its address.
+    let symbol = seen
+        .symbols
+        .resolve(&target.name, target.object.as_deref(), target.sympos);
     match seen.filter_functions {
         Known::Value(filter) => {
-            let traceable = filter.traceable(&target.name, target.object.as_deref());
+            let traceable = filter.traceable(&target.name, target.object.as_deref(), symbol);
             report.traceable = Some(traceable);
             if !traceable {
                 problem(
                     &mut report,
                     Status::Fail,
-                    "not in available_filter_functions: ftrace cannot attach (notrace or inlined), the patch fails".into(),
+                    "no ftrace site in it (available_filter_functions lists it under none of its names): ftrace cannot attach (notrace or inlined), the patch fails".into(),
                 );
             }
         }
@@ -696,10 +689,15 @@ fn function_report(
         problem(&mut report, Status::Warn, text);
     }
 
+    // ftrace names a site once, under one of the function's names.
+    let names: Vec<&str> = match symbol {
+        Some(symbol) => symbol.names(&target.name).collect(),
+        None => vec![target.name.as_str()],
+    };
     if let Known::Value(uses) = seen.ftrace_users {
         if let Some(using) = uses
             .iter()
-            .find(|u| u.function == target.name && u.module == target.object)
+            .find(|u| names.contains(&u.function.as_str()) && u.module == target.object)
         {
             report.ftrace_users = Some(using.users);
             if using.ipmodify
@@ -741,12 +739,10 @@ fn candidates(symbols: &SymbolTable, target: &Target) -> Vec<String> {
         .collect()
 }
 
+/// Before 6.0 a BPF trampoline and an IPMODIFY ftrace user (livepatch)
+/// cannot share a function.
 fn kernel_before_6_0(release: &str) -> bool {
-    release
-        .split('.')
-        .next()
-        .and_then(|major| major.parse::<u32>().ok())
-        .is_some_and(|major| major < 6)
+    KernelSeries::of(release).is_some_and(|series| series < KernelSeries::new(6, 0))
 }
 
 /// The code whose presence on a stack would block: the targets' old

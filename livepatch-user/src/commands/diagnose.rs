@@ -149,20 +149,13 @@ fn observe(root: &Path) -> Result<Vec<TaskVerdict>, String> {
         count_calls: Vec::new(),
     };
     let (probes, caps) = probes::load(root, &request);
-    let check_hook = caps.get("tracer:klp_check_and_switch_task");
-    // `probes` owns the attached programs: it must outlive the observation.
-    let mut probes = match (probes, check_hook) {
-        (Some(probes), Some(hook)) if hook.available => probes,
-        _ => {
-            return Err(caps
-                .unavailable_reason()
-                .or_else(|| check_hook.and_then(|c| c.reason.clone()))
-                .unwrap_or_else(|| "the transition tracer could not attach".into()));
-        }
-    };
-    if probes.tracer.is_none() {
-        return Err("the transition tracer's maps are missing".into());
+    if let Some(reason) = caps.verdicts_unavailable() {
+        return Err(reason);
     }
+    // `probes` owns the attached programs: it must outlive the observation.
+    let Some(mut probes) = probes else {
+        return Err("the transition tracer did not load".into());
+    };
     let started = Instant::now();
     let mut rounds = 0;
     while started.elapsed() < OBSERVE_FOR && rounds < 2 {

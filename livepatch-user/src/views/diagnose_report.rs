@@ -58,6 +58,7 @@ fn kind_text(kind: BlockerKind) -> &'static str {
         BlockerKind::UninterruptibleInPatchedFunction => {
             "inside a patched function, in a sleep no signal interrupts"
         }
+        BlockerKind::IdleTask => "a CPU's idle task",
         BlockerKind::Unexplained => "pending, and klpscope cannot tell why",
     }
 }
