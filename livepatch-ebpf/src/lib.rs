@@ -72,7 +72,7 @@ pub struct TaskCheck {
     pub function: [u8; FUNC_NAME_LEN],
 }
 
-/// What a [`TraceEvent`] reports.
+/// What a [`TraceRecord`] reports.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
@@ -111,7 +111,7 @@ impl EventKind {
 /// One event sent from the tracer to user space through the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct TraceEvent {
+pub struct TraceRecord {
     pub timestamp_ns: u64,
     pub duration_ns: u64,
     pub kind: u32,
@@ -130,5 +130,5 @@ mod pod {
     // invariants; any bit pattern is a valid value.
     unsafe impl aya::Pod for super::TaskOffsets {}
     unsafe impl aya::Pod for super::TaskCheck {}
-    unsafe impl aya::Pod for super::TraceEvent {}
+    unsafe impl aya::Pod for super::TraceRecord {}
 }

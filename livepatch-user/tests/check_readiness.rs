@@ -5,7 +5,7 @@ mod common;
 
 use common::fixture::Fixture;
 use livepatch_user::{
-    analysis::readiness::{CallWindow, Observations, Plan, Target, Verdict, assess},
+    analysis::readiness::{CallWindow, CheckInputs, Plan, Target, Verdict, assess},
     kernel::{read_filter_functions, read_kallsyms, read_kernel},
     model::{Known, PatchState, StackFrame, Task},
 };
@@ -63,7 +63,7 @@ fn persistent_blockers_are_told_from_passers_by() {
         vec![task(1, true), task(2, false)],
     ];
     let ftrace_users = Known::Value(Vec::new());
-    let base = Observations {
+    let base = CheckInputs {
         kernel: &kernel,
         patches: &[],
         plan: &Plan::Functions,
@@ -114,7 +114,7 @@ fn persistent_blockers_are_told_from_passers_by() {
 
     // fentry works, but not on this function (5.10: livepatch holds it):
     // the kernel check must not say calls are counted.
-    let refused = assess(&Observations {
+    let refused = assess(&CheckInputs {
         calls: &[Known::unknown("cannot attach to cmdline_proc_show (EBUSY)")],
         ..base
     });

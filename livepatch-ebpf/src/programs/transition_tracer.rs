@@ -8,7 +8,7 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use livepatch_ebpf::{
     CHECK_FUNCTION_ON_STACK, CHECK_SWITCHED, EventKind, FUNC_NAME_LEN, TASK_COMM_LEN, TaskCheck,
-    TraceEvent,
+    TraceRecord,
 };
 
 use super::task;
@@ -77,9 +77,9 @@ fn new_check(task: *const u8, generation: u32) -> TaskCheck {
 }
 
 #[inline(always)]
-fn emit(fill: impl FnOnce(&mut TraceEvent)) {
-    if let Some(mut entry) = EVENTS.reserve::<TraceEvent>(0) {
-        // SAFETY: the reservation is sized for a TraceEvent; every field is
+fn emit(fill: impl FnOnce(&mut TraceRecord)) {
+    if let Some(mut entry) = EVENTS.reserve::<TraceRecord>(0) {
+        // SAFETY: the reservation is sized for a TraceRecord; every field is
         // written before submit.
         let event = unsafe { &mut *entry.as_mut_ptr() };
         event.timestamp_ns = unsafe { bpf_ktime_get_ns() };

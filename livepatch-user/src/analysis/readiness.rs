@@ -2,7 +2,7 @@
 //! checks, function checks and predicted blockers, and the verdict.
 //!
 //! Pure: the command gathers what the readers and probes saw into
-//! `Observations`; this turns it into a `Readiness`.
+//! `CheckInputs`; this turns it into a `Readiness`.
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -65,7 +65,7 @@ pub enum Plan {
 }
 
 /// Everything the command gathered, untouched.
-pub struct Observations<'a> {
+pub struct CheckInputs<'a> {
     pub kernel: &'a Kernel,
     pub patches: &'a [Patch],
     pub plan: &'a Plan,
@@ -194,6 +194,9 @@ pub fn resolve(
     }
     let all = symbols.lookup(&target.name);
     let count = all.iter().filter(|s| s.module == target.object).count();
+    let found = symbols
+        .resolve(&target.name, target.object.as_deref(), target.sympos)
+        .is_some();
     match (count, target.sympos) {
         (0, _) => Resolution::Unknown {
             elsewhere: all
@@ -203,10 +206,9 @@ pub fn resolve(
                 .into_iter()
                 .collect(),
         },
-        (1, 0) => Resolution::Found,
+        _ if found => Resolution::Found,
         (count, 0) => Resolution::Ambiguous { count },
-        (count, sympos) if sympos as usize > count => Resolution::SymposOutOfRange { count },
-        _ => Resolution::Found,
+        (count, _) => Resolution::SymposOutOfRange { count },
     }
 }
 
@@ -230,7 +232,7 @@ pub fn call_window(calls: &CallCount, secs: f64) -> CallWindow {
     }
 }
 
-pub fn assess(seen: &Observations) -> Readiness {
+pub fn assess(seen: &CheckInputs) -> Readiness {
     let kernel_checks = kernel_checks(seen);
     let functions: Vec<FunctionReport> = seen
         .targets
@@ -270,7 +272,7 @@ fn check(id: &'static str, status: Status, detail: impl Into<String>) -> KernelC
     }
 }
 
-fn kernel_checks(seen: &Observations) -> Vec<KernelCheck> {
+fn kernel_checks(seen: &CheckInputs) -> Vec<KernelCheck> {
     let kernel = seen.kernel;
     let mut checks = vec![
         livepatch_check(kernel),
@@ -396,7 +398,7 @@ fn livepatch_check(kernel: &Kernel) -> KernelCheck {
     check("livepatch", Status::Fail, why)
 }
 
-fn signature_check(seen: &Observations) -> KernelCheck {
+fn signature_check(seen: &CheckInputs) -> KernelCheck {
     let kernel = seen.kernel;
     let lockdown = kernel.lockdown.as_deref().filter(|mode| *mode != "none");
     let required = match (kernel.module_sig_enforce, lockdown) {
@@ -434,7 +436,7 @@ fn signature_check(seen: &Observations) -> KernelCheck {
 /// A module built for another kernel release: the kernel refuses it
 /// ("Invalid module format"), the most common way a rollout fails. The
 /// release is vermagic's first word; the running kernel's is osrelease.
-fn vermagic_check(seen: &Observations) -> KernelCheck {
+fn vermagic_check(seen: &CheckInputs) -> KernelCheck {
     let Plan::Module { name, vermagic, .. } = seen.plan else {
         return check("vermagic", Status::Pass, "no module file to compare");
     };
@@ -519,7 +521,7 @@ fn transition_check(patches: &[Patch]) -> KernelCheck {
     }
 }
 
-fn loaded_patches_check(seen: &Observations) -> KernelCheck {
+fn loaded_patches_check(seen: &CheckInputs) -> KernelCheck {
     let names: Vec<&str> = seen
         .patches
         .iter()
@@ -572,7 +574,7 @@ fn loaded_patches_check(seen: &Observations) -> KernelCheck {
 }
 
 fn function_report(
-    seen: &Observations,
+    seen: &CheckInputs,
     target: &Target,
     calls: &Known<CallWindow>,
 ) -> FunctionReport {
@@ -747,7 +749,7 @@ fn kernel_before_6_0(release: &str) -> bool {
 
 /// The code whose presence on a stack would block: the targets' old
 /// functions while patching, the loaded patch's new ones while disabling.
-fn patched_code(seen: &Observations) -> (Patch, Direction) {
+fn patched_code(seen: &CheckInputs) -> (Patch, Direction) {
     if let Plan::Disable { patch } = seen.plan {
         if let Some(loaded) = seen.patches.iter().find(|p| &p.name == patch) {
             return (loaded.clone(), Direction::Unpatching);
@@ -791,7 +793,7 @@ fn patched_code(seen: &Observations) -> (Patch, Direction) {
 
 /// Tasks with a target on their kernel stack in any sample. Persistent:
 /// there in every sample, so it will be there when the transition tries it.
-fn predict_blockers(seen: &Observations) -> Vec<PredictedBlocker> {
+fn predict_blockers(seen: &CheckInputs) -> Vec<PredictedBlocker> {
     let (patch, direction) = patched_code(seen);
     let code = PatchedCode {
         patch: &patch,

@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use crate::{
     analysis::function_state::function_state,
     analysis::readiness::{
-        CallWindow, Observations, Plan, Readiness, Resolution, Target, Verdict, assess,
-        call_window, resolve,
+        CallWindow, CheckInputs, Plan, Readiness, Resolution, Target, Verdict, assess, call_window,
+        resolve,
     },
     cli::CheckArgs,
     commands::output,
@@ -212,7 +212,7 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
         .collect();
     drop(probes);
 
-    let readiness = assess(&Observations {
+    let readiness = assess(&CheckInputs {
         kernel: &kernel,
         patches: &patches,
         plan: &plan,

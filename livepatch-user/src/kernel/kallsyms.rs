@@ -166,15 +166,15 @@ pub fn read_kallsyms_with_extents(root: &Path, names: &[&str]) -> io::Result<Sym
     Ok(table)
 }
 
-struct KallsymsLine<'a> {
-    address: u64,
-    kind: char,
-    name: &'a str,
-    module: Option<&'a str>,
+pub(super) struct KallsymsLine<'a> {
+    pub address: u64,
+    pub kind: char,
+    pub name: &'a str,
+    pub module: Option<&'a str>,
 }
 
 /// `ADDRESS KIND NAME [MODULE]`; None for anything else.
-fn parse_kallsyms_line(line: &str) -> Option<KallsymsLine<'_>> {
+pub(super) fn parse_kallsyms_line(line: &str) -> Option<KallsymsLine<'_>> {
     let mut fields = line.split_ascii_whitespace();
     let (address, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
     Some(KallsymsLine {
@@ -295,7 +295,7 @@ fn module_name(field: &str) -> Option<&str> {
 
 /// One reused line buffer for the whole file; lines that are not UTF-8 are
 /// skipped, not fatal.
-fn for_each_line(path: &Path, mut visit: impl FnMut(&str)) -> io::Result<()> {
+pub(super) fn for_each_line(path: &Path, mut visit: impl FnMut(&str)) -> io::Result<()> {
     let mut reader = BufReader::with_capacity(1 << 16, File::open(path)?);
     let mut line = Vec::new();
     loop {

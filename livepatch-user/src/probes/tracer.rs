@@ -192,16 +192,16 @@ fn verdict(check: &TaskCheck) -> TaskVerdict {
 /// Decodes one ring-buffer record; None for a record of the wrong size or an
 /// unknown kind (an object and binary out of step).
 pub fn parse_event(bytes: &[u8]) -> Option<TraceEvent> {
-    if bytes.len() < size_of::<livepatch_ebpf::TraceEvent>() {
+    if bytes.len() < size_of::<livepatch_ebpf::TraceRecord>() {
         return None;
     }
     // SAFETY: size checked; TraceEvent is plain repr(C) data, read unaligned.
-    let raw: livepatch_ebpf::TraceEvent =
+    let raw: livepatch_ebpf::TraceRecord =
         unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     decode(&raw)
 }
 
-pub fn decode(raw: &livepatch_ebpf::TraceEvent) -> Option<TraceEvent> {
+pub fn decode(raw: &livepatch_ebpf::TraceRecord) -> Option<TraceEvent> {
     let timestamp_ns = raw.timestamp_ns;
     Some(match EventKind::from_u32(raw.kind)? {
         EventKind::Check => {
@@ -241,12 +241,12 @@ pub fn decode(raw: &livepatch_ebpf::TraceEvent) -> Option<TraceEvent> {
 mod tests {
     use super::*;
 
-    fn raw(kind: EventKind, result: i32) -> livepatch_ebpf::TraceEvent {
+    fn raw(kind: EventKind, result: i32) -> livepatch_ebpf::TraceRecord {
         let mut function = [0u8; 64];
         function[..17].copy_from_slice(b"cmdline_proc_show");
         let mut comm = [0u8; 16];
         comm[..3].copy_from_slice(b"cat");
-        livepatch_ebpf::TraceEvent {
+        livepatch_ebpf::TraceRecord {
             timestamp_ns: 42,
             duration_ns: 7,
             kind: kind as u32,
