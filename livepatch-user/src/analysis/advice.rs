@@ -197,7 +197,7 @@ pub fn advise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::blockers::VerdictSource;
+    use crate::testing;
 
     fn blocker(reason: BlockReason, kthread: bool) -> Blocker {
         Blocker {
@@ -205,16 +205,8 @@ mod tests {
             tid: 7,
             comm: "worker".into(),
             kthread,
-            state: 'S',
-            reason,
             function: Some("klp_test_busy_loop".into()),
-            version: None,
-            unexplained: None,
-            stack: vec![],
-            marked_frame: None,
-            blocked_secs: None,
-            failed_checks: None,
-            source: VerdictSource::Inferred,
+            ..testing::blocker(7, reason)
         }
     }
 

@@ -309,47 +309,21 @@ fn from_kernel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Known, PatchFunction, PatchObject};
+    use crate::{
+        model::Known,
+        testing::{frame, patch_of, task},
+    };
 
-    fn frame(function: &str, module: Option<&str>) -> StackFrame {
-        StackFrame {
-            function: function.into(),
-            offset: 0x10,
-            size: 0x80,
-            module: module.map(Into::into),
-        }
-    }
-
+    /// The plain patch of klp_test_target's klp_test_park_wait, in
+    /// transition.
     fn patch() -> Patch {
-        Patch {
-            name: "klp_test_patch_target".into(),
-            enabled: Known::Value(true),
-            transition: Known::Value(true),
-            force: Known::Value(false),
-            replace: None,
-            stack_order: None,
-            objects: vec![PatchObject {
-                name: "klp_test_target".into(),
-                patched: Known::Value(true),
-                functions: vec![PatchFunction {
-                    name: "klp_test_park_wait".into(),
-                    sympos: 1,
-                }],
-            }],
-            gone: false,
-        }
-    }
-
-    fn task(tid: u32, state: char, patch_state: PatchState, stack: Vec<StackFrame>) -> Task {
-        Task {
-            pid: tid,
-            tid,
-            comm: format!("task{tid}"),
-            kthread: false,
-            state,
-            patch_state: Known::Value(patch_state),
-            stack: Known::Value(stack),
-        }
+        patch_of(
+            "klp_test_patch_target",
+            true,
+            true,
+            "klp_test_target",
+            &["klp_test_park_wait"],
+        )
     }
 
     fn parked() -> Vec<StackFrame> {

@@ -219,7 +219,7 @@ pub fn diagnose_idle(log: Option<&[LogEntry]>, patch: Option<&str>) -> Diagnosis
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::BlockReason;
+    use crate::{model::BlockReason, testing};
 
     fn entry(ts_s: u64, message: LivepatchMessage) -> LogEntry {
         LogEntry {
@@ -246,20 +246,9 @@ mod tests {
 
     fn blocker() -> Blocker {
         Blocker {
-            pid: 5,
-            tid: 5,
             comm: "cat".into(),
-            kthread: false,
-            state: 'S',
-            reason: BlockReason::FunctionOnStack,
             function: Some("f".into()),
-            version: None,
-            unexplained: None,
-            stack: vec![],
-            marked_frame: None,
-            blocked_secs: None,
-            failed_checks: None,
-            source: VerdictSource::Inferred,
+            ..testing::blocker(5, BlockReason::FunctionOnStack)
         }
     }
 

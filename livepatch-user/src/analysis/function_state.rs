@@ -37,26 +37,12 @@ pub fn function_state(patches: &[Patch], object: &str, function: &str) -> Functi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{PatchFunction, PatchObject};
+    use crate::testing::patch_of;
 
     fn patch(name: &str, enabled: bool, transition: bool) -> Patch {
-        Patch {
-            name: name.into(),
-            enabled: Known::Value(enabled),
-            transition: Known::Value(transition),
-            force: Known::Value(false),
-            replace: None,
-            stack_order: None,
-            objects: vec![PatchObject {
-                name: "vmlinux".into(),
-                patched: Known::Value(true),
-                functions: vec![PatchFunction {
-                    name: "cmdline_proc_show".into(),
-                    sympos: 1,
-                }],
-            }],
-            gone: false,
-        }
+        let mut patch = patch_of(name, enabled, transition, "vmlinux", &["cmdline_proc_show"]);
+        patch.objects[0].patched = Known::Value(true);
+        patch
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub fn apply(root: &Path, args: &ApplyArgs, color: Color) -> Result<ExitCode> {
     let patch = module.name.clone();
     let checked = check(root, check_request(Some(module), None, &args.rollout))?;
     let (kind, change) = (RolloutKind::Apply, Change::Load { image });
-    run(root, kind, &patch, change, checked, &args.rollout, color)
+    let rollout = rollout(root, kind, &patch, change, checked, &args.rollout, color);
+    super::block_on(rollout)
 }
 
 pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> {
@@ -77,7 +78,7 @@ pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> 
     let request = check_request(None, Some(&args.patch), &args.rollout);
     let checked = check(root, request)?;
     let (kind, change) = (RolloutKind::Revert, Change::Disable);
-    run(
+    let rollout = rollout(
         root,
         kind,
         &args.patch,
@@ -85,7 +86,8 @@ pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> 
         checked,
         &args.rollout,
         color,
-    )
+    );
+    super::block_on(rollout)
 }
 
 /// The check before the change: of the module to load, or of the patch to
@@ -112,22 +114,6 @@ fn supported(root: &Path, verb: &str) -> Result<()> {
         bail!("cannot {verb}: {reason}");
     }
     Ok(())
-}
-
-fn run(
-    root: &Path,
-    kind: RolloutKind,
-    patch: &str,
-    change: Change,
-    checked: Checked,
-    args: &RolloutArgs,
-    color: Color,
-) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(rollout(root, kind, patch, change, checked, args, color))
 }
 
 /// The check's report as the first JSON line.

@@ -46,11 +46,7 @@ pub const EXIT_REFUSED: u8 = 7;
 const DEBUG_PANIC: &str = "KLPSCOPE_DEBUG_PANIC";
 
 pub fn run(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(watch(root, args, color))
+    super::block_on(watch(root, args, color))
 }
 
 async fn watch(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
