@@ -62,13 +62,15 @@ fn klpscope(root: &Path, args: &[&str]) -> Output {
 }
 
 fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+    let doc = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "not JSON ({e}): {}\nstderr: {}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         )
-    })
+    });
+    common::json_schema::assert_valid("check", &doc);
+    doc
 }
 
 /// An error: exit 1 and exactly one line on stderr, nothing on stdout.

@@ -3,12 +3,13 @@
 //! the kernel's fake signal wakes only interruptible sleeps (user tasks get
 //! a signal, kthreads a wake-up of TASK_INTERRUPTIBLE), so a task in `D`
 //! inside a patched function stays there.
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::blockers::Blocker;
 use crate::model::{BlockReason, Direction};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockerKind {
     /// A user task in an interruptible sleep in a patched function: the
@@ -31,7 +32,7 @@ pub enum BlockerKind {
 }
 
 /// Whether the blocker goes away without anyone acting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Forecast {
     /// The kernel's fake signal (after 15 failed rounds) moves it.
@@ -48,7 +49,7 @@ pub enum Forecast {
     Unknown,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Advice {
     pub kind: BlockerKind,
     pub forecast: Forecast,

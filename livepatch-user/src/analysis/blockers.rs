@@ -3,6 +3,7 @@
 //! The kernel's own verdicts (from the tracer) are preferred; without them
 //! the verdict is inferred the way the kernel makes it: a task whose stack
 //! holds a function of the patch cannot switch, nor can one running on a CPU.
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::{
@@ -11,7 +12,7 @@ use crate::{
 };
 
 /// Where a blocker's verdict comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictSource {
     /// `klp_check_and_switch_task`'s own result, seen by the tracer.
@@ -22,7 +23,7 @@ pub enum VerdictSource {
 
 /// Which version of a patched function a task is in: what the kernel
 /// looks for depends on the patches already stacked on it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CodeVersion {
     /// The function as its object (vmlinux or a module) was built.
@@ -31,7 +32,7 @@ pub enum CodeVersion {
     Replacement { patch: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Blocker {
     /// 0 (and tid 0) for a CPU's idle task, `swapper/N` in `comm`.
     pub pid: u32,

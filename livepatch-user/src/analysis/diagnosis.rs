@@ -1,5 +1,6 @@
 //! A stuck transition explained: its state, its blockers with advice, and
 //! what the kernel will do next.
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{
@@ -8,7 +9,7 @@ use super::{
 };
 use crate::model::{Direction, LivepatchMessage, LogEntry, Transition};
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Diagnosis {
     pub in_transition: bool,
     pub patch: Option<String>,
@@ -36,7 +37,7 @@ pub struct Diagnosis {
     pub last_outcome: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct BlockerReport {
     #[serde(flatten)]
     pub blocker: Blocker,

@@ -5,6 +5,7 @@
 //! `CheckInputs`; this turns it into a `Readiness`.
 use std::collections::{BTreeMap, BTreeSet};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::blockers::{CodeVersion, PatchedCode};
@@ -16,7 +17,7 @@ use crate::{
     probes::CallCount,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pass,
@@ -24,7 +25,7 @@ pub enum Status {
     Fail,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Ready,
@@ -87,14 +88,14 @@ pub struct CheckInputs<'a> {
     pub samples: &'a [Vec<Task>],
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct KernelCheck {
     pub id: &'static str,
     pub status: Status,
     pub detail: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct FunctionReport {
     pub name: String,
     pub sympos: u32,
@@ -117,7 +118,7 @@ pub struct FunctionReport {
     pub calls_unmeasured: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct PredictedBlocker {
     pub pid: u32,
     pub tid: u32,
@@ -139,7 +140,7 @@ pub struct PredictedBlocker {
     pub marked_frame: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Readiness {
     pub verdict: Verdict,
     pub kernel_checks: Vec<KernelCheck>,
@@ -213,7 +214,7 @@ pub fn resolve(
 }
 
 /// Calls of one function during the sampling window.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct CallWindow {
     pub per_sec: f64,
     /// Calls that ran the old version, and the new one.

@@ -7,6 +7,7 @@
 //! prints and shows, that apply acts on and that metrics count.
 use std::collections::{BTreeMap, BTreeSet};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{
@@ -20,7 +21,7 @@ use crate::model::{
     Transition,
 };
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TransitionEvent {
     Start {
@@ -120,7 +121,7 @@ impl TransitionEvent {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalsSeen {
     /// The kernel logged "signaling remaining tasks".

@@ -22,7 +22,7 @@ use crate::{
     model::{BlockReason, Snapshot, TraceEvent, Transition},
     probes::{self, ProbeRequest, TaskVerdict},
     views::{
-        diagnose_report::{DiagnoseView, render_json, render_text},
+        diagnose_report::{DiagnoseView, render_json, render_text, render_unsupported_json},
         style::Color,
     },
 };
@@ -51,13 +51,7 @@ pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
             .cloned()
             .unwrap_or_else(|| "livepatch is not supported".into());
         if args.json {
-            let doc = serde_json::json!({
-                "in_transition": false,
-                "livepatch_supported": false,
-                "reason": reason,
-                "blockers": [],
-            });
-            output::print(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+            output::print(&render_unsupported_json(&reason))?;
         } else {
             output::print(&format!("nothing to diagnose: {reason}\n"))?;
         }

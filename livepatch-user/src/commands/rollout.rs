@@ -13,7 +13,6 @@ use std::{
 use anyhow::{Context, Result, bail};
 use crossterm::event::{Event, EventStream};
 use futures_util::StreamExt;
-use serde::Serialize;
 use tokio::time::{Instant, interval, sleep};
 
 use crate::{
@@ -42,7 +41,8 @@ use crate::{
         read_kernel,
     },
     views::{
-        check_report::{CheckView, render_text},
+        check_report::render_text,
+        json_output::{CheckEvent, CheckStep},
         rollout_lines::describe_step,
         style::Color,
         tui::{
@@ -116,14 +116,6 @@ fn supported(root: &Path, verb: &str) -> Result<()> {
     Ok(())
 }
 
-/// The check's report as the first JSON line.
-#[derive(Serialize)]
-struct CheckStep<'a> {
-    event: &'static str,
-    #[serde(flatten)]
-    check: CheckView<'a>,
-}
-
 async fn rollout(
     root: &Path,
     kind: RolloutKind,
@@ -137,7 +129,7 @@ async fn rollout(
     let mut lines = EventLines::new(args.json, color);
     if args.json {
         lines.emit_json(&CheckStep {
-            event: "check",
+            event: CheckEvent::Check,
             check: checked.view(),
         })?;
     } else {

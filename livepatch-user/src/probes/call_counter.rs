@@ -17,6 +17,7 @@ use livepatch_ebpf::{
     CALL_SLOTS, SLOT_ASK_TASK_ELSE_NEW, SLOT_ASK_TASK_ELSE_OLD, SLOT_NEW, SLOT_OLD, VERSION_NEW,
     VERSION_OLD, call_index,
 };
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::object::{Hook, KprobeSite, attach, attach_kprobe, map_named};
@@ -26,7 +27,7 @@ use crate::{
 };
 
 /// A function whose calls to count, named as a livepatch names it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
 pub struct CountedFunction {
     /// The module it is in; None for vmlinux.
     pub object: Option<String>,
@@ -78,7 +79,7 @@ pub struct CallCounter {
 }
 
 /// Total calls so far of one function, per version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct CallCount {
     pub function: String,
     pub old: u64,

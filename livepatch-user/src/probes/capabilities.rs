@@ -4,7 +4,8 @@
 //! verdicts?", "why is this function not counted?") are answered here, once.
 use std::fmt;
 
-use serde::{Serialize, Serializer, ser::SerializeStruct};
+use schemars::JsonSchema;
+use serde::{Serialize, Serializer};
 
 use super::{call_counter::CountedFunction, tracer::TracerProgram};
 
@@ -59,25 +60,23 @@ impl fmt::Display for Facility {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Capability {
+    /// As JSON, the facility's name: `fentry`, `tracer:klp_start_transition`,
+    /// `calls:vmlinux:cmdline_proc_show`, ...
+    #[serde(rename = "name", serialize_with = "serialize_display")]
+    #[schemars(rename = "name", with = "String")]
     pub facility: Facility,
     pub available: bool,
     /// Why not, when not available.
     pub reason: Option<String>,
 }
 
-impl Serialize for Capability {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("Capability", 3)?;
-        out.serialize_field("name", &self.facility.to_string())?;
-        out.serialize_field("available", &self.available)?;
-        out.serialize_field("reason", &self.reason)?;
-        out.end()
-    }
+fn serialize_display<S: Serializer>(value: &Facility, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Capabilities {
     pub items: Vec<Capability>,
 }
