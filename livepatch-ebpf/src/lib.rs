@@ -51,7 +51,9 @@ pub struct TaskOffsets {
     pub patch_state: u32,
 }
 
-/// The kernel's latest verdict on one task, kept per thread id.
+/// The kernel's latest verdict on one task in one transition, kept per
+/// task (keyed by its `task_struct` address: the per-CPU idle tasks all have
+/// tid 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TaskCheck {
@@ -59,13 +61,18 @@ pub struct TaskCheck {
     pub last_failure_ns: u64,
     pub failed_checks: u32,
     pub last_result: i32,
+    pub tid: u32,
     pub tgid: u32,
     pub kthread: u32,
+    /// The transition it belongs to: the tracer's `GENERATION` counts one
+    /// up each time the kernel starts a transition or reverses one. A
+    /// verdict of an earlier transition says nothing about this one.
+    pub generation: u32,
     pub comm: [u8; TASK_COMM_LEN],
     pub function: [u8; FUNC_NAME_LEN],
 }
 
-/// What a [`TraceEvent`] reports.
+/// What a [`TraceRecord`] reports.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
@@ -104,7 +111,7 @@ impl EventKind {
 /// One event sent from the tracer to user space through the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct TraceEvent {
+pub struct TraceRecord {
     pub timestamp_ns: u64,
     pub duration_ns: u64,
     pub kind: u32,
@@ -123,7 +130,7 @@ mod pod {
     // invariants; any bit pattern is a valid value.
     unsafe impl aya::Pod for super::TaskOffsets {}
     unsafe impl aya::Pod for super::TaskCheck {}
-    unsafe impl aya::Pod for super::TraceEvent {}
+    unsafe impl aya::Pod for super::TraceRecord {}
 }
 
 // ---- The task iterator (iter/task): one pass over every task ----

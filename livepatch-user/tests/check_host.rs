@@ -1,6 +1,8 @@
 //! `klpscope check` on this host, the real binary on the real kernel,
 //! whatever it offers: each answer is compared with what the kernel itself
 //! says (its livepatch folder, its ftrace function list), read here.
+mod common;
+
 use std::{path::Path, process::Command};
 
 use serde_json::Value;
@@ -23,6 +25,7 @@ fn check_cmdline_proc_show() -> (Option<i32>, Value) {
             String::from_utf8_lossy(&output.stderr)
         )
     });
+    common::json_schema::assert_valid("check", &doc);
     (output.status.code(), doc)
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use common::fixture::Fixture;
 use livepatch_user::{
-    analysis::readiness::{CallWindow, Observations, Plan, Target, Verdict, assess},
+    analysis::readiness::{CallWindow, CheckInputs, Plan, Target, Verdict, assess},
     kernel::{read_filter_functions, read_kallsyms, read_kernel},
     model::{Known, PatchState, StackFrame, Task},
 };
@@ -50,7 +50,7 @@ fn persistent_blockers_are_told_from_passers_by() {
     let kernel = read_kernel(root);
     let names = ["cmdline_proc_show"];
     let symbols = read_kallsyms(root, &names).unwrap();
-    let filter = read_filter_functions(root, &names);
+    let filter = read_filter_functions(root, &symbols);
     let targets = [Target {
         name: "cmdline_proc_show".into(),
         object: None,
@@ -63,7 +63,7 @@ fn persistent_blockers_are_told_from_passers_by() {
         vec![task(1, true), task(2, false)],
     ];
     let ftrace_users = Known::Value(Vec::new());
-    let base = Observations {
+    let base = CheckInputs {
         kernel: &kernel,
         patches: &[],
         plan: &Plan::Functions,
@@ -114,7 +114,7 @@ fn persistent_blockers_are_told_from_passers_by() {
 
     // fentry works, but not on this function (5.10: livepatch holds it):
     // the kernel check must not say calls are counted.
-    let refused = assess(&Observations {
+    let refused = assess(&CheckInputs {
         calls: &[Known::unknown("cannot attach to cmdline_proc_show (EBUSY)")],
         ..base
     });
@@ -127,16 +127,15 @@ fn persistent_blockers_are_told_from_passers_by() {
 }
 
 #[test]
-fn call_rates_are_the_growth_of_the_totals_over_the_window() {
-    use livepatch_user::{analysis::readiness::call_rates, probes::CallCount};
-    let count = |old, new| CallCount {
+fn a_call_window_is_the_counters_totals_over_its_length() {
+    use livepatch_user::{analysis::readiness::call_window, probes::CallCount};
+    let count = CallCount {
         function: "cmdline_proc_show".into(),
-        old,
-        new,
+        old: 50,
+        new: 50,
     };
-    let rates = call_rates(&[count(100, 0)], &[count(150, 50)], 2.0);
-    let window = rates["cmdline_proc_show"];
+    let window = call_window(&count, 2.0);
     assert_eq!(window.per_sec, 50.0);
     assert_eq!((window.old, window.new), (50, 50));
-    assert!(call_rates(&[], &[count(1, 0)], 0.0).is_empty());
+    assert_eq!(call_window(&count, 0.0).per_sec, 0.0);
 }

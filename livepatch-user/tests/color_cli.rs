@@ -95,7 +95,8 @@ fn always_colours_a_pipe_even_with_no_color_but_never_json() {
 
     let json = klpscope(&fixture, &["--color", "always", "status", "--json"], None);
     assert!(!json.contains(ESC), "{json}");
-    serde_json::from_str::<serde_json::Value>(&json).expect("JSON");
+    let doc = serde_json::from_str::<serde_json::Value>(&json).expect("JSON");
+    common::json_schema::assert_valid("status", &doc);
 }
 
 #[test]

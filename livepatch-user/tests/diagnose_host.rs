@@ -62,6 +62,7 @@ fn without_livepatch_diagnose_json_reports_no_transition() {
     ]);
     assert!(out.status.success(), "{out:?}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    common::json_schema::assert_valid("diagnose", &doc);
     assert_eq!(doc["in_transition"], false);
     assert_eq!(doc["livepatch_supported"], false);
     assert!(doc["reason"].as_str().unwrap().contains("CONFIG_LIVEPATCH"));

@@ -5,7 +5,7 @@ use std::{os::unix::fs::MetadataExt, path::Path};
 use aya::{Ebpf, EbpfLoader, maps::Map, programs::Program};
 use livepatch_user::{
     model::FunctionState,
-    probes::{self, ProbeRequest},
+    probes::{self, CountedFunction, Facility, ProbeRequest},
 };
 
 fn require_root() {
@@ -64,6 +64,11 @@ fn the_object_parses_and_lists_its_programs_and_maps() {
             matches!(find(&name), Some(Program::FEntry(_))),
             "{name} missing"
         );
+        let name = format!("count_calls_kprobe_{slot}");
+        assert!(
+            matches!(find(&name), Some(Program::KProbe(_))),
+            "{name} missing"
+        );
     }
     assert!(matches!(
         find("count_calls_floor"),
@@ -73,7 +78,8 @@ fn the_object_parses_and_lists_its_programs_and_maps() {
     let maps: Vec<(&str, &Map)> = ebpf.maps().collect();
     let map = |name: &str| maps.iter().find(|(n, _)| *n == name).map(|(_, m)| *m);
     assert!(matches!(map("EVENTS"), Some(Map::RingBuf(_))));
-    assert!(matches!(map("TASK_CHECKS"), Some(Map::HashMap(_))));
+    assert!(matches!(map("TASK_CHECKS"), Some(Map::LruHashMap(_))));
+    assert!(matches!(map("GENERATION"), Some(Map::Array(_))));
     assert!(matches!(map("CALLS"), Some(Map::PerCpuArray(_))));
     assert!(matches!(map("OLD_CALLS_BY_TASK"), Some(Map::LruHashMap(_))));
     assert!(matches!(map(".data.slots"), Some(Map::Array(_))));
@@ -98,16 +104,19 @@ fn the_capability_report_explains_what_this_kernel_refuses() {
     require_root();
     let request = ProbeRequest {
         tracer: true,
-        count_calls: vec![("cmdline_proc_show".into(), FunctionState::Unpatched)],
+        count_calls: vec![(
+            CountedFunction::vmlinux("cmdline_proc_show"),
+            FunctionState::Unpatched,
+        )],
     };
     let (probes, caps) = probes::load(Path::new("/"), &request);
-    for essential in ["root", "btf", "ebpf_object"] {
+    for essential in [Facility::Root, Facility::Btf, Facility::EbpfObject] {
         let cap = caps
-            .get(essential)
+            .get(&essential)
             .unwrap_or_else(|| panic!("{essential} not reported"));
         assert!(cap.available, "{essential}: {:?}", cap.reason);
     }
-    let fentry = caps.get("fentry").expect("fentry reported");
+    let fentry = caps.get(&Facility::Fentry).expect("fentry reported");
     if fentry.available {
         // A kernel that accepts fentry: the probes must then be there.
         assert!(probes.is_some());

@@ -134,7 +134,8 @@ fn a_closed_pipe_ends_quietly_with_141() {
         &["watch", "--no-ebpf", "--json"],
         &["watch", "--no-ebpf", "--plain"],
     ] {
-        // The reader is gone before klpscope starts: its first write fails.
+        // The reader is gone before klpscope starts: its first write fails,
+        // however fast it is.
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
         let child = klpscope(fixture.root())
@@ -213,6 +214,7 @@ fn task_names_are_escaped_in_every_text_view() {
     // JSON keeps the real name, escaped by JSON itself.
     let json = run(fixture.root(), &["diagnose", "--no-ebpf", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    common::json_schema::assert_valid("diagnose", &doc);
     assert_eq!(doc["blockers"][0]["comm"], HOSTILE_COMM);
 }
 
@@ -291,6 +293,9 @@ fn watching(fixture: &Fixture, format: &str) -> (Child, mpsc::Receiver<String>) 
     let stdout = child.stdout.take().unwrap();
     thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str(&line) {
+                common::json_schema::assert_valid("watch", &event);
+            }
             let _ = lines.send(line);
         }
     });
@@ -470,6 +475,7 @@ fn a_pending_task_whose_stack_cannot_be_read_is_unexplained_and_exit_3() {
     let json = run(fixture.root(), &["diagnose", "--no-ebpf", "--json"]);
     assert_eq!(json.status.code(), Some(3));
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    common::json_schema::assert_valid("diagnose", &doc);
     let blocker = &doc["blockers"][0];
     assert_eq!(blocker["pid"], 42);
     assert_eq!(blocker["reason"], "unexplained");

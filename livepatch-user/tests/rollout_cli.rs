@@ -99,7 +99,11 @@ fn run(root: &Path, args: &[&str]) -> Output {
 fn steps(stdout: &[u8]) -> Vec<Value> {
     BufReader::new(stdout)
         .lines()
-        .map(|line| serde_json::from_str(&line.unwrap()).expect("one JSON object per line"))
+        .map(|line| {
+            let step = serde_json::from_str(&line.unwrap()).expect("one JSON object per line");
+            common::json_schema::assert_valid("rollout", &step);
+            step
+        })
         .collect()
 }
 
@@ -255,7 +259,9 @@ fn revert(fixture: &Fixture, extra: &[&str]) -> (Child, mpsc::Receiver<Value>) {
     let (send, steps) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = send.send(serde_json::from_str(&line).expect("JSON"));
+            let step = serde_json::from_str(&line).expect("JSON");
+            common::json_schema::assert_valid("rollout", &step);
+            let _ = send.send(step);
         }
     });
     (child, steps)

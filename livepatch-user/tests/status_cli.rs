@@ -20,7 +20,9 @@ fn json(output: &Output) -> Value {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
+    let doc = serde_json::from_slice(&output.stdout).expect("status --json prints JSON");
+    common::json_schema::assert_valid("status", &doc);
+    doc
 }
 
 /// Whatever this host is, the JSON has the keys the issue names; on the

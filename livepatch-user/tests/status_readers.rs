@@ -7,8 +7,8 @@ use livepatch_user::{
     analysis::transition::transition,
     feed::snapshot::read_snapshot,
     kernel::{
-        Stacks, ThreadId, read_filter_functions, read_kallsyms, read_kernel, read_patch,
-        read_patches, read_task, scan_patch_states,
+        Stacks, ThreadId, read_filter_functions, read_kallsyms, read_kallsyms_with_extents,
+        read_kernel, read_patch, read_patches, read_task, scan_patch_states,
     },
     model::{Direction, Known, PatchState, Snapshot, Transition},
 };
@@ -515,15 +515,75 @@ fn filter_functions_from_tracefs() {
         "cmdline_proc_show\nklp_test_park_wait [klp_test_target]\nother\n",
     );
     let names = ["cmdline_proc_show", "klp_test_park_wait", "inlined_fn"];
-    let functions = read_filter_functions(fixture.root(), &names);
+    // Addresses hidden (as for a user without CAP_SYSLOG): by name.
+    fixture.file(
+        "proc/kallsyms",
+        "0000000000000000 t cmdline_proc_show\n\
+         0000000000000000 t klp_test_park_wait\t[klp_test_target]\n\
+         0000000000000000 t inlined_fn\n",
+    );
+    let symbols = read_kallsyms(fixture.root(), &names).unwrap();
+    let functions = read_filter_functions(fixture.root(), &symbols);
     let functions = functions.value().expect("tracefs is mounted");
-    assert!(functions.traceable("cmdline_proc_show", None));
-    assert!(functions.traceable("klp_test_park_wait", Some("klp_test_target")));
-    assert!(!functions.traceable("klp_test_park_wait", None));
-    assert!(!functions.traceable("inlined_fn", None));
+    let traceable = |name: &str, object: Option<&str>| {
+        functions.traceable(name, object, symbols.resolve(name, object, 0))
+    };
+    assert!(traceable("cmdline_proc_show", None));
+    assert!(traceable("klp_test_park_wait", Some("klp_test_target")));
+    assert!(!traceable("klp_test_park_wait", None));
+    assert!(!traceable("inlined_fn", None));
 
     fixture.file("proc/mounts", "");
-    assert!(reason(&read_filter_functions(fixture.root(), &names)).contains("not mounted"));
+    assert!(reason(&read_filter_functions(fixture.root(), &symbols)).contains("not mounted"));
+}
+
+/// kallsyms for a syscall defined with SYSCALL_DEFINE0: the arch entry
+/// point is an alias of `__do_sys_getpid`, the one name ftrace lists.
+const GETPID_KALLSYMS: &str = "ffffffff82389ce0 t __do_sys_getpid\n\
+     ffffffff82389ce0 T __x64_sys_getpid\n\
+     ffffffff82389d10 T __ia32_sys_getppid\n\
+     ffffffff82389d40 t dup_fn\n\
+     ffffffff82389d80 t dup_fn\n\
+     ffffffff82389dc0 T _etext\n";
+
+#[test]
+fn an_alias_is_traceable_under_the_name_ftrace_lists() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture.file("proc/kallsyms", GETPID_KALLSYMS).file(
+        "sys/kernel/tracing/available_filter_functions",
+        "__do_sys_getpid\ndup_fn\n",
+    );
+    let symbols = read_kallsyms_with_extents(fixture.root(), &["__x64_sys_getpid"]).unwrap();
+    let symbol = symbols.resolve("__x64_sys_getpid", None, 0).unwrap();
+    assert_eq!(symbol.aliases, ["__do_sys_getpid"]);
+    assert_eq!(symbol.size, Some(0x30));
+    let functions = read_filter_functions(fixture.root(), &symbols);
+    let functions = functions.value().unwrap();
+    assert!(functions.traceable("__x64_sys_getpid", None, Some(symbol)));
+    // By name alone, as before: the alias is not listed.
+    assert!(!functions.traceable("__x64_sys_getpid", None, None));
+}
+
+#[test]
+fn where_ftrace_lists_sites_by_address_each_symbol_is_judged_by_its_own() {
+    let fixture = Fixture::livepatch_kernel();
+    // 6.5+: the site follows the ENDBR instruction, 4 bytes in. Only the
+    // second dup_fn has one; the first is notrace.
+    fixture.file("proc/kallsyms", GETPID_KALLSYMS).file(
+        "sys/kernel/tracing/available_filter_functions_addrs",
+        "ffffffff82389ce4 __do_sys_getpid\nffffffff82389d84 dup_fn\n",
+    );
+    let symbols =
+        read_kallsyms_with_extents(fixture.root(), &["__x64_sys_getpid", "dup_fn"]).unwrap();
+    let functions = read_filter_functions(fixture.root(), &symbols);
+    let functions = functions.value().unwrap();
+    let traceable =
+        |name: &str, sympos| functions.traceable(name, None, symbols.resolve(name, None, sympos));
+    assert!(traceable("__x64_sys_getpid", 0));
+    assert!(!traceable("dup_fn", 1));
+    assert!(traceable("dup_fn", 2));
+    // sympos 0 of a duplicated name resolves to no one symbol: by name.
+    assert!(traceable("dup_fn", 0));
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! The status text and JSON for hand-built states (views are pure, so no
 //! fixture tree is needed), pinned with insta.
+mod common;
+
 use livepatch_user::{
     model::{Direction, Kernel, Known, Patch, PatchFunction, PatchObject, TaintFlag, Transition},
     views::{
@@ -78,7 +80,9 @@ fn no_livepatch() {
         transition: None,
     };
     insta::assert_snapshot!("no_livepatch_text", render_text(&view, Color::Off));
-    insta::assert_snapshot!("no_livepatch_json", render_json(&view));
+    let json = render_json(&view);
+    common::json_schema::assert_valid("status", &serde_json::from_str(&json).unwrap());
+    insta::assert_snapshot!("no_livepatch_json", json);
 }
 
 #[test]
@@ -100,5 +104,7 @@ fn transition_in_progress() {
         transition: Some(&transition),
     };
     insta::assert_snapshot!("transition_text", render_text(&view, Color::Off));
-    insta::assert_snapshot!("transition_json", render_json(&view));
+    let json = render_json(&view);
+    common::json_schema::assert_valid("status", &serde_json::from_str(&json).unwrap());
+    insta::assert_snapshot!("transition_json", json);
 }

@@ -10,7 +10,7 @@ use common::fixture::{Fixture, Thread};
 use livepatch_user::{
     kernel::{Stacks, ThreadId, read_tasks, scan_patch_states},
     model::Task,
-    probes::{TASK_SOURCE_ENV, TaskSource},
+    probes::{Facility, TASK_SOURCE_ENV, TaskSource},
 };
 
 /// klp_demo patching cmdline_proc_show: task 1 switched, tid 42 of a
@@ -47,7 +47,7 @@ fn another_root_is_read_from_procfs_and_the_reason_said() {
     let root = fixture.root();
     let mut source = TaskSource::open(root, false).expect("no switch set");
     let capability = source.capability();
-    assert_eq!(capability.name, "task_iterator");
+    assert_eq!(capability.facility, Facility::TaskIterator);
     assert!(!capability.available);
     assert!(
         capability.reason.as_deref().unwrap().contains("--root"),

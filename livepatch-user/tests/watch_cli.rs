@@ -43,7 +43,11 @@ fn finish(child: Child) -> (Option<i32>, Vec<Value>) {
     let output = child.wait_with_output().expect("wait for klpscope");
     let mut events: Vec<Value> = BufReader::new(output.stdout.as_slice())
         .lines()
-        .map(|line| serde_json::from_str(&line.unwrap()).expect("one JSON object per line"))
+        .map(|line| {
+            let event = serde_json::from_str(&line.unwrap()).expect("one JSON object per line");
+            common::json_schema::assert_valid("watch", &event);
+            event
+        })
         .collect();
     let ready = events.first().map(|e| e["event"].clone());
     assert_eq!(

@@ -7,7 +7,7 @@
  *            returns "original", "patched" or "patched2" (which version
  *            released it: klp_test_patch_target2 returns "patched2")
  *   release  write anything: wakes every parked reader and dpark kthread
- *   parked   read: how many readers of park sleep in the park function now
+ *   parked   read: how many readers of park (or cpark) sleep now
  *   busy     write 1: start kthread "klp_test_busy", looping in
  *            klp_test_busy_loop() until 0 is written; read: its pid, or 0
  *   dpark    write N (1-8): start N kthreads "klp_dpark/<i>", each asleep
@@ -15,6 +15,11 @@
  *            livepatch's fake signals do not wake it) until the next
  *            release, then exiting (EBUSY while an earlier batch runs);
  *            read: their pids, space-separated, on one line (empty: none)
+ *   call     open: one call of klp_test_call(), which returns at once: a
+ *            load of known size (`: < call` in a shell is one call)
+ *   cpark    read: sleeps inside klp_test_call() until the next release,
+ *            then calls it once more (returning at once) and reads the
+ *            version that released it, as park does
  */
 #include <linux/completion.h>
 #include <linux/debugfs.h>
@@ -63,14 +68,20 @@ static __attribute__((__noipa__)) int klp_test_busy_loop(struct klp_test_busy *b
 	return klp_test_busy_spin(b, KLP_TEST_ORIGINAL);
 }
 
-static ssize_t park_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+/*
+ * Livepatched by klp_test_patch_call. With a park it sleeps inside itself
+ * (blocking that patch), without one it returns at once: the function
+ * whose calls klpscope counts.
+ */
+static __attribute__((__noipa__)) int klp_test_call(struct klp_test_park *p)
+{
+	return p ? klp_test_park_sleep(p, KLP_TEST_ORIGINAL) : KLP_TEST_ORIGINAL;
+}
+
+static ssize_t read_version(char __user *buf, size_t len, loff_t *pos, int ret)
 {
 	const char *version;
-	int ret;
 
-	if (*pos)
-		return 0;
-	ret = klp_test_park_wait(&park);
 	if (ret < 0)
 		return ret;
 	switch (ret) {
@@ -84,6 +95,34 @@ static ssize_t park_read(struct file *file, char __user *buf, size_t len, loff_t
 		version = "original\n";
 	}
 	return simple_read_from_buffer(buf, len, pos, version, strlen(version));
+}
+
+static ssize_t park_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+{
+	if (*pos)
+		return 0;
+	return read_version(buf, len, pos, klp_test_park_wait(&park));
+}
+
+static int call_open(struct inode *inode, struct file *file)
+{
+	klp_test_call(NULL);
+	return 0;
+}
+
+/*
+ * The second call runs before the task returns to user space, where a task
+ * still pending in a transition switches: the version it had.
+ */
+static ssize_t cpark_read(struct file *file, char __user *buf, size_t len, loff_t *pos)
+{
+	int ret;
+
+	if (*pos)
+		return 0;
+	ret = klp_test_call(&park);
+	klp_test_call(NULL);
+	return read_version(buf, len, pos, ret);
 }
 
 static ssize_t release_write(struct file *file, const char __user *buf, size_t len, loff_t *pos)
@@ -221,6 +260,8 @@ static ssize_t dpark_read(struct file *file, char __user *buf, size_t len, loff_
 }
 
 static const struct file_operations park_fops = { .owner = THIS_MODULE, .read = park_read };
+static const struct file_operations call_fops = { .owner = THIS_MODULE, .open = call_open };
+static const struct file_operations cpark_fops = { .owner = THIS_MODULE, .read = cpark_read };
 static const struct file_operations release_fops = { .owner = THIS_MODULE, .write = release_write };
 static const struct file_operations parked_fops = { .owner = THIS_MODULE, .read = parked_read };
 static const struct file_operations busy_fops = {
@@ -242,6 +283,8 @@ static int __init klp_test_target_init(void)
 	debugfs_create_file("parked", 0400, dir, NULL, &parked_fops);
 	debugfs_create_file("busy", 0600, dir, NULL, &busy_fops);
 	debugfs_create_file("dpark", 0600, dir, NULL, &dpark_fops);
+	debugfs_create_file("call", 0400, dir, NULL, &call_fops);
+	debugfs_create_file("cpark", 0400, dir, NULL, &cpark_fops);
 	return 0;
 }
 

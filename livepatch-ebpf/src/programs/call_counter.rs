@@ -1,12 +1,16 @@
 //! Counts calls to the functions of a patch, split by the version that runs.
 //!
-//! One fentry program per slot: a loaded program attaches to one function, and
-//! user space attaches slot N to the N-th function it was asked about.
+//! Two programs per slot, an fentry and a kprobe, of which user space
+//! attaches one to the N-th function it was asked about: fentry where the
+//! kernel's BTF describes the function (vmlinux), a kprobe elsewhere
+//! (module functions: aya cannot load fentry against a module's BTF) or
+//! where the kernel refuses the fentry. A loaded program attaches to one
+//! function, hence a program per slot.
 use aya_ebpf::{
     helpers::bpf_get_current_task,
-    macros::{fentry, map},
+    macros::{fentry, kprobe, map},
     maps::{LruHashMap, PerCpuArray},
-    programs::FEntryContext,
+    programs::{FEntryContext, ProbeContext},
 };
 use livepatch_ebpf::{
     CALL_SLOTS, SLOT_ASK_TASK_ELSE_NEW, SLOT_ASK_TASK_ELSE_OLD, SLOT_OLD, VERSION_NEW, VERSION_OLD,
@@ -65,10 +69,15 @@ fn count_old_call(tid: u32) {
 }
 
 macro_rules! call_slots {
-    ($($name:ident = $slot:literal),* $(,)?) => {
+    ($($fentry:ident, $kprobe:ident = $slot:literal),* $(,)?) => {
         $(
             #[fentry]
-            pub fn $name(_ctx: FEntryContext) -> u32 {
+            pub fn $fentry(_ctx: FEntryContext) -> u32 {
+                count($slot)
+            }
+
+            #[kprobe]
+            pub fn $kprobe(_ctx: ProbeContext) -> u32 {
                 count($slot)
             }
         )*
@@ -76,22 +85,38 @@ macro_rules! call_slots {
 }
 
 call_slots!(
-    count_calls_0 = 0,
-    count_calls_1 = 1,
-    count_calls_2 = 2,
-    count_calls_3 = 3,
-    count_calls_4 = 4,
-    count_calls_5 = 5,
-    count_calls_6 = 6,
-    count_calls_7 = 7,
-    count_calls_8 = 8,
-    count_calls_9 = 9,
-    count_calls_10 = 10,
-    count_calls_11 = 11,
-    count_calls_12 = 12,
-    count_calls_13 = 13,
-    count_calls_14 = 14,
-    count_calls_15 = 15,
+    count_calls_0,
+    count_calls_kprobe_0 = 0,
+    count_calls_1,
+    count_calls_kprobe_1 = 1,
+    count_calls_2,
+    count_calls_kprobe_2 = 2,
+    count_calls_3,
+    count_calls_kprobe_3 = 3,
+    count_calls_4,
+    count_calls_kprobe_4 = 4,
+    count_calls_5,
+    count_calls_kprobe_5 = 5,
+    count_calls_6,
+    count_calls_kprobe_6 = 6,
+    count_calls_7,
+    count_calls_kprobe_7 = 7,
+    count_calls_8,
+    count_calls_kprobe_8 = 8,
+    count_calls_9,
+    count_calls_kprobe_9 = 9,
+    count_calls_10,
+    count_calls_kprobe_10 = 10,
+    count_calls_11,
+    count_calls_kprobe_11 = 11,
+    count_calls_12,
+    count_calls_kprobe_12 = 12,
+    count_calls_13,
+    count_calls_kprobe_13 = 13,
+    count_calls_14,
+    count_calls_kprobe_14 = 14,
+    count_calls_15,
+    count_calls_kprobe_15 = 15,
 );
 
 /// The floor for an fentry's cost: one per-CPU increment and nothing else.

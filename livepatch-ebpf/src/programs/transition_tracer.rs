@@ -2,21 +2,33 @@
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
     macros::{fentry, fexit, map},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
     programs::{FEntryContext, FExitContext},
 };
 use aya_log_ebpf::info;
-use livepatch_ebpf::{CHECK_FUNCTION_ON_STACK, EventKind, TaskCheck, TraceEvent};
+use livepatch_ebpf::{
+    CHECK_FUNCTION_ON_STACK, CHECK_SWITCHED, EventKind, FUNC_NAME_LEN, TASK_COMM_LEN, TaskCheck,
+    TraceRecord,
+};
 
 use super::task;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// The kernel's latest verdict per thread id. User space clears it when a
-/// transition starts.
+/// The kernel's latest verdict per task, keyed by `task_struct` address:
+/// the per-CPU idle tasks all have tid 0. An entry of an earlier
+/// transition (its `generation` is not the current one) is stale: it is
+/// neither reported as a verdict nor compared against, so no task's switch
+/// goes unreported however late user space reads. LRU: entries of tasks
+/// long gone make room by themselves.
 #[map]
-static TASK_CHECKS: HashMap<u32, TaskCheck> = HashMap::with_max_entries(65536, 0);
+static TASK_CHECKS: LruHashMap<u64, TaskCheck> = LruHashMap::with_max_entries(65536, 0);
+
+/// The current transition's generation, at index 0: one more each time the
+/// kernel starts a transition or reverses one.
+#[map]
+static GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
 /// The current retry round: when it started, and whether it completed the
 /// transition. Rounds never overlap.
@@ -26,9 +38,48 @@ const ROUND_STARTED: u32 = 0;
 const ROUND_COMPLETED: u32 = 1;
 
 #[inline(always)]
-fn emit(fill: impl FnOnce(&mut TraceEvent)) {
-    if let Some(mut entry) = EVENTS.reserve::<TraceEvent>(0) {
-        // SAFETY: the reservation is sized for a TraceEvent; every field is
+fn generation() -> u32 {
+    GENERATION.get(0).copied().unwrap_or(0)
+}
+
+/// Called under the kernel's klp_mutex: starts and reversals never race.
+#[inline(always)]
+fn next_generation() {
+    if let Some(generation) = GENERATION.get_ptr_mut(0) {
+        unsafe { *generation = (*generation).wrapping_add(1) };
+    }
+}
+
+/// This transition's verdict on `task` so far, if any.
+#[inline(always)]
+fn current_check(key: u64, generation: u32) -> Option<TaskCheck> {
+    unsafe { TASK_CHECKS.get(key) }
+        .copied()
+        .filter(|check| check.generation == generation)
+}
+
+#[inline(always)]
+fn new_check(task: *const u8, generation: u32) -> TaskCheck {
+    let mut check = TaskCheck {
+        first_failure_ns: 0,
+        last_failure_ns: 0,
+        failed_checks: 0,
+        last_result: 1, // never seen: any result is a change
+        tid: task::pid(task),
+        tgid: task::tgid(task),
+        kthread: task::is_kthread(task) as u32,
+        generation,
+        comm: [0; TASK_COMM_LEN],
+        function: [0; FUNC_NAME_LEN],
+    };
+    task::comm(task, &mut check.comm);
+    check
+}
+
+#[inline(always)]
+fn emit(fill: impl FnOnce(&mut TraceRecord)) {
+    if let Some(mut entry) = EVENTS.reserve::<TraceRecord>(0) {
+        // SAFETY: the reservation is sized for a TraceRecord; every field is
         // written before submit.
         let event = unsafe { &mut *entry.as_mut_ptr() };
         event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
@@ -39,8 +90,8 @@ fn emit(fill: impl FnOnce(&mut TraceEvent)) {
         event.result = 0;
         event.kthread = 0;
         event.failed_checks = 0;
-        event.comm = [0; 16];
-        event.function = [0; 64];
+        event.comm = [0; TASK_COMM_LEN];
+        event.function = [0; FUNC_NAME_LEN];
         fill(event);
         entry.submit(0);
     }
@@ -59,25 +110,13 @@ pub fn klp_check_and_switch_task(ctx: FExitContext) -> u32 {
     let task: *const u8 = ctx.arg(0);
     let name_slot: *const *const u8 = ctx.arg(1);
     let result: i32 = ctx.arg(2);
-    let tid = task::pid(task);
+    let key = task as u64;
     let now = unsafe { bpf_ktime_get_ns() };
+    let generation = generation();
 
-    let previous = unsafe { TASK_CHECKS.get(tid) }.copied();
-    let mut check = previous.unwrap_or(TaskCheck {
-        first_failure_ns: 0,
-        last_failure_ns: 0,
-        failed_checks: 0,
-        last_result: 1, // never seen: any result is a change
-        tgid: task::tgid(task),
-        kthread: task::is_kthread(task) as u32,
-        comm: [0; 16],
-        function: [0; 64],
-    });
-    if previous.is_none() {
-        task::comm(task, &mut check.comm);
-    }
+    let mut check = current_check(key, generation).unwrap_or_else(|| new_check(task, generation));
     let changed = check.last_result != result;
-    if result != 0 {
+    if result != CHECK_SWITCHED {
         if check.failed_checks == 0 {
             check.first_failure_ns = now;
         }
@@ -89,29 +128,34 @@ pub fn klp_check_and_switch_task(ctx: FExitContext) -> u32 {
             let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut check.function) };
         }
     } else {
-        check.function = [0; 64];
+        check.function = [0; FUNC_NAME_LEN];
     }
     check.last_result = result;
-    let _ = TASK_CHECKS.insert(tid, check, 0);
-
+    let _ = TASK_CHECKS.insert(key, check, 0);
     if changed {
-        emit(|event| {
-            event.kind = EventKind::Check as u32;
-            event.tid = tid;
-            event.tgid = check.tgid;
-            event.result = result;
-            event.kthread = check.kthread;
-            event.failed_checks = check.failed_checks;
-            event.comm = check.comm;
-            event.function = check.function;
-        });
+        emit_check(&check, EventKind::Check);
     }
     0
+}
+
+#[inline(always)]
+fn emit_check(check: &TaskCheck, kind: EventKind) {
+    emit(|event| {
+        event.kind = kind as u32;
+        event.tid = check.tid;
+        event.tgid = check.tgid;
+        event.result = check.last_result;
+        event.kthread = check.kthread;
+        event.failed_checks = check.failed_checks;
+        event.comm = check.comm;
+        event.function = check.function;
+    });
 }
 
 #[fentry(function = "klp_start_transition")]
 pub fn klp_start_transition(ctx: FEntryContext) -> u32 {
     info!(&ctx, "livepatch transition starting");
+    next_generation();
     emit_kind(EventKind::Start)
 }
 
@@ -141,9 +185,11 @@ pub fn klp_try_complete_transition_exit(_ctx: FExitContext) -> u32 {
     0
 }
 
-/// The calling CPU's task patch_state as `klp_update_patch_state` began.
+/// Each task's patch_state as its `klp_update_patch_state` call began. Per
+/// task, not per CPU: on the way to user space the task may be preempted
+/// and move to another CPU between the entry and the exit hook.
 #[map]
-static STATE_BEFORE_UPDATE: PerCpuArray<i32> = PerCpuArray::with_max_entries(1, 0);
+static STATE_BEFORE_UPDATE: LruHashMap<u64, i32> = LruHashMap::with_max_entries(4096, 0);
 
 /// `void klp_update_patch_state(struct task_struct *task)` runs on every idle
 /// loop and every exit to user space with a patch pending; only a call that
@@ -151,33 +197,41 @@ static STATE_BEFORE_UPDATE: PerCpuArray<i32> = PerCpuArray::with_max_entries(1, 
 #[fentry(function = "klp_update_patch_state")]
 pub fn klp_update_patch_state_entry(ctx: FEntryContext) -> u32 {
     let task: *const u8 = ctx.arg(0);
-    if let Some(slot) = STATE_BEFORE_UPDATE.get_ptr_mut(0) {
-        unsafe { *slot = task::patch_state(task) };
-    }
+    let _ = STATE_BEFORE_UPDATE.insert(task as u64, task::patch_state(task), 0);
     0
 }
 
+/// A switch here is also this transition's verdict on the task: an idle
+/// task that failed a check while its CPU was busy and then switched in
+/// its idle loop is no blocker any more.
 #[fexit(function = "klp_update_patch_state")]
 pub fn klp_update_patch_state_exit(ctx: FExitContext) -> u32 {
     let task: *const u8 = ctx.arg(0);
-    let before = STATE_BEFORE_UPDATE.get(0).copied().unwrap_or(-1);
+    let key = task as u64;
+    let before = unsafe { STATE_BEFORE_UPDATE.get(key) }
+        .copied()
+        .unwrap_or(-1);
+    let _ = STATE_BEFORE_UPDATE.remove(key);
     let after = task::patch_state(task);
     if before == after || after < 0 {
         return 0;
     }
-    emit(|event| {
-        event.kind = EventKind::SelfSwitch as u32;
-        event.tid = task::pid(task);
-        event.tgid = task::tgid(task);
-        event.result = after;
-        event.kthread = task::is_kthread(task) as u32;
-        task::comm(task, &mut event.comm);
-    });
+    let generation = generation();
+    let mut check = current_check(key, generation).unwrap_or_else(|| new_check(task, generation));
+    check.last_result = CHECK_SWITCHED;
+    check.function = [0; FUNC_NAME_LEN];
+    let _ = TASK_CHECKS.insert(key, check, 0);
+    emit_check(&check, EventKind::SelfSwitch);
     0
 }
 
+/// A reversal starts a new transition the other way: each task is checked
+/// anew. The kernel calls `klp_start_transition` from here too, which
+/// counts again unless the compiler inlined that call: two steps are as
+/// good as one.
 #[fentry(function = "klp_reverse_transition")]
 pub fn klp_reverse_transition(_ctx: FEntryContext) -> u32 {
+    next_generation();
     emit_kind(EventKind::Reverse)
 }
 

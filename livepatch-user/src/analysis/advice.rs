@@ -3,12 +3,13 @@
 //! the kernel's fake signal wakes only interruptible sleeps (user tasks get
 //! a signal, kthreads a wake-up of TASK_INTERRUPTIBLE), so a task in `D`
 //! inside a patched function stays there.
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::blockers::Blocker;
 use crate::model::{BlockReason, Direction};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockerKind {
     /// A user task in an interruptible sleep in a patched function: the
@@ -23,12 +24,15 @@ pub enum BlockerKind {
     /// Running on a CPU whenever the kernel looks.
     RunningInKernel,
     UnreliableStack,
+    /// A CPU's idle task (swapper/N): it switches itself in its CPU's idle
+    /// loop, which the kernel kicks every round.
+    IdleTask,
     /// Pending, and klpscope cannot tell why.
     Unexplained,
 }
 
 /// Whether the blocker goes away without anyone acting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Forecast {
     /// The kernel's fake signal (after 15 failed rounds) moves it.
@@ -45,7 +49,7 @@ pub enum Forecast {
     Unknown,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Advice {
     pub kind: BlockerKind,
     pub forecast: Forecast,
@@ -94,6 +98,21 @@ pub fn advise(
         None => "already sent".to_owned(),
     };
     let state = blocker.state;
+    if blocker.is_idle_task() {
+        return Advice {
+            kind: BlockerKind::IdleTask,
+            forecast: Forecast::Transient,
+            advice: format!(
+                "{}, the idle task of its CPU, has not switched ({}): it switches itself when \
+                 the CPU passes through its idle loop, and the kernel wakes idle CPUs every \
+                 round for that. If it persists, that CPU never gets there: it is busy with \
+                 interrupts or softirqs, or stuck in a driver's idle state; find what keeps \
+                 it busy (/proc/interrupts, /proc/softirqs), or {undo}.",
+                blocker.comm,
+                blocker.reason.words()
+            ),
+        };
+    }
     let (kind, forecast, advice) = match (blocker.reason, blocker.kthread) {
         (BlockReason::FunctionOnStack, _) if beyond_signals(state) => (
             BlockerKind::UninterruptibleInPatchedFunction,
@@ -179,7 +198,7 @@ pub fn advise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::blockers::VerdictSource;
+    use crate::testing;
 
     fn blocker(reason: BlockReason, kthread: bool) -> Blocker {
         Blocker {
@@ -187,16 +206,8 @@ mod tests {
             tid: 7,
             comm: "worker".into(),
             kthread,
-            state: 'S',
-            reason,
             function: Some("klp_test_busy_loop".into()),
-            version: None,
-            unexplained: None,
-            stack: vec![],
-            marked_frame: None,
-            blocked_secs: None,
-            failed_checks: None,
-            source: VerdictSource::Inferred,
+            ..testing::blocker(7, reason)
         }
     }
 

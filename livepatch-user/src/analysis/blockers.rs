@@ -3,6 +3,7 @@
 //! The kernel's own verdicts (from the tracer) are preferred; without them
 //! the verdict is inferred the way the kernel makes it: a task whose stack
 //! holds a function of the patch cannot switch, nor can one running on a CPU.
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::{
@@ -11,7 +12,7 @@ use crate::{
 };
 
 /// Where a blocker's verdict comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictSource {
     /// `klp_check_and_switch_task`'s own result, seen by the tracer.
@@ -22,7 +23,7 @@ pub enum VerdictSource {
 
 /// Which version of a patched function a task is in: what the kernel
 /// looks for depends on the patches already stacked on it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CodeVersion {
     /// The function as its object (vmlinux or a module) was built.
@@ -31,8 +32,9 @@ pub enum CodeVersion {
     Replacement { patch: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Blocker {
+    /// 0 (and tid 0) for a CPU's idle task, `swapper/N` in `comm`.
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
@@ -57,6 +59,13 @@ pub struct Blocker {
     pub blocked_secs: Option<f64>,
     pub failed_checks: Option<u32>,
     pub source: VerdictSource,
+}
+
+impl Blocker {
+    /// One of the per-CPU idle tasks, which have no /proc entry.
+    pub fn is_idle_task(&self) -> bool {
+        self.tid == 0
+    }
 }
 
 /// A scheduler state letter as a one-letter string.
@@ -188,8 +197,44 @@ pub fn find_blockers(
             }
         })
         .collect();
+    if let Some(verdicts) = verdicts {
+        blockers.extend(idle_blockers(verdicts, now_ns));
+    }
     blockers.sort_by_key(|b| (b.reason != BlockReason::FunctionOnStack, b.pid, b.tid));
     blockers
+}
+
+/// The per-CPU idle tasks the kernel failed to switch: they take part in
+/// every transition but have no /proc entry, so only the tracer sees them.
+/// All have tid 0; `swapper/N` names the CPU.
+fn idle_blockers(verdicts: &[TaskVerdict], now_ns: u64) -> Vec<Blocker> {
+    let mut idle: Vec<&TaskVerdict> = verdicts
+        .iter()
+        .filter(|v| v.tid == 0 && v.reason.is_some())
+        .collect();
+    idle.sort_by(|a, b| a.comm.cmp(&b.comm));
+    idle.into_iter()
+        .filter_map(|verdict| {
+            Some(Blocker {
+                pid: 0,
+                tid: 0,
+                comm: verdict.comm.clone(),
+                kthread: true,
+                // An idle task is always runnable: it is what its CPU runs
+                // when nothing else does.
+                state: 'R',
+                reason: verdict.reason?,
+                function: verdict.function.clone(),
+                version: None,
+                unexplained: None,
+                stack: Vec::new(),
+                marked_frame: None,
+                blocked_secs: Some(now_ns.saturating_sub(verdict.first_failure_ns) as f64 / 1e9),
+                failed_checks: Some(verdict.failed_checks),
+                source: VerdictSource::Kernel,
+            })
+        })
+        .collect()
 }
 
 fn stack_of(task: &Task) -> Vec<StackFrame> {
@@ -265,47 +310,21 @@ fn from_kernel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Known, PatchFunction, PatchObject};
+    use crate::{
+        model::Known,
+        testing::{frame, patch_of, task},
+    };
 
-    fn frame(function: &str, module: Option<&str>) -> StackFrame {
-        StackFrame {
-            function: function.into(),
-            offset: 0x10,
-            size: 0x80,
-            module: module.map(Into::into),
-        }
-    }
-
+    /// The plain patch of klp_test_target's klp_test_park_wait, in
+    /// transition.
     fn patch() -> Patch {
-        Patch {
-            name: "klp_test_patch_target".into(),
-            enabled: Known::Value(true),
-            transition: Known::Value(true),
-            force: Known::Value(false),
-            replace: None,
-            stack_order: None,
-            objects: vec![PatchObject {
-                name: "klp_test_target".into(),
-                patched: Known::Value(true),
-                functions: vec![PatchFunction {
-                    name: "klp_test_park_wait".into(),
-                    sympos: 1,
-                }],
-            }],
-            gone: false,
-        }
-    }
-
-    fn task(tid: u32, state: char, patch_state: PatchState, stack: Vec<StackFrame>) -> Task {
-        Task {
-            pid: tid,
-            tid,
-            comm: format!("task{tid}"),
-            kthread: false,
-            state,
-            patch_state: Known::Value(patch_state),
-            stack: Known::Value(stack),
-        }
+        patch_of(
+            "klp_test_patch_target",
+            true,
+            true,
+            "klp_test_target",
+            &["klp_test_park_wait"],
+        )
     }
 
     fn parked() -> Vec<StackFrame> {
@@ -585,5 +604,39 @@ mod tests {
                 patch: "klp_other".into()
             })
         );
+    }
+
+    #[test]
+    fn each_cpus_idle_task_the_kernel_failed_is_a_blocker() {
+        let patch = patch();
+        let code = PatchedCode {
+            patch: &patch,
+            direction: Direction::Patching,
+            loaded: std::slice::from_ref(&patch),
+        };
+        let idle = |cpu: u32, reason| TaskVerdict {
+            tid: 0,
+            tgid: 0,
+            comm: format!("swapper/{cpu}"),
+            kthread: true,
+            reason,
+            function: None,
+            failed_checks: 3,
+            first_failure_ns: 1_000_000_000,
+            last_failure_ns: 3_000_000_000,
+        };
+        let verdicts = vec![
+            idle(1, Some(BlockReason::Running)),
+            idle(0, None),
+            idle(2, Some(BlockReason::Running)),
+        ];
+        let blockers = find_blockers(&[], &code, Some(&verdicts), 4_000_000_000);
+        let names: Vec<&str> = blockers.iter().map(|b| b.comm.as_str()).collect();
+        assert_eq!(names, ["swapper/1", "swapper/2"]);
+        assert!(blockers.iter().all(Blocker::is_idle_task));
+        assert_eq!(blockers[0].blocked_secs, Some(3.0));
+        assert_eq!(blockers[0].source, VerdictSource::Kernel);
+        // Without the kernel's verdicts nothing sees them.
+        assert!(find_blockers(&[], &code, None, 0).is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! A stuck transition explained: its state, its blockers with advice, and
 //! what the kernel will do next.
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{
@@ -8,7 +9,7 @@ use super::{
 };
 use crate::model::{Direction, LivepatchMessage, LogEntry, Transition};
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Diagnosis {
     pub in_transition: bool,
     pub patch: Option<String>,
@@ -23,6 +24,10 @@ pub struct Diagnosis {
     /// Tasks whose patch_state could not be read (not root): counted as
     /// pending, since nothing says they switched.
     pub tasks_unreadable: usize,
+    /// Per-CPU idle tasks the kernel failed to switch, as the tracer saw
+    /// (they have no /proc entry, so `tasks_pending` leaves them out); 0
+    /// when its verdicts are not heard (`verdicts_from` inferred).
+    pub idle_tasks_pending: usize,
     /// None when the kernel log could not be read.
     pub signals_sent: Option<bool>,
     pub next: String,
@@ -32,7 +37,7 @@ pub struct Diagnosis {
     pub last_outcome: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct BlockerReport {
     #[serde(flatten)]
     pub blocker: Blocker,
@@ -79,10 +84,11 @@ pub fn diagnose_transition(
     } else {
         VerdictSource::Inferred
     };
+    let idle_tasks_pending = blockers.iter().filter(|b| b.is_idle_task()).count();
     let next = next_step(
         elapsed_secs,
         signals_sent,
-        blockers.is_empty(),
+        &blockers,
         transition.tasks_pending,
     );
     let signals_in_secs = match signals_sent {
@@ -110,6 +116,7 @@ pub fn diagnose_transition(
         tasks_total: transition.tasks_total,
         tasks_pending: transition.tasks_pending,
         tasks_unreadable,
+        idle_tasks_pending,
         signals_sent,
         next,
         verdicts_from,
@@ -125,9 +132,20 @@ const IDLE_SUSPECT_SECS: f64 = 3.0;
 fn next_step(
     elapsed: Option<f64>,
     signals_sent: Option<bool>,
-    no_blockers: bool,
+    blockers: &[Blocker],
     tasks_pending: usize,
 ) -> String {
+    let no_blockers = blockers.is_empty();
+    if tasks_pending == 0 && !no_blockers && blockers.iter().all(Blocker::is_idle_task) {
+        let idle: Vec<&str> = blockers.iter().map(|b| b.comm.as_str()).collect();
+        return format!(
+            "every task in /proc has switched; what is left is the idle task of a CPU ({}): \
+             it switches itself when its CPU passes through the idle loop, and the kernel \
+             wakes idle CPUs every round for that, so this clears unless that CPU never \
+             idles (busy with interrupts, or stuck in a driver's idle state)",
+            idle.join(", ")
+        );
+    }
     if no_blockers && tasks_pending == 0 && elapsed.is_some_and(|e| e > IDLE_SUSPECT_SECS) {
         return format!(
             "no task in /proc is pending, yet the transition has run for {:.0} s: the \
@@ -190,6 +208,7 @@ pub fn diagnose_idle(log: Option<&[LogEntry]>, patch: Option<&str>) -> Diagnosis
         tasks_total: 0,
         tasks_pending: 0,
         tasks_unreadable: 0,
+        idle_tasks_pending: 0,
         signals_sent: None,
         next: "nothing to do: no transition in progress".into(),
         verdicts_from: VerdictSource::Inferred,
@@ -201,7 +220,7 @@ pub fn diagnose_idle(log: Option<&[LogEntry]>, patch: Option<&str>) -> Diagnosis
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::BlockReason;
+    use crate::{model::BlockReason, testing};
 
     fn entry(ts_s: u64, message: LivepatchMessage) -> LogEntry {
         LogEntry {
@@ -228,20 +247,9 @@ mod tests {
 
     fn blocker() -> Blocker {
         Blocker {
-            pid: 5,
-            tid: 5,
             comm: "cat".into(),
-            kthread: false,
-            state: 'S',
-            reason: BlockReason::FunctionOnStack,
             function: Some("f".into()),
-            version: None,
-            unexplained: None,
-            stack: vec![],
-            marked_frame: None,
-            blocked_secs: None,
-            failed_checks: None,
-            source: VerdictSource::Inferred,
+            ..testing::blocker(5, BlockReason::FunctionOnStack)
         }
     }
 
@@ -302,5 +310,32 @@ mod tests {
             Some("'p': patching complete at 11.0 s after boot")
         );
         assert_eq!(diagnose_idle(Some(&log), Some("other")).last_outcome, None);
+    }
+
+    #[test]
+    fn idle_tasks_left_alone_are_named() {
+        let idle = |cpu: u32| Blocker {
+            pid: 0,
+            tid: 0,
+            comm: format!("swapper/{cpu}"),
+            kthread: true,
+            state: 'R',
+            reason: BlockReason::Running,
+            source: VerdictSource::Kernel,
+            ..blocker()
+        };
+        let transition = Transition {
+            tasks_pending: 0,
+            ..transition()
+        };
+        let d = diagnose_transition(&transition, vec![idle(1), idle(0)], None, 1, 0);
+        assert_eq!(d.idle_tasks_pending, 2);
+        assert_eq!(d.tasks_pending, 0);
+        assert!(d.next.contains("swapper/1, swapper/0"), "{}", d.next);
+        assert!(
+            d.blockers
+                .iter()
+                .all(|b| b.advice.kind == crate::analysis::advice::BlockerKind::IdleTask)
+        );
     }
 }

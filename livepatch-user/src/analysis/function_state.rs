@@ -24,7 +24,10 @@ pub fn function_state(patches: &[Patch], object: &str, function: &str) -> Functi
             Direction::Unpatching
         });
     }
-    if enabled && object.patched == Known::Value(true) {
+    // Older kernels (5.10) have no `patched` file: an enabled patch has
+    // patched every object that is loaded, and a function whose calls are
+    // asked about is in a loaded one.
+    if enabled && object.patched != Known::Value(false) {
         FunctionState::Patched
     } else {
         FunctionState::Unpatched
@@ -34,26 +37,12 @@ pub fn function_state(patches: &[Patch], object: &str, function: &str) -> Functi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{PatchFunction, PatchObject};
+    use crate::testing::patch_of;
 
     fn patch(name: &str, enabled: bool, transition: bool) -> Patch {
-        Patch {
-            name: name.into(),
-            enabled: Known::Value(enabled),
-            transition: Known::Value(transition),
-            force: Known::Value(false),
-            replace: None,
-            stack_order: None,
-            objects: vec![PatchObject {
-                name: "vmlinux".into(),
-                patched: Known::Value(true),
-                functions: vec![PatchFunction {
-                    name: "cmdline_proc_show".into(),
-                    sympos: 1,
-                }],
-            }],
-            gone: false,
-        }
+        let mut patch = patch_of(name, enabled, transition, "vmlinux", &["cmdline_proc_show"]);
+        patch.objects[0].patched = Known::Value(true);
+        patch
     }
 
     #[test]
@@ -73,5 +62,18 @@ mod tests {
             function_state(&[patch("a", true, false)], "vmlinux", "other"),
             FunctionState::Unpatched
         );
+    }
+
+    #[test]
+    fn without_a_patched_file_an_enabled_patch_runs_its_version() {
+        let mut old_kernel = patch("a", true, false);
+        old_kernel.objects[0].patched = Known::unknown("no patched file on 5.10");
+        let state = |patches: &[Patch]| function_state(patches, "vmlinux", "cmdline_proc_show");
+        assert_eq!(
+            state(std::slice::from_ref(&old_kernel)),
+            FunctionState::Patched
+        );
+        old_kernel.objects[0].patched = Known::Value(false);
+        assert_eq!(state(&[old_kernel]), FunctionState::Unpatched);
     }
 }

@@ -2,19 +2,22 @@
 //! checks, function checks and predicted blockers, and the verdict.
 //!
 //! Pure: the command gathers what the readers and probes saw into
-//! `Observations`; this turns it into a `Readiness`.
+//! `CheckInputs`; this turns it into a `Readiness`.
 use std::collections::{BTreeMap, BTreeSet};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::blockers::{CodeVersion, PatchedCode};
 use crate::{
     kernel::{FilterFunctions, SymbolTable, ftrace_users::FtraceUse},
-    model::{Direction, Kernel, Known, Patch, PatchFunction, PatchObject, StackFrame, Task},
+    model::{
+        Direction, Kernel, KernelSeries, Known, Patch, PatchFunction, PatchObject, StackFrame, Task,
+    },
     probes::CallCount,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pass,
@@ -22,7 +25,7 @@ pub enum Status {
     Fail,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Ready,
@@ -63,7 +66,7 @@ pub enum Plan {
 }
 
 /// Everything the command gathered, untouched.
-pub struct Observations<'a> {
+pub struct CheckInputs<'a> {
     pub kernel: &'a Kernel,
     pub patches: &'a [Patch],
     pub plan: &'a Plan,
@@ -85,14 +88,14 @@ pub struct Observations<'a> {
     pub samples: &'a [Vec<Task>],
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct KernelCheck {
     pub id: &'static str,
     pub status: Status,
     pub detail: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct FunctionReport {
     pub name: String,
     pub sympos: u32,
@@ -115,7 +118,7 @@ pub struct FunctionReport {
     pub calls_unmeasured: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct PredictedBlocker {
     pub pid: u32,
     pub tid: u32,
@@ -137,7 +140,7 @@ pub struct PredictedBlocker {
     pub marked_frame: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Readiness {
     pub verdict: Verdict,
     pub kernel_checks: Vec<KernelCheck>,
@@ -192,6 +195,9 @@ pub fn resolve(
     }
     let all = symbols.lookup(&target.name);
     let count = all.iter().filter(|s| s.module == target.object).count();
+    let found = symbols
+        .resolve(&target.name, target.object.as_deref(), target.sympos)
+        .is_some();
     match (count, target.sympos) {
         (0, _) => Resolution::Unknown {
             elsewhere: all
@@ -201,17 +207,14 @@ pub fn resolve(
                 .into_iter()
                 .collect(),
         },
-        (1, 0) => Resolution::Found,
+        _ if found => Resolution::Found,
         (count, 0) => Resolution::Ambiguous { count },
-        (count, sympos) if sympos as usize > count => Resolution::SymposOutOfRange { count },
-        _ => Resolution::Found,
+        (count, _) => Resolution::SymposOutOfRange { count },
     }
 }
 
-/// Calls per second of each function between two readings of the running
-/// totals, `secs` apart.
 /// Calls of one function during the sampling window.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct CallWindow {
     pub per_sec: f64,
     /// Calls that ran the old version, and the new one.
@@ -219,32 +222,18 @@ pub struct CallWindow {
     pub new: u64,
 }
 
-pub fn call_rates(
-    before: &[CallCount],
-    after: &[CallCount],
-    secs: f64,
-) -> BTreeMap<String, CallWindow> {
-    after
-        .iter()
-        .filter(|_| secs > 0.0)
-        .map(|end| {
-            let (old, new) = before
-                .iter()
-                .find(|c| c.function == end.function)
-                .map_or((0, 0), |c| (c.old, c.new));
-            let old = end.old.saturating_sub(old);
-            let new = end.new.saturating_sub(new);
-            let window = CallWindow {
-                per_sec: (old + new) as f64 / secs,
-                old,
-                new,
-            };
-            (end.function.clone(), window)
-        })
-        .collect()
+/// A counter's totals over a window `secs` long: it started at zero when
+/// the window began.
+pub fn call_window(calls: &CallCount, secs: f64) -> CallWindow {
+    let total = calls.old + calls.new;
+    CallWindow {
+        per_sec: if secs > 0.0 { total as f64 / secs } else { 0.0 },
+        old: calls.old,
+        new: calls.new,
+    }
 }
 
-pub fn assess(seen: &Observations) -> Readiness {
+pub fn assess(seen: &CheckInputs) -> Readiness {
     let kernel_checks = kernel_checks(seen);
     let functions: Vec<FunctionReport> = seen
         .targets
@@ -284,7 +273,7 @@ fn check(id: &'static str, status: Status, detail: impl Into<String>) -> KernelC
     }
 }
 
-fn kernel_checks(seen: &Observations) -> Vec<KernelCheck> {
+fn kernel_checks(seen: &CheckInputs) -> Vec<KernelCheck> {
     let kernel = seen.kernel;
     let mut checks = vec![
         livepatch_check(kernel),
@@ -351,12 +340,15 @@ fn kernel_checks(seen: &Observations) -> Vec<KernelCheck> {
             "no /sys/kernel/btf/vmlinux: klpscope cannot load its eBPF programs",
         )
     });
-    // vmlinux functions the counter could not attach to, though fentry works.
+    // Functions present here that the counter could not attach to, though
+    // eBPF works.
     let refused: Vec<String> = seen
         .targets
         .iter()
         .zip(seen.calls)
-        .filter(|(target, _)| target.object.is_none())
+        .filter(|(target, _)| {
+            resolve(seen.symbols, seen.loaded_modules, target) != Resolution::ObjectNotLoaded
+        })
         .filter_map(|(target, calls)| match calls {
             Known::Unknown { unknown } => Some(format!("{}: {unknown}", target.name)),
             Known::Value(_) => None,
@@ -368,14 +360,14 @@ fn kernel_checks(seen: &Observations) -> Vec<KernelCheck> {
             "fentry",
             Status::Warn,
             format!(
-                "fentry programs attach, but not to every target: {}",
+                "eBPF programs attach, but calls are not counted for every target: {}",
                 refused.join("; ")
             ),
         ),
         None => check(
             "fentry",
             Status::Pass,
-            "fentry programs attach: calls are counted",
+            "eBPF programs attach: calls are counted (fentry, or a kprobe where fentry cannot go)",
         ),
         Some(reason) => check(
             "fentry",
@@ -407,7 +399,7 @@ fn livepatch_check(kernel: &Kernel) -> KernelCheck {
     check("livepatch", Status::Fail, why)
 }
 
-fn signature_check(seen: &Observations) -> KernelCheck {
+fn signature_check(seen: &CheckInputs) -> KernelCheck {
     let kernel = seen.kernel;
     let lockdown = kernel.lockdown.as_deref().filter(|mode| *mode != "none");
     let required = match (kernel.module_sig_enforce, lockdown) {
@@ -445,7 +437,7 @@ fn signature_check(seen: &Observations) -> KernelCheck {
 /// A module built for another kernel release: the kernel refuses it
 /// ("Invalid module format"), the most common way a rollout fails. The
 /// release is vermagic's first word; the running kernel's is osrelease.
-fn vermagic_check(seen: &Observations) -> KernelCheck {
+fn vermagic_check(seen: &CheckInputs) -> KernelCheck {
     let Plan::Module { name, vermagic, .. } = seen.plan else {
         return check("vermagic", Status::Pass, "no module file to compare");
     };
@@ -530,7 +522,7 @@ fn transition_check(patches: &[Patch]) -> KernelCheck {
     }
 }
 
-fn loaded_patches_check(seen: &Observations) -> KernelCheck {
+fn loaded_patches_check(seen: &CheckInputs) -> KernelCheck {
     let names: Vec<&str> = seen
         .patches
         .iter()
@@ -583,7 +575,7 @@ fn loaded_patches_check(seen: &Observations) -> KernelCheck {
 }
 
 fn function_report(
-    seen: &Observations,
+    seen: &CheckInputs,
     target: &Target,
     calls: &Known<CallWindow>,
 ) -> FunctionReport {
@@ -658,15 +650,19 @@ fn function_report(
         }
     }
 
+    // One symbol when the target names exactly one: then by its address.
+    let symbol = seen
+        .symbols
+        .resolve(&target.name, target.object.as_deref(), target.sympos);
     match seen.filter_functions {
         Known::Value(filter) => {
-            let traceable = filter.traceable(&target.name, target.object.as_deref());
+            let traceable = filter.traceable(&target.name, target.object.as_deref(), symbol);
             report.traceable = Some(traceable);
             if !traceable {
                 problem(
                     &mut report,
                     Status::Fail,
-                    "not in available_filter_functions: ftrace cannot attach (notrace or inlined), the patch fails".into(),
+                    "no ftrace site in it (available_filter_functions lists it under none of its names): ftrace cannot attach (notrace or inlined), the patch fails".into(),
                 );
             }
         }
@@ -696,10 +692,15 @@ fn function_report(
         problem(&mut report, Status::Warn, text);
     }
 
+    // ftrace names a site once, under one of the function's names.
+    let names: Vec<&str> = match symbol {
+        Some(symbol) => symbol.names(&target.name).collect(),
+        None => vec![target.name.as_str()],
+    };
     if let Known::Value(uses) = seen.ftrace_users {
         if let Some(using) = uses
             .iter()
-            .find(|u| u.function == target.name && u.module == target.object)
+            .find(|u| names.contains(&u.function.as_str()) && u.module == target.object)
         {
             report.ftrace_users = Some(using.users);
             if using.ipmodify
@@ -741,17 +742,15 @@ fn candidates(symbols: &SymbolTable, target: &Target) -> Vec<String> {
         .collect()
 }
 
+/// Before 6.0 a BPF trampoline and an IPMODIFY ftrace user (livepatch)
+/// cannot share a function.
 fn kernel_before_6_0(release: &str) -> bool {
-    release
-        .split('.')
-        .next()
-        .and_then(|major| major.parse::<u32>().ok())
-        .is_some_and(|major| major < 6)
+    KernelSeries::of(release).is_some_and(|series| series < KernelSeries::new(6, 0))
 }
 
 /// The code whose presence on a stack would block: the targets' old
 /// functions while patching, the loaded patch's new ones while disabling.
-fn patched_code(seen: &Observations) -> (Patch, Direction) {
+fn patched_code(seen: &CheckInputs) -> (Patch, Direction) {
     if let Plan::Disable { patch } = seen.plan {
         if let Some(loaded) = seen.patches.iter().find(|p| &p.name == patch) {
             return (loaded.clone(), Direction::Unpatching);
@@ -795,7 +794,7 @@ fn patched_code(seen: &Observations) -> (Patch, Direction) {
 
 /// Tasks with a target on their kernel stack in any sample. Persistent:
 /// there in every sample, so it will be there when the transition tries it.
-fn predict_blockers(seen: &Observations) -> Vec<PredictedBlocker> {
+fn predict_blockers(seen: &CheckInputs) -> Vec<PredictedBlocker> {
     let (patch, direction) = patched_code(seen);
     let code = PatchedCode {
         patch: &patch,

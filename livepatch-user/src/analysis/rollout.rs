@@ -4,6 +4,7 @@
 //! the transition), waits for that to end and unloads what it loaded. It
 //! never forces. Pure: the command performs the actions it asks for and
 //! reports how they went.
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{
@@ -13,7 +14,7 @@ use super::{
 use crate::model::Direction;
 
 /// What is being rolled out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutKind {
     /// A patch loaded: its patching transition. Backing out disables it
@@ -34,7 +35,7 @@ impl RolloutKind {
 }
 
 /// Why a rollout backs out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(tag = "cause", rename_all = "snake_case")]
 pub enum BackoutCause {
     Deadline,
@@ -45,7 +46,7 @@ pub enum BackoutCause {
 }
 
 /// How a rollout ended, with the exit code the CLI documents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutEnd {
     /// apply: the patch is applied. revert: the patch is gone and its
@@ -81,7 +82,7 @@ impl RolloutEnd {
 }
 
 /// A step of the rollout, reported beside the transition's events.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RolloutStep {
     /// apply: the module is loaded and the patch's transition started.

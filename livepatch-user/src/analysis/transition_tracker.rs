@@ -7,6 +7,7 @@
 //! prints and shows, that apply acts on and that metrics count.
 use std::collections::{BTreeMap, BTreeSet};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{
@@ -20,7 +21,7 @@ use crate::model::{
     Transition,
 };
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TransitionEvent {
     Start {
@@ -120,7 +121,7 @@ impl TransitionEvent {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalsSeen {
     /// The kernel logged "signaling remaining tasks".
@@ -171,6 +172,14 @@ pub struct Rounds {
     pub failed: u32,
 }
 
+/// Which task a blocker is: the per-CPU idle tasks all have tid 0, and
+/// tell themselves apart by name (swapper/N).
+type TaskKey = (u32, String);
+
+fn key(blocker: &Blocker) -> TaskKey {
+    (blocker.tid, blocker.comm.clone())
+}
+
 /// A task found blocking, not necessarily shown yet.
 #[derive(Clone, Debug)]
 struct Candidate {
@@ -196,7 +205,7 @@ pub struct TransitionTracker {
     failed_callback: Option<String>,
     polls: u64,
     tracer_start_ns: Option<u64>,
-    candidates: BTreeMap<u32, Candidate>,
+    candidates: BTreeMap<TaskKey, Candidate>,
     /// Switches the tracer saw since the last poll.
     switched: BTreeSet<u32>,
     /// A patch seen in transition whose direction no poll has told yet.
@@ -579,7 +588,7 @@ impl TransitionTracker {
         let mut shown = Vec::new();
         let mut candidates = BTreeMap::new();
         for mut blocker in blockers {
-            let mut candidate = self.candidates.remove(&blocker.tid).unwrap_or(Candidate {
+            let mut candidate = self.candidates.remove(&key(&blocker)).unwrap_or(Candidate {
                 first_seen_ns: at_ns,
                 polls: 0,
             });
@@ -591,7 +600,7 @@ impl TransitionTracker {
                 blocker
                     .blocked_secs
                     .get_or_insert(secs_between(candidate.first_seen_ns, at_ns));
-                let previous = transition.blockers.iter().find(|b| b.tid == blocker.tid);
+                let previous = transition.blockers.iter().find(|b| key(b) == key(&blocker));
                 if previous
                     .is_none_or(|p| p.reason != blocker.reason || p.function != blocker.function)
                 {
@@ -608,10 +617,10 @@ impl TransitionTracker {
                 }
                 shown.push(blocker.clone());
             }
-            candidates.insert(blocker.tid, candidate);
+            candidates.insert(key(&blocker), candidate);
         }
         for old in &transition.blockers {
-            if !shown.iter().any(|b| b.tid == old.tid) {
+            if !shown.iter().any(|b| key(b) == key(old)) {
                 events.push(cleared(old));
             }
         }
@@ -1009,6 +1018,32 @@ mod tests {
         state.apply(poll(0, vec![patch("p", false, false)], None, vec![]));
         let events = state.apply(poll(1, vec![], None, vec![]));
         assert_eq!(names(&events), ["gone"]);
+    }
+
+    /// The per-CPU idle tasks all have tid 0: each is a blocker of its own.
+    #[test]
+    fn two_cpus_idle_tasks_block_apart() {
+        let mut state = tracker();
+        state.apply(patching(0, 2, vec![]));
+        let idle = |cpu: u32| TaskVerdict {
+            comm: format!("swapper/{cpu}"),
+            failed_checks: 2,
+            ..verdict(0, BlockReason::Running, 0)
+        };
+        let Observation::Poll(mut poll) = patching(1, 2, vec![]) else {
+            unreachable!()
+        };
+        poll.verdicts = Some(vec![idle(0), idle(1)]);
+        let events = state.apply(Observation::Poll(poll));
+        let comms: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                TransitionEvent::Blocker { comm, .. } => Some(comm.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(comms, ["swapper/0", "swapper/1"], "{events:?}");
+        assert_eq!(state.transition.as_ref().unwrap().blockers.len(), 2);
     }
 
     /// An atomic replace disables the patch it replaces inside its own

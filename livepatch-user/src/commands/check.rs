@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use crate::{
     analysis::function_state::function_state,
     analysis::readiness::{
-        CallWindow, Observations, Plan, Readiness, Resolution, Target, Verdict, assess, call_rates,
+        CallWindow, CheckInputs, Plan, Readiness, Resolution, Target, Verdict, assess, call_window,
         resolve,
     },
     cli::CheckArgs,
@@ -25,11 +25,11 @@ use crate::{
         kallsyms_near::closest_symbols,
         livepatch_module::{LivepatchModule, read_livepatch_module},
         loaded_modules::read_loaded_modules,
-        read_filter_functions, read_kallsyms, read_kernel, read_patch, read_patches,
+        read_filter_functions, read_kallsyms_with_extents, read_kernel, read_patch, read_patches,
         sysfs_livepatch::livepatch_dir,
     },
     model::Known,
-    probes::{self, Capabilities, ProbeRequest, TaskSource},
+    probes::{self, Capabilities, CountedFunction, Facility, ProbeRequest, TaskSource},
     views::{
         check_report::{CheckView, EbpfView, render_json, render_text},
         style::Color,
@@ -126,26 +126,33 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     let kernel = read_kernel(root);
     let patches = read_patches(root).context("reading /sys/kernel/livepatch")?;
-    let symbols = read_kallsyms(root, &names).context("reading /proc/kallsyms")?;
+    let symbols = read_kallsyms_with_extents(root, &names).context("reading /proc/kallsyms")?;
     let loaded_modules = read_loaded_modules(root).context("reading /proc/modules")?;
     if matches!(plan, Plan::Functions) {
         refuse_bad_functions(root, &targets, &symbols, loaded_modules.as_ref())?;
     }
     // Before klpscope's own counter attaches: it is an ftrace user too.
-    let filter_functions = read_filter_functions(root, &names);
-    let ftrace_users = read_ftrace_users(root, &names);
+    let filter_functions = read_filter_functions(root, &symbols);
+    let ftrace_users = read_ftrace_users(root, &symbols.names_and_aliases());
 
     let mut tasks = TaskSource::open(root, request.no_ebpf)?;
+    // Functions of modules that are not loaded have nothing to count.
+    let counted: Vec<CountedFunction> = targets
+        .iter()
+        .filter(|t| resolve(&symbols, loaded_modules.as_ref(), t) != Resolution::ObjectNotLoaded)
+        .map(counted_function)
+        .collect();
     let (probes, mut capabilities) = if request.no_ebpf {
         let mut caps = Capabilities::default();
-        caps.missing("ebpf", "not tried (--no-ebpf)");
+        caps.missing(Facility::Ebpf, "not tried (--no-ebpf)");
         (None, caps)
     } else {
-        let count_calls = vmlinux_functions(&targets)
-            .into_iter()
-            .map(|name| {
-                let state = function_state(&patches, "vmlinux", &name);
-                (name, state)
+        let count_calls = counted
+            .iter()
+            .map(|function| {
+                let object = function.object.as_deref().unwrap_or("vmlinux");
+                let state = function_state(&patches, object, &function.name);
+                (function.clone(), state)
             })
             .collect();
         probes::load(
@@ -161,7 +168,6 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
         None => Some(
             capabilities
                 .unavailable_reason()
-                .or_else(|| capabilities.items.first().and_then(|c| c.reason.clone()))
                 .unwrap_or_else(|| "eBPF unavailable".into()),
         ),
     };
@@ -174,31 +180,36 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
     let started = Instant::now();
     let samples = sample_stacks(&mut tasks, request.duration)?;
     let elapsed = started.elapsed().as_secs_f64();
-    let after = counter.and_then(|c| c.counts().ok()).unwrap_or_default();
-    let rates = call_rates(&[], &after, elapsed);
+    let after = counter
+        .and_then(|c| c.counts_by_function().ok())
+        .unwrap_or_default();
     let calls: Vec<Known<CallWindow>> = targets
         .iter()
-        .map(|target| match (&target.object, &ebpf_unavailable) {
-            (Some(module), _) => Known::unknown(format!(
-                "{} is in module {module}: klpscope counts calls of vmlinux functions only (no module BTF in aya 0.14)",
-                target.name
-            )),
-            (None, Some(reason)) => Known::unknown(format!("eBPF unavailable: {reason}")),
-            (None, None) => match rates.get(&target.name) {
-                Some(rate) => Known::Value(*rate),
+        .map(|target| {
+            let function = counted_function(target);
+            if !counted.contains(&function) {
+                return Known::unknown(format!(
+                    "module {} is not loaded: no calls to count",
+                    target.object_name()
+                ));
+            }
+            if let Some(reason) = &ebpf_unavailable {
+                return Known::unknown(format!("eBPF unavailable: {reason}"));
+            }
+            match after.iter().find(|(counted, _)| *counted == function) {
+                Some((_, count)) => Known::Value(call_window(count, elapsed)),
                 None => Known::unknown(
                     capabilities
-                        .get(&format!("calls:{}", target.name))
-                        .and_then(|c| c.reason.clone())
+                        .uncounted_reason(&function)
                         .unwrap_or_else(|| "the call counter did not attach".into()),
                 ),
-            },
+            }
         })
         .collect();
     drop(probes);
     capabilities.items.push(tasks.capability().clone());
 
-    let readiness = assess(&Observations {
+    let readiness = assess(&CheckInputs {
         kernel: &kernel,
         patches: &patches,
         plan: &plan,
@@ -355,15 +366,12 @@ fn refuse_bad_functions(
     Ok(())
 }
 
-fn vmlinux_functions(targets: &[Target]) -> Vec<String> {
-    let mut names: Vec<String> = targets
-        .iter()
-        .filter(|t| t.object.is_none())
-        .map(|t| t.name.clone())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+fn counted_function(target: &Target) -> CountedFunction {
+    CountedFunction {
+        object: target.object.clone(),
+        name: target.name.clone(),
+        sympos: target.sympos,
+    }
 }
 
 /// Tasks kept over all samples, at most: about 700 bytes each with its

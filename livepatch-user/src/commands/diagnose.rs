@@ -22,7 +22,7 @@ use crate::{
     model::{BlockReason, Snapshot, TraceEvent, Transition},
     probes::{self, ProbeRequest, TaskSource, TaskVerdict},
     views::{
-        diagnose_report::{DiagnoseView, render_json, render_text},
+        diagnose_report::{DiagnoseView, render_json, render_text, render_unsupported_json},
         style::Color,
     },
 };
@@ -52,13 +52,7 @@ pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
             .cloned()
             .unwrap_or_else(|| "livepatch is not supported".into());
         if args.json {
-            let doc = serde_json::json!({
-                "in_transition": false,
-                "livepatch_supported": false,
-                "reason": reason,
-                "blockers": [],
-            });
-            output::print(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+            output::print(&render_unsupported_json(&reason))?;
         } else {
             output::print(&format!("nothing to diagnose: {reason}\n"))?;
         }
@@ -150,20 +144,13 @@ fn observe(root: &Path) -> Result<Vec<TaskVerdict>, String> {
         count_calls: Vec::new(),
     };
     let (probes, caps) = probes::load(root, &request);
-    let check_hook = caps.get("tracer:klp_check_and_switch_task");
-    // `probes` owns the attached programs: it must outlive the observation.
-    let mut probes = match (probes, check_hook) {
-        (Some(probes), Some(hook)) if hook.available => probes,
-        _ => {
-            return Err(caps
-                .unavailable_reason()
-                .or_else(|| check_hook.and_then(|c| c.reason.clone()))
-                .unwrap_or_else(|| "the transition tracer could not attach".into()));
-        }
-    };
-    if probes.tracer.is_none() {
-        return Err("the transition tracer's maps are missing".into());
+    if let Some(reason) = caps.verdicts_unavailable() {
+        return Err(reason);
     }
+    // `probes` owns the attached programs: it must outlive the observation.
+    let Some(mut probes) = probes else {
+        return Err("the transition tracer did not load".into());
+    };
     let started = Instant::now();
     let mut rounds = 0;
     while started.elapsed() < OBSERVE_FOR && rounds < 2 {

@@ -13,7 +13,6 @@ use std::{
 use anyhow::{Context, Result, bail};
 use crossterm::event::{Event, EventStream};
 use futures_util::StreamExt;
-use serde::Serialize;
 use tokio::time::{Instant, interval, sleep};
 
 use crate::{
@@ -42,7 +41,8 @@ use crate::{
         read_kernel,
     },
     views::{
-        check_report::{CheckView, render_text},
+        check_report::render_text,
+        json_output::{CheckEvent, CheckStep},
         rollout_lines::describe_step,
         style::Color,
         tui::{
@@ -69,7 +69,8 @@ pub fn apply(root: &Path, args: &ApplyArgs, color: Color) -> Result<ExitCode> {
     let patch = module.name.clone();
     let checked = check(root, check_request(Some(module), None, &args.rollout))?;
     let (kind, change) = (RolloutKind::Apply, Change::Load { image });
-    run(root, kind, &patch, change, checked, &args.rollout, color)
+    let rollout = rollout(root, kind, &patch, change, checked, &args.rollout, color);
+    super::block_on(rollout)
 }
 
 pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> {
@@ -77,7 +78,7 @@ pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> 
     let request = check_request(None, Some(&args.patch), &args.rollout);
     let checked = check(root, request)?;
     let (kind, change) = (RolloutKind::Revert, Change::Disable);
-    run(
+    let rollout = rollout(
         root,
         kind,
         &args.patch,
@@ -85,7 +86,8 @@ pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> 
         checked,
         &args.rollout,
         color,
-    )
+    );
+    super::block_on(rollout)
 }
 
 /// The check before the change: of the module to load, or of the patch to
@@ -114,30 +116,6 @@ fn supported(root: &Path, verb: &str) -> Result<()> {
     Ok(())
 }
 
-fn run(
-    root: &Path,
-    kind: RolloutKind,
-    patch: &str,
-    change: Change,
-    checked: Checked,
-    args: &RolloutArgs,
-    color: Color,
-) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(rollout(root, kind, patch, change, checked, args, color))
-}
-
-/// The check's report as the first JSON line.
-#[derive(Serialize)]
-struct CheckStep<'a> {
-    event: &'static str,
-    #[serde(flatten)]
-    check: CheckView<'a>,
-}
-
 async fn rollout(
     root: &Path,
     kind: RolloutKind,
@@ -151,7 +129,7 @@ async fn rollout(
     let mut lines = EventLines::new(args.json, color);
     if args.json {
         lines.emit_json(&CheckStep {
-            event: "check",
+            event: CheckEvent::Check,
             check: checked.view(),
         })?;
     } else {
@@ -172,7 +150,7 @@ async fn rollout(
 
     // The feed follows the kernel before anything changes: a transition of
     // milliseconds is still seen.
-    let feed = TransitionFeed::open(root, args.no_ebpf);
+    let feed = TransitionFeed::open(root, args.no_ebpf)?;
     let mut signals = StopSignals::new().context("installing signal handlers")?;
     let mut feed = FeedThread::start(feed)?;
     let mut live = LiveState::new(Some(patch.to_owned()));

@@ -27,11 +27,7 @@ use crate::{
 type Exported = watch::Receiver<Option<Arc<FleetMetrics>>>;
 
 pub fn run(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(serve(root, args))
+    super::block_on(serve(root, args))
 }
 
 async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
@@ -65,7 +61,7 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
         .map(|()| ExitCode::SUCCESS);
     }
 
-    let mut feed = FeedThread::start(TransitionFeed::open(root, args.no_ebpf))?;
+    let mut feed = FeedThread::start(TransitionFeed::open(root, args.no_ebpf)?)?;
     if let Some(reason) = &feed.capabilities.polling {
         output::note(&format!(
             "eBPF unavailable ({reason}): following transitions by polling /proc and /sys"

@@ -46,11 +46,7 @@ pub const EXIT_REFUSED: u8 = 7;
 const DEBUG_PANIC: &str = "KLPSCOPE_DEBUG_PANIC";
 
 pub fn run(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(watch(root, args, color))
+    super::block_on(watch(root, args, color))
 }
 
 async fn watch(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
@@ -63,7 +59,7 @@ async fn watch(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> 
     let interactive = !args.plain && !args.json && io::stdout().is_terminal();
     // Loading the probes takes a moment; until the handlers below are in
     // place a signal ends klpscope the default way, which detaches them too.
-    let feed = TransitionFeed::open(root, args.no_ebpf);
+    let feed = TransitionFeed::open(root, args.no_ebpf)?;
     let deadline = args
         .timeout
         .map(|secs| Instant::now() + Duration::from_secs_f64(secs));

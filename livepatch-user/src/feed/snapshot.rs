@@ -6,7 +6,7 @@ use crate::{
     analysis::transition::transition_target,
     kernel::{
         ReadError, Stacks, ThreadId, kernel_log::read_livepatch_log, read_kernel, read_patches,
-        read_task, reread_in_transition,
+        reread_in_transition,
     },
     model::{Known, Patch, PatchState, Snapshot, Task},
     probes::TaskSource,
@@ -32,20 +32,6 @@ pub fn read_patches_and_threads<T>(
     }
     let threads = scan().map_err(|source| ReadError::new(root, "proc", source))?;
     Ok((reread_in_transition(root, patches), Some(threads)))
-}
-
-/// The pending threads with their kernel stacks, at most `limit` of them;
-/// a thread that exited since the scan is left out: it blocks nothing.
-pub fn read_pending(
-    root: &Path,
-    pending: impl IntoIterator<Item = ThreadId>,
-    limit: usize,
-) -> Vec<Task> {
-    pending
-        .into_iter()
-        .take(limit)
-        .filter_map(|thread| read_task(root, thread, Stacks::Read))
-        .collect()
 }
 
 /// Kernel facts, patches, every thread and the kernel's livepatch log.

@@ -6,16 +6,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::snapshot::{read_patches_and_threads, read_pending};
+use super::snapshot::read_patches_and_threads;
 use crate::{
     analysis::{
         function_state::function_state,
         observation::{CallSample, KernelPoll, Observation},
         transition::transition_target,
     },
-    kernel::{PatchStateScanner, ThreadId, clock::monotonic_ns, kernel_log::KernelLogFollower},
-    model::{FeedCapabilities, Known, LogEntry, Patch, Task, ThreadPatchState, TraceEvent},
-    probes::{self, ProbeRequest, Probes, TaskVerdict},
+    kernel::{Stacks, ThreadId, clock::monotonic_ns, kernel_log::KernelLogFollower},
+    model::{FeedCapabilities, Known, LogEntry, Patch, PatchFunction, Task, ThreadPatchState},
+    probes::{
+        self, CountedFunction, ProbeRequest, Probes, TaskSource, TaskSourceError, TaskVerdict,
+    },
 };
 
 /// At most this many pending threads get their kernel stack read per poll:
@@ -33,23 +35,26 @@ pub struct TransitionFeed {
     /// The newest kernel log record already seen.
     log_seen_us: Option<u64>,
     patch_names: Vec<String>,
-    /// Kept between polls: its open descriptors make the scan cheap.
-    scanner: Option<PatchStateScanner>,
+    /// Every thread's patch_state, and the pending ones' stacks: the task
+    /// iterator, or procfs with descriptors kept open between polls.
+    tasks: TaskSource,
 }
 
-/// Call counters for the patched vmlinux functions, reloaded when the
-/// patches change: the programs attach to a fixed list.
+/// Call counters for the patched functions, reloaded when the patches
+/// change: the programs attach to a fixed list.
 #[derive(Default)]
 struct CallCounters {
     probes: Option<Probes>,
-    counted: Vec<String>,
-    /// Functions the kernel would not let the counter attach to, and why.
-    refused: Vec<(String, String)>,
+    counted: Vec<CountedFunction>,
+    /// Functions that cannot be counted, and why.
+    uncounted: Vec<(String, String)>,
 }
 
 impl TransitionFeed {
     /// Attaches the tracer unless `no_ebpf`; without it the feed polls.
-    pub fn open(root: &Path, no_ebpf: bool) -> Self {
+    /// Err only when `KLPSCOPE_TASK_SOURCE` asks for what cannot be had.
+    pub fn open(root: &Path, no_ebpf: bool) -> Result<Self, TaskSourceError> {
+        let tasks = TaskSource::open(root, no_ebpf)?;
         let (tracer, capabilities) = if no_ebpf {
             let capabilities = FeedCapabilities {
                 polling: Some("--no-ebpf".to_owned()),
@@ -63,21 +68,15 @@ impl TransitionFeed {
             };
             match probes::load(root, &request) {
                 (Some(probes), caps) if probes.tracer.is_some() => {
-                    let hook = caps.get("tracer:klp_check_and_switch_task");
-                    let verdicts_inferred = match hook {
-                        Some(hook) if hook.available => None,
-                        Some(hook) => hook.reason.clone(),
-                        None => Some("the per-task verdict hook was not tried".to_owned()),
-                    };
                     let capabilities = FeedCapabilities {
                         polling: None,
-                        verdicts_inferred,
+                        verdicts_inferred: caps.verdicts_unavailable(),
                     };
                     (Some(probes), capabilities)
                 }
                 (_, caps) => {
                     let reason = caps
-                        .unavailable_reason()
+                        .tracer_unavailable()
                         .unwrap_or_else(|| "the transition tracer did not load".into());
                     let capabilities = FeedCapabilities {
                         polling: Some(reason),
@@ -87,7 +86,7 @@ impl TransitionFeed {
                 }
             }
         };
-        TransitionFeed {
+        Ok(TransitionFeed {
             root: root.to_owned(),
             capabilities,
             tracer,
@@ -95,31 +94,31 @@ impl TransitionFeed {
             log: KernelLogFollower::new(root),
             log_seen_us: None,
             patch_names: Vec::new(),
-            scanner: None,
-        }
+            tasks,
+        })
     }
 
     pub fn capabilities(&self) -> &FeedCapabilities {
         &self.capabilities
     }
 
-    /// One round of reading: the tracer's events first, then a poll, then
-    /// what the log and the counters say since.
+    /// One round of reading: a poll of sysfs and procfs, then the tracer's
+    /// events and what the log and the counters say since.
     pub fn read_round(&mut self) -> Result<Vec<Observation>> {
         let mut observations = Vec::new();
-        let verdicts = self.drain_tracer(&mut observations);
-        let (root, scanner, names) = (&self.root, &mut self.scanner, &mut self.patch_names);
+        let (root, tasks, names) = (&self.root, &mut self.tasks, &mut self.patch_names);
         // A scan only when a transition may be under way: it is the costly
         // part, and a new patch may have started and ended between polls.
         let patches_changed = |patches: &[Patch]| {
             let now: Vec<String> = patches.iter().map(|p| p.name.clone()).collect();
             std::mem::replace(names, now) != *names
         };
-        let scan = || match scanner {
-            Some(scanner) => scanner.scan(),
-            None => scanner.insert(PatchStateScanner::new(root)?).scan(),
-        };
+        let scan = || tasks.patch_states();
         let (patches, threads) = read_patches_and_threads(root, patches_changed, scan)?;
+        // The tracer after sysfs: every event of a transition this read saw
+        // end is in by now, so none is left for a read that knows no
+        // transition to put it under.
+        let verdicts = self.drain_tracer(&mut observations);
         // After the scan: a switched task it saw is logged by then. Read on
         // every poll, patches or none: a refused load leaves only its
         // message behind.
@@ -147,14 +146,8 @@ impl TransitionFeed {
     fn drain_tracer(&mut self, observations: &mut Vec<Observation>) -> Option<Vec<TaskVerdict>> {
         let kernel_verdicts = self.capabilities.kernel_verdicts();
         let tracer = self.tracer.as_mut()?.tracer.as_mut()?;
-        for event in tracer.drain() {
-            // Verdicts from an earlier transition would name tasks that
-            // block nothing now.
-            if matches!(event, TraceEvent::Start { .. }) {
-                tracer.clear_verdicts();
-            }
-            observations.push(Observation::Trace(event));
-        }
+        // The tracer keeps the verdicts of the transition under way only.
+        observations.extend(tracer.drain().into_iter().map(Observation::Trace));
         // Without the check hook the map stays empty: blockers are then
         // inferred from stacks, not taken as "none".
         kernel_verdicts.then(|| tracer.verdicts())
@@ -183,7 +176,7 @@ impl TransitionFeed {
     /// The threads the transition waits for, with their stacks. With the
     /// kernel's verdicts, only the ones it failed to switch.
     fn pending(
-        &self,
+        &mut self,
         patches: &[Patch],
         log: Option<&[LogEntry]>,
         threads: &[ThreadPatchState],
@@ -203,33 +196,27 @@ impl TransitionFeed {
             .map(|thread| ThreadId {
                 pid: thread.pid,
                 tid: thread.tid,
-            });
-        read_pending(&self.root, pending, MAX_STACKS)
+            })
+            .take(MAX_STACKS)
+            .collect::<Vec<_>>();
+        // A thread that exited since the scan is left out: it blocks nothing.
+        self.tasks
+            .tasks_of(&pending, Stacks::Read)
+            .unwrap_or_else(|error| {
+                log::warn!("reading the pending threads: {error}");
+                Vec::new()
+            })
     }
 
-    /// Calls per version of the patched vmlinux functions. Module functions
-    /// cannot be counted (no fentry on module BTF): listed as uncounted.
+    /// Calls per version of the patched functions, vmlinux and modules.
     fn count_calls(&mut self, patches: &[Patch], at_ns: u64) -> Option<CallSample> {
         self.tracer.as_ref()?;
-        let mut functions = Vec::new();
-        let mut uncounted = Vec::new();
-        for patch in patches.iter().filter(|p| !p.gone) {
-            for object in &patch.objects {
-                for function in &object.functions {
-                    if object.name == "vmlinux" {
-                        functions.push(function.name.clone());
-                    } else {
-                        uncounted.push((
-                            function.name.clone(),
-                            format!(
-                                "in module {}: only vmlinux functions are counted",
-                                object.name
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
+        let mut functions: Vec<CountedFunction> = patches
+            .iter()
+            .filter(|p| !p.gone)
+            .flat_map(|patch| &patch.objects)
+            .flat_map(|object| object.functions.iter().map(|f| counted(&object.name, f)))
+            .collect();
         functions.sort();
         functions.dedup();
         let counters = &mut self.counters;
@@ -240,23 +227,23 @@ impl TransitionFeed {
                 tracer: false,
                 count_calls: functions
                     .iter()
-                    .map(|name| (name.clone(), function_state(patches, "vmlinux", name)))
+                    .map(|f| {
+                        let object = f.object.as_deref().unwrap_or("vmlinux");
+                        (f.clone(), function_state(patches, object, &f.name))
+                    })
                     .collect(),
             };
             let (probes, caps) = probes::load(&self.root, &request);
             counters.probes = probes;
             counters.counted = functions;
-            counters.refused = caps
-                .missing_optional()
-                .filter_map(|c| {
-                    Some((c.name.strip_prefix("calls:")?.to_owned(), c.reason.clone()?))
-                })
+            counters.uncounted = caps
+                .uncounted()
+                .map(|(function, reason)| (function.to_string(), reason.to_owned()))
                 .collect();
         }
-        uncounted.extend(counters.refused.iter().cloned());
         let mut sample = CallSample {
             at_ns,
-            uncounted,
+            uncounted: counters.uncounted.clone(),
             ..CallSample::default()
         };
         let Some(counter) = counters
@@ -267,15 +254,24 @@ impl TransitionFeed {
             return Some(sample);
         };
         for patch in patches {
-            for object in patch.objects.iter().filter(|o| o.name == "vmlinux") {
+            for object in &patch.objects {
                 for function in &object.functions {
                     let state = function_state(patches, &object.name, &function.name);
-                    let _ = counter.set_state(&function.name, state);
+                    let _ = counter.set_state(&counted(&object.name, function), state);
                 }
             }
         }
         sample.counts = counter.counts().ok()?;
         sample.old_callers = counter.old_calls_by_task();
         Some(sample)
+    }
+}
+
+/// A patched function as the counter names it; sysfs says "vmlinux".
+fn counted(object: &str, function: &PatchFunction) -> CountedFunction {
+    CountedFunction {
+        object: (object != "vmlinux").then(|| object.to_owned()),
+        name: function.name.clone(),
+        sympos: function.sympos,
     }
 }

@@ -8,12 +8,13 @@
 //! trampoline (BPF fentry/fexit), O call ops, M modified.
 use std::{collections::HashSet, fs, path::Path};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::tracefs_mount;
 use crate::model::Known;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct FtraceUse {
     pub function: String,
     /// None for vmlinux.

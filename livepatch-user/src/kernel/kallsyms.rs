@@ -1,9 +1,16 @@
 //! Kernel symbols (/proc/kallsyms) and the functions ftrace can attach to
 //! (available_filter_functions), looked up for a given set of names.
 //!
+//! The kernel goes by address: a function is traceable when an ftrace site
+//! lies within it (from its address up to the next symbol), whatever name
+//! ftrace lists it under; a syscall's `__x64_sys_getpid` is an alias of
+//! `__do_sys_getpid`, and ftrace lists only the latter. So each symbol
+//! asked about carries its extent and its aliases.
+//!
 //! kallsyms has 100k-200k lines and callers ask about a handful of functions,
-//! so both files are streamed once and only matching lines are parsed and
-//! kept: no full index is built.
+//! so the files are streamed and only matching lines are kept: kallsyms
+//! twice (once for the names, once for their neighbours and aliases, which
+//! may come first), the ftrace lists once.
 use std::{
     collections::{HashMap, HashSet},
     fs::File,
@@ -22,6 +29,24 @@ pub struct KernelSymbol {
     pub kind: char,
     /// None for vmlinux.
     pub module: Option<String>,
+    /// Bytes up to the next symbol: the extent the kernel gives it
+    /// (kallsyms_lookup_size_offset). None with hidden addresses, or for
+    /// the last symbol.
+    pub size: Option<u64>,
+    /// Other names at the same address in the same object.
+    pub aliases: Vec<String>,
+}
+
+impl KernelSymbol {
+    /// Its name and its aliases.
+    pub fn names<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        std::iter::once(name).chain(self.aliases.iter().map(String::as_str))
+    }
+
+    fn contains(&self, address: u64) -> bool {
+        self.size
+            .is_some_and(|size| address >= self.address && address - self.address < size)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -53,88 +78,224 @@ impl SymbolTable {
     }
 }
 
+impl SymbolTable {
+    /// The names asked about and their aliases: what ftrace may list them as.
+    pub fn names_and_aliases(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .symbols
+            .iter()
+            .flat_map(|(name, all)| all.iter().flat_map(|s| s.names(name)))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// The symbols of these names, with their addresses: one pass.
 pub fn read_kallsyms(root: &Path, names: &[&str]) -> io::Result<SymbolTable> {
+    let path = root.join("proc/kallsyms");
     let wanted: HashSet<&str> = names.iter().copied().collect();
     let mut table = SymbolTable::default();
-    for_each_line(&root.join("proc/kallsyms"), |line| {
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(address), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
-        else {
+    for_each_line(&path, |line| {
+        let Some(symbol) = parse_kallsyms_line(line).filter(|s| wanted.contains(s.name)) else {
             return;
         };
-        if !wanted.contains(name) {
-            return;
-        }
-        let (Ok(address), Some(kind)) = (u64::from_str_radix(address, 16), kind.chars().next())
-        else {
-            return;
-        };
-        let module = fields.next().and_then(module_name);
         table
             .symbols
-            .entry(name.to_owned())
+            .entry(symbol.name.to_owned())
             .or_default()
             .push(KernelSymbol {
-                address,
-                kind,
-                module,
+                address: symbol.address,
+                kind: symbol.kind,
+                module: symbol.module.map(str::to_owned),
+                size: None,
+                aliases: Vec::new(),
             });
     })?;
     Ok(table)
 }
 
-/// The traceable functions among the names asked about: a livepatch can
-/// only redirect a function ftrace can attach to.
+/// The symbols of these names with their extents and aliases, which
+/// traceability goes by: a second pass over kallsyms, since an alias or the
+/// next symbol may come before a name (module symbols are not sorted).
+pub fn read_kallsyms_with_extents(root: &Path, names: &[&str]) -> io::Result<SymbolTable> {
+    let path = root.join("proc/kallsyms");
+    let mut table = read_kallsyms(root, names)?;
+    let at: HashSet<u64> = table
+        .symbols
+        .values()
+        .flatten()
+        .map(|s| s.address)
+        .filter(|&address| address != 0)
+        .collect();
+    if at.is_empty() {
+        return Ok(table);
+    }
+    // Every address, for the next one after each symbol, and the names at
+    // the symbols' own addresses.
+    let mut addresses = Vec::new();
+    let mut names_at: HashMap<u64, Vec<(String, Option<String>)>> = HashMap::new();
+    for_each_line(&path, |line| {
+        let Some(symbol) = parse_kallsyms_line(line) else {
+            return;
+        };
+        addresses.push(symbol.address);
+        if at.contains(&symbol.address) {
+            names_at
+                .entry(symbol.address)
+                .or_default()
+                .push((symbol.name.to_owned(), symbol.module.map(str::to_owned)));
+        }
+    })?;
+    addresses.sort_unstable();
+    addresses.dedup();
+    for (name, symbols) in &mut table.symbols {
+        for symbol in symbols.iter_mut().filter(|s| s.address != 0) {
+            let next = addresses.partition_point(|&a| a <= symbol.address);
+            symbol.size = addresses.get(next).map(|&a| a - symbol.address);
+            symbol.aliases = names_at
+                .get(&symbol.address)
+                .into_iter()
+                .flatten()
+                .filter(|(other, module)| other != name && *module == symbol.module)
+                .map(|(other, _)| other.clone())
+                .collect();
+        }
+    }
+    Ok(table)
+}
+
+pub(super) struct KallsymsLine<'a> {
+    pub address: u64,
+    pub kind: char,
+    pub name: &'a str,
+    pub module: Option<&'a str>,
+}
+
+/// `ADDRESS KIND NAME [MODULE]`; None for anything else.
+pub(super) fn parse_kallsyms_line(line: &str) -> Option<KallsymsLine<'_>> {
+    let mut fields = line.split_ascii_whitespace();
+    let (address, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
+    Some(KallsymsLine {
+        address: u64::from_str_radix(address, 16).ok()?,
+        kind: kind.chars().next()?,
+        name,
+        module: fields.next().and_then(module_name),
+    })
+}
+
+/// What ftrace can attach to, among the symbols asked about: a livepatch
+/// can only redirect a function ftrace can attach to.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FilterFunctions {
-    /// Name to the objects (None for vmlinux) it is traceable in.
-    functions: HashMap<String, Vec<Option<String>>>,
+    /// Name to the objects (None for vmlinux) it is listed in.
+    listed: HashMap<String, Vec<Option<String>>>,
+    /// The ftrace sites inside the symbols asked about, where the kernel
+    /// lists sites by address (available_filter_functions_addrs, 6.5+).
+    sites: Option<Vec<u64>>,
 }
 
 impl FilterFunctions {
-    pub fn traceable(&self, name: &str, object: Option<&str>) -> bool {
-        self.functions
+    /// Whether ftrace can attach to the function `name` in `object`, which
+    /// is `symbol` when kallsyms names exactly one (with its address): by
+    /// address as the kernel decides, under whichever of its names ftrace
+    /// lists; by name only when the address is unknown.
+    pub fn traceable(
+        &self,
+        name: &str,
+        object: Option<&str>,
+        symbol: Option<&KernelSymbol>,
+    ) -> bool {
+        match symbol.filter(|s| s.address != 0) {
+            Some(symbol) => match &self.sites {
+                Some(sites) if symbol.size.is_some() => {
+                    sites.iter().any(|&site| symbol.contains(site))
+                }
+                _ => symbol.names(name).any(|name| self.is_listed(name, object)),
+            },
+            None => self.is_listed(name, object),
+        }
+    }
+
+    fn is_listed(&self, name: &str, object: Option<&str>) -> bool {
+        self.listed
             .get(name)
             .is_some_and(|objects| objects.iter().any(|o| o.as_deref() == object))
     }
 }
 
 /// Unknown when tracefs is not mounted or the list is unreadable (not root).
-pub fn read_filter_functions(root: &Path, names: &[&str]) -> Known<FilterFunctions> {
+pub fn read_filter_functions(root: &Path, symbols: &SymbolTable) -> Known<FilterFunctions> {
     let Some(tracefs) = tracefs_mount(root) else {
         return Known::unknown("tracefs is not mounted");
     };
-    let path = root
-        .join(tracefs.trim_start_matches('/'))
-        .join("available_filter_functions");
-    let wanted: HashSet<&str> = names.iter().copied().collect();
+    let tracefs = root.join(tracefs.trim_start_matches('/'));
+    let wanted: HashSet<&str> = symbols.names_and_aliases().into_iter().collect();
+    let extents: Vec<&KernelSymbol> = symbols
+        .symbols
+        .values()
+        .flatten()
+        .filter(|s| s.address != 0 && s.size.is_some())
+        .collect();
     let mut found = FilterFunctions::default();
-    let result = for_each_line(&path, |line| {
+    let mut listed = |name: &str, module: Option<&str>| {
+        if wanted.contains(name) {
+            found
+                .listed
+                .entry(name.to_owned())
+                .or_default()
+                .push(module.map(str::to_owned));
+        }
+    };
+    // Lines are `ADDRESS NAME [MODULE]` there, `NAME [MODULE]` in the list
+    // by name that every kernel has.
+    let by_address = tracefs.join("available_filter_functions_addrs");
+    let mut sites = Vec::new();
+    let result = match for_each_line(&by_address, |line| {
         let mut fields = line.split_ascii_whitespace();
-        let Some(name) = fields.next().filter(|name| wanted.contains(name)) else {
+        let (Some(address), Some(name)) = (fields.next(), fields.next()) else {
             return;
         };
-        let module = fields.next().and_then(module_name);
-        found
-            .functions
-            .entry(name.to_owned())
-            .or_default()
-            .push(module);
-    });
+        let Ok(address) = u64::from_str_radix(address, 16) else {
+            return;
+        };
+        listed(name, fields.next().and_then(module_name));
+        if extents.iter().any(|s| s.contains(address)) {
+            sites.push(address);
+        }
+    }) {
+        Ok(()) => {
+            found.sites = Some(sites);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            for_each_line(&tracefs.join("available_filter_functions"), |line| {
+                let mut fields = line.split_ascii_whitespace();
+                if let Some(name) = fields.next() {
+                    listed(name, fields.next().and_then(module_name));
+                }
+            })
+        }
+        Err(e) => Err(e),
+    };
     match result {
         Ok(()) => Known::Value(found),
-        Err(error) => Known::unknown(format!("{}: {error}", path.display())),
+        Err(error) => Known::unknown(format!(
+            "{}: {error}",
+            tracefs.join("available_filter_functions").display()
+        )),
     }
 }
 
 /// `[module]` to `module`.
-fn module_name(field: &str) -> Option<String> {
-    Some(field.strip_prefix('[')?.strip_suffix(']')?.to_owned())
+fn module_name(field: &str) -> Option<&str> {
+    field.strip_prefix('[')?.strip_suffix(']')
 }
 
 /// One reused line buffer for the whole file; lines that are not UTF-8 are
 /// skipped, not fatal.
-fn for_each_line(path: &Path, mut visit: impl FnMut(&str)) -> io::Result<()> {
+pub(super) fn for_each_line(path: &Path, mut visit: impl FnMut(&str)) -> io::Result<()> {
     let mut reader = BufReader::with_capacity(1 << 16, File::open(path)?);
     let mut line = Vec::new();
     loop {

@@ -1,6 +1,8 @@
 //! Names in /proc/kallsyms close to one that is not there, to suggest what
 //! the user meant. Only run on that error path: it scans every symbol.
-use std::{fs::File, io::BufRead, io::BufReader, path::Path};
+use std::path::Path;
+
+use super::kallsyms::{for_each_line, parse_kallsyms_line};
 
 /// How many suggestions to give.
 const SUGGESTIONS: usize = 5;
@@ -15,32 +17,27 @@ pub fn closest_symbols(root: &Path, name: &str) -> std::io::Result<Vec<String>> 
     if name.len() > NAME_MAX {
         return Ok(Vec::new());
     }
-    let file = File::open(root.join("proc/kallsyms"))?;
     let limit = (name.len() / 3).max(2);
     let mut scored: Vec<(usize, String)> = Vec::new();
-    for line in BufReader::with_capacity(1 << 16, file).split(b'\n') {
-        let line = line?;
-        let Ok(line) = std::str::from_utf8(&line) else {
-            continue;
+    for_each_line(&root.join("proc/kallsyms"), |line| {
+        let Some(symbol) = parse_kallsyms_line(line) else {
+            return;
         };
-        let mut fields = line.split_ascii_whitespace().skip(1);
-        let (Some(kind), Some(symbol)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if !matches!(kind, "t" | "T") || symbol == name {
-            continue;
+        if !matches!(symbol.kind, 't' | 'T') || symbol.name == name {
+            return;
         }
+        let symbol = symbol.name;
         let score = if symbol.len().abs_diff(name.len()) <= limit {
             strsim::levenshtein(symbol, name)
         } else if symbol.contains(name) || name.contains(symbol) && symbol.len() > 3 {
             limit
         } else {
-            continue;
+            return;
         };
         if score <= limit && !scored.iter().any(|(_, s)| s == symbol) {
             scored.push((score, symbol.to_owned()));
         }
-    }
+    })?;
     scored.sort();
     Ok(scored
         .into_iter()

@@ -35,13 +35,14 @@ use object::{
     Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionIndex, SectionKind,
     read::File as ObjectFile,
 };
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::model::PatchFunction;
 use Target::{External, Local, Stray, ThisModule};
 
 /// What a livepatch module would patch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct LivepatchModule {
     /// The module's name, which becomes the patch's name in sysfs.
     pub name: String,
@@ -56,7 +57,7 @@ pub struct LivepatchModule {
     pub objects: Vec<ModuleObject>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ModuleObject {
     /// None: vmlinux.
     pub name: Option<String>,

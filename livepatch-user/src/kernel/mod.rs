@@ -22,6 +22,7 @@ use std::{io, path::Path};
 
 pub use kallsyms::{
     FilterFunctions, KernelSymbol, SymbolTable, read_filter_functions, read_kallsyms,
+    read_kallsyms_with_extents,
 };
 pub use kernel_facts::{read_kernel, tracefs_mount};
 pub use patch_state_scanner::PatchStateScanner;

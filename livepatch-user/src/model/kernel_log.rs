@@ -1,7 +1,8 @@
 //! The kernel's livepatch messages, as the kernel log holds them.
+use schemars::JsonSchema;
 use serde::Serialize;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LivepatchMessage {
     /// "'<patch>': starting patching transition" (or unpatching).
@@ -24,7 +25,7 @@ pub enum LivepatchMessage {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct LogEntry {
     /// Microseconds since boot, CLOCK_MONOTONIC.
     pub timestamp_us: u64,

@@ -3,10 +3,12 @@
 //! what analysis makes of it.
 mod feed;
 mod kernel_log;
+mod release;
 mod snapshot;
 mod trace;
 
 pub use feed::*;
 pub use kernel_log::*;
+pub use release::KernelSeries;
 pub use snapshot::*;
 pub use trace::*;

@@ -1,9 +1,10 @@
 use serde::Serialize;
 
 use super::LogEntry;
+use schemars::JsonSchema;
 
 /// A value the reader could not get, and why (not root, malformed, gone).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Known<T> {
     Value(T),
@@ -26,7 +27,7 @@ impl<T> Known<T> {
 }
 
 /// Everything klpscope knows about the kernel's livepatch state at one time.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Snapshot {
     pub kernel: Kernel,
     pub patches: Vec<Patch>,
@@ -35,7 +36,7 @@ pub struct Snapshot {
     pub log: Known<Vec<LogEntry>>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
 pub struct Kernel {
     pub release: String,
     pub livepatch_supported: bool,
@@ -52,7 +53,7 @@ pub struct Kernel {
     pub tracefs: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct TaintFlag {
     pub letter: char,
     pub bit: u32,
@@ -60,7 +61,7 @@ pub struct TaintFlag {
 }
 
 /// One livepatch, from /sys/kernel/livepatch/<name>.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Patch {
     pub name: String,
     pub enabled: Known<bool>,
@@ -78,14 +79,14 @@ pub struct Patch {
 }
 
 /// A patched object: `vmlinux` or a module name.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct PatchObject {
     pub name: String,
     pub patched: Known<bool>,
     pub functions: Vec<PatchFunction>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct PatchFunction {
     pub name: String,
     /// The symbol's position among same-named symbols in its object. sysfs
@@ -94,7 +95,7 @@ pub struct PatchFunction {
 }
 
 /// One thread, from /proc/<pid>/task/<tid>.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Task {
     pub pid: u32,
     pub tid: u32,
@@ -108,14 +109,14 @@ pub struct Task {
 }
 
 /// One thread's patch_state alone: what the once-a-second scan reads.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ThreadPatchState {
     pub pid: u32,
     pub tid: u32,
     pub patch_state: Known<PatchState>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PatchState {
     /// -1: no transition in progress.
@@ -126,7 +127,7 @@ pub enum PatchState {
     Patched,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct StackFrame {
     pub function: String,
     pub offset: u64,
@@ -145,7 +146,7 @@ impl std::fmt::Display for StackFrame {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Patching,
@@ -183,7 +184,7 @@ impl std::fmt::Display for Direction {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Transition {
     pub patch: String,
     pub direction: Direction,

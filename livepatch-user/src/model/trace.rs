@@ -1,9 +1,10 @@
 use serde::Serialize;
 
 use super::Direction;
+use schemars::JsonSchema;
 
 /// Which version of a patched function runs, as far as sysfs tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FunctionState {
     Unpatched,
@@ -13,7 +14,7 @@ pub enum FunctionState {
 }
 
 /// Why the kernel could not switch a task, from `klp_check_and_switch_task`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockReason {
     /// -EBUSY: running on another CPU.
@@ -52,7 +53,7 @@ impl BlockReason {
 }
 
 /// What the transition tracer saw, decoded from the eBPF ring buffer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TraceEvent {
     /// The kernel's verdict on a task changed.

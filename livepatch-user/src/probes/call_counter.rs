@@ -1,4 +1,14 @@
 //! Calls per patched function, split by the version that ran.
+//!
+//! Each function gets a slot, and its slot's fentry program where the
+//! kernel's BTF has the function by that name and the kernel accepts the
+//! fentry; otherwise (module functions, aliases such as a syscall's
+//! `__x64_sys_*`, a function an older kernel's livepatch holds) its slot's
+//! kprobe, placed by the address kallsyms gives, as the kernel itself goes
+//! by address. Both count alike: the version comes from the slot's mode and,
+//! during a transition, the calling task's patch_state.
+use std::{fmt, path::Path};
+
 use aya::{
     Btf, Ebpf,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
@@ -7,18 +17,60 @@ use livepatch_ebpf::{
     CALL_SLOTS, SLOT_ASK_TASK_ELSE_NEW, SLOT_ASK_TASK_ELSE_OLD, SLOT_NEW, SLOT_OLD, VERSION_NEW,
     VERSION_OLD, call_index,
 };
+use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::model::{Direction, FunctionState};
-
-use super::{
-    capabilities::Capabilities,
-    loader::{Hook, attach},
+use super::object::{Hook, KprobeSite, attach, attach_kprobe, map_named};
+use crate::{
+    kernel::{SymbolTable, read_kallsyms},
+    model::{Direction, FunctionState},
 };
+
+/// A function whose calls to count, named as a livepatch names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
+pub struct CountedFunction {
+    /// The module it is in; None for vmlinux.
+    pub object: Option<String>,
+    pub name: String,
+    /// Which of several symbols of that name in its object, from 1, as
+    /// livepatch counts them; 0 (or 1) for the only one.
+    pub sympos: u32,
+}
+
+impl CountedFunction {
+    pub fn vmlinux(name: &str) -> Self {
+        Self {
+            object: None,
+            name: name.to_owned(),
+            sympos: 0,
+        }
+    }
+}
+
+/// `name`, `module:name`, with `,sympos` when it picks one of several.
+impl fmt::Display for CountedFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(module) = &self.object {
+            write!(f, "{module}:")?;
+        }
+        f.write_str(&self.name)?;
+        if self.sympos > 1 {
+            write!(f, ",{}", self.sympos)?;
+        }
+        Ok(())
+    }
+}
+
+/// How a counted function's slot program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    Fentry,
+    Kprobe,
+}
 
 pub struct CallCounter {
     /// Function per slot; None where attaching failed.
-    slots: Vec<Option<String>>,
+    slots: Vec<Option<CountedFunction>>,
     calls: PerCpuArray<MapData, u64>,
     /// The programs' `SLOT_MODES` global, one value of CALL_SLOTS modes.
     slot_modes: Array<MapData, [u32; CALL_SLOTS]>,
@@ -27,7 +79,7 @@ pub struct CallCounter {
 }
 
 /// Total calls so far of one function, per version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct CallCount {
     pub function: String,
     pub old: u64,
@@ -46,7 +98,9 @@ fn slot_mode(state: FunctionState) -> u32 {
 
 /// The slots' modes the programs are loaded with, one slot per function in
 /// order (the order `attach` gives them).
-pub(super) fn initial_slot_modes(functions: &[(String, FunctionState)]) -> [u32; CALL_SLOTS] {
+pub(super) fn initial_slot_modes(
+    functions: &[(CountedFunction, FunctionState)],
+) -> [u32; CALL_SLOTS] {
     let mut modes = [SLOT_OLD; CALL_SLOTS];
     for (mode, (_, state)) in modes.iter_mut().zip(functions) {
         *mode = slot_mode(*state);
@@ -54,67 +108,60 @@ pub(super) fn initial_slot_modes(functions: &[(String, FunctionState)]) -> [u32;
     modes
 }
 
-fn map_named<T: TryFrom<aya::maps::Map, Error = MapError>>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> Result<T, MapError> {
-    let map = ebpf.take_map(name).ok_or(MapError::InvalidName {
-        name: name.to_string(),
-    })?;
-    T::try_from(map)
-}
+/// The outcome of attaching one function's counter.
+pub(super) type Attached = (CountedFunction, Result<Attachment, String>);
 
 impl CallCounter {
-    /// Attaches one slot program per function; a function that cannot be
-    /// traced is reported in `caps` and left uncounted.
+    /// Attaches one slot program per function, in order. A function that
+    /// cannot be counted gets the kernel's reason in the outcomes and is
+    /// left uncounted.
     pub(super) fn attach(
         ebpf: &mut Ebpf,
         btf: &Btf,
-        functions: &[(String, FunctionState)],
-        caps: &mut Capabilities,
-    ) -> Result<Self, MapError> {
+        root: &Path,
+        functions: &[(CountedFunction, FunctionState)],
+    ) -> Result<(Self, Vec<Attached>), MapError> {
+        let mut kallsyms = Kallsyms {
+            root,
+            names: functions.iter().map(|(f, _)| f.name.as_str()).collect(),
+            table: None,
+        };
         let mut slots = Vec::new();
+        let mut outcomes = Vec::new();
         for (slot, (function, _)) in functions.iter().enumerate() {
-            let name = format!("calls:{function}");
             if slot >= CALL_SLOTS {
-                caps.missing(
-                    name,
-                    format!("klpscope counts at most {CALL_SLOTS} functions at once"),
-                );
+                let why = format!("klpscope counts at most {CALL_SLOTS} functions at once");
+                outcomes.push((function.clone(), Err(why)));
                 continue;
             }
-            match attach(
-                ebpf,
-                btf,
-                &format!("count_calls_{slot}"),
-                function,
-                Hook::Entry,
-            ) {
-                Ok(()) => {
-                    caps.available(name);
-                    slots.push(Some(function.clone()));
-                }
-                Err(reason) => {
-                    caps.missing(name, reason);
-                    slots.push(None);
-                }
+            let outcome = attach_slot(ebpf, btf, slot, function, &mut kallsyms);
+            match &outcome {
+                Ok(how) => log::info!("calls of {function} counted by {how:?}"),
+                Err(why) => log::info!("calls of {function} not counted: {why}"),
             }
+            slots.push(outcome.is_ok().then(|| function.clone()));
+            outcomes.push((function.clone(), outcome));
         }
-        Ok(Self {
+        let counter = Self {
             slots,
             calls: map_named(ebpf, "CALLS")?,
             slot_modes: map_named(ebpf, ".data.slots")?,
             old_calls_by_task: map_named(ebpf, "OLD_CALLS_BY_TASK")?,
-        })
+        };
+        Ok((counter, outcomes))
     }
 
     /// Tells the counter which version of `function` runs now, as sysfs
     /// says: outside a transition the probe then reads no task state.
-    pub fn set_state(&mut self, function: &str, state: FunctionState) -> Result<(), MapError> {
+    pub fn set_state(
+        &mut self,
+        function: &CountedFunction,
+        state: FunctionState,
+    ) -> Result<(), MapError> {
         let mode = slot_mode(state);
         let mut modes = self.slot_modes.get(&0, 0)?;
-        for (slot, name) in self.slots.iter().enumerate() {
-            if name.as_deref() == Some(function) {
+        for (slot, counted) in self.slots.iter().enumerate() {
+            if counted.as_ref() == Some(function) {
                 modes[slot] = mode;
             }
         }
@@ -123,16 +170,26 @@ impl CallCounter {
 
     /// Running totals per counted function.
     pub fn counts(&self) -> Result<Vec<CallCount>, MapError> {
+        Ok(self
+            .counts_by_function()?
+            .into_iter()
+            .map(|(_, count)| count)
+            .collect())
+    }
+
+    /// Running totals, each with the function it counts.
+    pub fn counts_by_function(&self) -> Result<Vec<(CountedFunction, CallCount)>, MapError> {
         let sum =
             |index: u32| -> Result<u64, MapError> { Ok(self.calls.get(&index, 0)?.iter().sum()) };
         let mut out = Vec::new();
         for (slot, function) in self.slots.iter().enumerate() {
             if let Some(function) = function {
-                out.push(CallCount {
-                    function: function.clone(),
+                let count = CallCount {
+                    function: function.name.clone(),
                     old: sum(call_index(slot, VERSION_OLD))?,
                     new: sum(call_index(slot, VERSION_NEW))?,
-                });
+                };
+                out.push((function.clone(), count));
             }
         }
         Ok(out)
@@ -144,5 +201,136 @@ impl CallCounter {
             .iter()
             .filter_map(Result::ok)
             .collect()
+    }
+}
+
+/// kallsyms for the counted functions: read once, and only when a kprobe
+/// needs an address (reading it is slow on a large kernel).
+struct Kallsyms<'a> {
+    root: &'a Path,
+    names: Vec<&'a str>,
+    /// None until read; then None inside when unreadable.
+    table: Option<Option<SymbolTable>>,
+}
+
+impl Kallsyms<'_> {
+    /// None when kallsyms cannot be read: the kernel then resolves names
+    /// itself.
+    fn table(&mut self) -> Option<&SymbolTable> {
+        self.table
+            .get_or_insert_with(|| {
+                read_kallsyms(self.root, &self.names)
+                    .map_err(|e| log::warn!("reading /proc/kallsyms for the call counter: {e}"))
+                    .ok()
+            })
+            .as_ref()
+    }
+}
+
+/// fentry for a vmlinux function the BTF names (the kernel attaches it to
+/// the first symbol of that name, which is sympos 1), else a kprobe at the
+/// address kallsyms gives for the function's sympos; the kprobe's reason is
+/// the one given when both fail, after the fentry's.
+fn attach_slot(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    slot: usize,
+    function: &CountedFunction,
+    kallsyms: &mut Kallsyms,
+) -> Result<Attachment, String> {
+    let fentry = if function.object.is_none() && function.sympos <= 1 {
+        let program = format!("count_calls_{slot}");
+        match attach(ebpf, btf, &program, &function.name, Hook::Entry) {
+            Ok(()) => return Ok(Attachment::Fentry),
+            Err(why) => Some(why),
+        }
+    } else {
+        None
+    };
+    let address = match kallsyms.table() {
+        Some(symbols) => {
+            let of_name = symbols
+                .lookup(&function.name)
+                .iter()
+                .filter(|s| s.module == function.object)
+                .count();
+            let symbol = symbols.resolve(
+                &function.name,
+                function.object.as_deref(),
+                function.sympos.max(1),
+            );
+            match (symbol, &function.object) {
+                (Some(symbol), _) => Some(symbol.address).filter(|&address| address != 0),
+                (None, Some(module)) if of_name == 0 => {
+                    return Err(format!(
+                        "{function} is not in kallsyms: module {module} is not loaded, or has \
+                         no such function"
+                    ));
+                }
+                // Not in kallsyms: let the kernel say what it makes of the
+                // name.
+                (None, None) if of_name == 0 => None,
+                (None, _) => {
+                    return Err(format!(
+                        "{function}: sympos {} is out of range ({of_name} symbols of that name)",
+                        function.sympos
+                    ));
+                }
+            }
+        }
+        None => None,
+    };
+    let qualified;
+    let site = match address {
+        Some(address) => KprobeSite::Address(address),
+        None => match &function.object {
+            None => KprobeSite::Symbol(&function.name),
+            Some(module) => {
+                qualified = format!("{module}:{}", function.name);
+                KprobeSite::Symbol(&qualified)
+            }
+        },
+    };
+    let program = format!("count_calls_kprobe_{slot}");
+    match attach_kprobe(ebpf, &program, &function.to_string(), site) {
+        Ok(()) => Ok(Attachment::Kprobe),
+        Err(kprobe) => Err(match fentry {
+            Some(fentry) => format!("fentry: {fentry}; kprobe: {kprobe}"),
+            None => kprobe,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counted_function_is_named_as_a_livepatch_names_it() {
+        assert_eq!(
+            CountedFunction::vmlinux("cmdline_proc_show").to_string(),
+            "cmdline_proc_show"
+        );
+        let in_module = CountedFunction {
+            object: Some("kvm".into()),
+            name: "kvm_vcpu_ioctl".into(),
+            sympos: 2,
+        };
+        assert_eq!(in_module.to_string(), "kvm:kvm_vcpu_ioctl,2");
+    }
+
+    #[test]
+    fn slots_start_in_the_version_that_runs() {
+        let functions = [
+            (CountedFunction::vmlinux("a"), FunctionState::Patched),
+            (
+                CountedFunction::vmlinux("b"),
+                FunctionState::InTransition(Direction::Patching),
+            ),
+        ];
+        let modes = initial_slot_modes(&functions);
+        assert_eq!(modes[0], SLOT_NEW);
+        assert_eq!(modes[1], SLOT_ASK_TASK_ELSE_NEW);
+        assert_eq!(modes[2], SLOT_OLD);
     }
 }

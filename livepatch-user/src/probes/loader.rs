@@ -2,19 +2,17 @@
 //! what it could not.
 use std::{os::unix::fs::MetadataExt, path::Path};
 
-use aya::{
-    Btf, Ebpf, EbpfLoader,
-    programs::{FEntry, FExit, ProgramError},
-};
+use aya::{Btf, EbpfLoader};
 use aya_log::EbpfLogger;
 
 use super::{
     btf::task_layout,
-    call_counter::{CallCounter, initial_slot_modes},
-    capabilities::Capabilities,
-    tracer::TransitionTracer,
+    call_counter::{CallCounter, CountedFunction, initial_slot_modes},
+    capabilities::{Capabilities, Facility},
+    object::{Hook, attach, loads_here},
+    tracer::{TracerProgram, TransitionTracer},
 };
-use crate::model::FunctionState;
+use crate::model::{FunctionState, KernelSeries};
 
 pub(super) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/livepatch.bpf.o"));
@@ -28,10 +26,11 @@ const FENTRY_PROBE_FUNCTION: &str = "cmdline_proc_show";
 pub struct ProbeRequest {
     /// Attach the transition tracer.
     pub tracer: bool,
-    /// vmlinux functions whose calls to count, one slot each, with the
-    /// version that runs when the counters attach: the programs count from
-    /// their first call, so the version must be right from the start.
-    pub count_calls: Vec<(String, FunctionState)>,
+    /// Functions whose calls to count (vmlinux or modules), one slot each,
+    /// with the version that runs when the counters attach: the programs
+    /// count from their first call, so the version must be right from the
+    /// start.
+    pub count_calls: Vec<(CountedFunction, FunctionState)>,
 }
 
 /// Loaded and attached programs. Dropping it detaches every program: aya
@@ -42,84 +41,27 @@ pub struct Probes {
     /// Messages from the programs (aya-log), when klpscope logs to a file.
     ebpf_log: Option<EbpfLogger<&'static dyn log::Log>>,
     /// Owns the attached programs: they stay attached while this lives.
-    _ebpf: Ebpf,
+    _ebpf: aya::Ebpf,
 }
-
-#[derive(Clone, Copy)]
-pub(super) enum Hook {
-    Entry,
-    Exit,
-}
-
-/// The transition tracer's programs and the kernel function each attaches to.
-const TRACER_HOOKS: [(&str, &str, Hook); 10] = [
-    (
-        "klp_check_and_switch_task",
-        "klp_check_and_switch_task",
-        Hook::Exit,
-    ),
-    ("klp_start_transition", "klp_start_transition", Hook::Entry),
-    (
-        "klp_try_complete_transition_entry",
-        "klp_try_complete_transition",
-        Hook::Entry,
-    ),
-    (
-        "klp_try_complete_transition_exit",
-        "klp_try_complete_transition",
-        Hook::Exit,
-    ),
-    (
-        "klp_update_patch_state_entry",
-        "klp_update_patch_state",
-        Hook::Entry,
-    ),
-    (
-        "klp_update_patch_state_exit",
-        "klp_update_patch_state",
-        Hook::Exit,
-    ),
-    (
-        "klp_reverse_transition",
-        "klp_reverse_transition",
-        Hook::Entry,
-    ),
-    ("klp_force_transition", "klp_force_transition", Hook::Entry),
-    (
-        "klp_complete_transition",
-        "klp_complete_transition",
-        Hook::Entry,
-    ),
-    (
-        "klp_cancel_transition",
-        "klp_cancel_transition",
-        Hook::Entry,
-    ),
-];
-
-/// fexit programs whose trampoline frame is on the stack of the task that
-/// runs the transition's checks while it checks itself.
-const ON_THE_CHECKERS_STACK: [&str; 2] = [
-    "klp_check_and_switch_task",
-    "klp_try_complete_transition_exit",
-];
 
 /// The first kernel series on which a task's reliable stack walk was seen to
 /// pass through BPF trampoline frames (6.12 in the VM lab; 6.1 fails).
-const RELIABLE_THROUGH_TRAMPOLINES: (u32, u32) = (6, 12);
+///
+/// Before it, the fexits on the checking task's own call chain stay off:
+/// their trampoline would sit on the stack of the task that checks itself
+/// (the transition worker), which that kernel cannot walk reliably, so it
+/// could never switch itself (seen on 6.1: a reversal hung). No run-time
+/// probe tells the two apart (the kernel's reliable unwinder cannot be
+/// asked from user space without a transition), so this is the one rule by
+/// release; kernels between 6.1 and 6.12 were not tried and are treated as
+/// 6.1.
+const RELIABLE_THROUGH_TRAMPOLINES: KernelSeries = KernelSeries::new(6, 12);
 
 /// Whether fexit hooks on the transition worker's own call chain are safe on
-/// this kernel release, e.g. "6.12.117+deb12-amd64".
+/// this kernel release, e.g. "6.12.117+deb12-amd64". An unknown release
+/// stays on the safe side.
 fn exit_hooks_safe(release: &str) -> bool {
-    let mut numbers = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().ok());
-    match (numbers.next().flatten(), numbers.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) >= RELIABLE_THROUGH_TRAMPOLINES,
-        // Unknown release: stay on the safe side.
-        _ => false,
-    }
+    KernelSeries::of(release).is_some_and(|series| series >= RELIABLE_THROUGH_TRAMPOLINES)
 }
 
 fn is_root() -> bool {
@@ -133,8 +75,8 @@ pub fn load(root: &Path, request: &ProbeRequest) -> (Option<Probes>, Capabilitie
     let probes = try_load(root, request, &mut caps);
     for cap in &caps.items {
         match &cap.reason {
-            None => log::info!("eBPF {}: available", cap.name),
-            Some(reason) => log::info!("eBPF {}: unavailable: {reason}", cap.name),
+            None => log::info!("eBPF {}: available", cap.facility),
+            Some(reason) => log::info!("eBPF {}: unavailable: {reason}", cap.facility),
         }
     }
     (probes, caps)
@@ -143,29 +85,32 @@ pub fn load(root: &Path, request: &ProbeRequest) -> (Option<Probes>, Capabilitie
 fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Option<Probes> {
     if root != Path::new("/") {
         caps.missing(
-            "root",
+            Facility::Root,
             "eBPF is off: --root points at another tree, not this kernel",
         );
         return None;
     }
     if !is_root() {
-        caps.missing("root", "not root: loading eBPF needs root (run with sudo)");
+        caps.missing(
+            Facility::Root,
+            "not root: loading eBPF needs root (run with sudo)",
+        );
         return None;
     }
-    caps.available("root");
+    caps.available(Facility::Root);
 
     let btf_path = root.join("sys/kernel/btf/vmlinux");
     let layout = match std::fs::read(&btf_path) {
         Ok(raw) => match task_layout(&raw) {
             Ok(layout) => layout,
             Err(e) => {
-                caps.missing("btf", format!("{}: {e}", btf_path.display()));
+                caps.missing(Facility::Btf, format!("{}: {e}", btf_path.display()));
                 return None;
             }
         },
         Err(e) => {
             caps.missing(
-                "btf",
+                Facility::Btf,
                 format!(
                     "no kernel BTF at {} ({e}): the kernel needs CONFIG_DEBUG_INFO_BTF",
                     btf_path.display()
@@ -177,23 +122,23 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => btf,
         Err(e) => {
-            caps.missing("btf", format!("cannot parse the kernel's BTF: {e}"));
+            caps.missing(Facility::Btf, format!("cannot parse the kernel's BTF: {e}"));
             return None;
         }
     };
-    caps.available("btf");
+    caps.available(Facility::Btf);
     if layout.has_patch_state {
-        caps.available("task_patch_state");
+        caps.available(Facility::TaskPatchState);
     } else {
         caps.missing(
-            "task_patch_state",
+            Facility::TaskPatchState,
             "task_struct has no patch_state: this kernel has no CONFIG_LIVEPATCH",
         );
     }
 
     if OBJECT.is_empty() {
         caps.missing(
-            "ebpf_object",
+            Facility::EbpfObject,
             "this klpscope was built without its eBPF programs (a plain cargo build): \
              build it with `cargo xtask build` or run it with `cargo xtask run`",
         );
@@ -212,18 +157,29 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
         Ok(ebpf) => ebpf,
         Err(e) => {
             caps.missing(
-                "ebpf_object",
+                Facility::EbpfObject,
                 format!("cannot load klpscope's eBPF object: {e}"),
             );
             return None;
         }
     };
-    caps.available("ebpf_object");
+    caps.available(Facility::EbpfObject);
 
-    match probe_fentry(&mut ebpf, &btf) {
-        Ok(()) => caps.available("fentry"),
+    // The floor program loaded and unloaded: klpscope attaches nothing it
+    // does not need.
+    match loads_here(
+        &mut ebpf,
+        &btf,
+        "count_calls_floor",
+        FENTRY_PROBE_FUNCTION,
+        Hook::Entry,
+    ) {
+        Ok(()) => caps.available(Facility::Fentry),
         Err(reason) => {
-            caps.missing("fentry", format!("fentry programs are refused: {reason}"));
+            caps.missing(
+                Facility::Fentry,
+                format!("fentry programs are refused: {reason}"),
+            );
             return None;
         }
     }
@@ -232,34 +188,57 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
         std::fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap_or_default();
     let exit_hooks_safe = exit_hooks_safe(&release);
     let tracer = request.tracer.then(|| {
-        for (program, function, hook) in TRACER_HOOKS {
-            let name = format!("tracer:{program}");
-            if !exit_hooks_safe && ON_THE_CHECKERS_STACK.contains(&program) {
+        for program in TracerProgram::ALL {
+            let facility = Facility::Tracer(program);
+            if !exit_hooks_safe && program.on_the_checkers_stack() {
+                // Where the kernel has no such function (5.10 inlines the
+                // check), that is the reason; else the release rule.
+                let loads = loads_here(
+                    &mut ebpf,
+                    &btf,
+                    program.program(),
+                    program.function(),
+                    program.hook(),
+                );
+                if let Err(reason) = loads {
+                    caps.missing(facility, reason);
+                    continue;
+                }
                 caps.missing(
-                    name,
+                    facility,
                     format!(
-                        "the fexit on {function} is off on kernel {}: its trampoline would sit \
-                         on the transition worker's own stack, which this kernel cannot walk \
+                        "the fexit on {} is off on kernel {}: its trampoline would sit on the \
+                         transition worker's own stack, which this kernel cannot walk \
                          reliably, so the worker could never switch itself (seen on 6.1; fine \
                          from {}.{}); verdicts are inferred instead",
+                        program.function(),
                         release.trim(),
-                        RELIABLE_THROUGH_TRAMPOLINES.0,
-                        RELIABLE_THROUGH_TRAMPOLINES.1
+                        RELIABLE_THROUGH_TRAMPOLINES.major,
+                        RELIABLE_THROUGH_TRAMPOLINES.minor
                     ),
                 );
                 continue;
             }
-            match attach(&mut ebpf, &btf, program, function, hook) {
-                Ok(()) => caps.available(name),
-                Err(reason) => caps.missing(name, reason),
+            match attach(
+                &mut ebpf,
+                &btf,
+                program.program(),
+                program.function(),
+                program.hook(),
+            ) {
+                Ok(()) => caps.available(facility),
+                Err(reason) => caps.missing(facility, reason),
             }
         }
         TransitionTracer::take(&mut ebpf)
     });
     let tracer = match tracer {
-        Some(Ok(tracer)) => Some(tracer),
+        Some(Ok(tracer)) => {
+            caps.available(Facility::TracerMaps);
+            Some(tracer)
+        }
         Some(Err(e)) => {
-            caps.missing("tracer", format!("transition tracer maps: {e}"));
+            caps.missing(Facility::TracerMaps, format!("transition tracer maps: {e}"));
             None
         }
         None => None,
@@ -268,10 +247,19 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
     let call_counter = if request.count_calls.is_empty() {
         None
     } else {
-        match CallCounter::attach(&mut ebpf, &btf, &request.count_calls, caps) {
-            Ok(counter) => Some(counter),
+        match CallCounter::attach(&mut ebpf, &btf, root, &request.count_calls) {
+            Ok((counter, outcomes)) => {
+                caps.available(Facility::CallCounterMaps);
+                for (function, outcome) in outcomes {
+                    match outcome {
+                        Ok(_) => caps.available(Facility::Calls(function)),
+                        Err(reason) => caps.missing(Facility::Calls(function), reason),
+                    }
+                }
+                Some(counter)
+            }
             Err(e) => {
-                caps.missing("call_counter", format!("call counter maps: {e}"));
+                caps.missing(Facility::CallCounterMaps, format!("call counter maps: {e}"));
                 None
             }
         }
@@ -289,72 +277,6 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
         ebpf_log,
         _ebpf: ebpf,
     })
-}
-
-/// Loads the floor program against a function every kernel has, to learn
-/// whether the kernel accepts fentry at all, then unloads it: klpscope
-/// attaches nothing it does not need.
-fn probe_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
-    let describe = |e: ProgramError| describe(FENTRY_PROBE_FUNCTION, &e);
-    let program = ebpf
-        .program_mut("count_calls_floor")
-        .ok_or("program count_calls_floor is missing from klpscope's eBPF object")?;
-    let program = <&mut FEntry>::try_from(program).map_err(describe)?;
-    program.load(FENTRY_PROBE_FUNCTION, btf).map_err(describe)?;
-    program.unload().map_err(describe)
-}
-
-/// Loads `program` against kernel function `function` and attaches it.
-pub(super) fn attach(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
-    program: &str,
-    function: &str,
-    hook: Hook,
-) -> Result<(), String> {
-    let Some(prog) = ebpf.program_mut(program) else {
-        return Err(format!(
-            "program {program} is missing from klpscope's eBPF object"
-        ));
-    };
-    let result = match hook {
-        Hook::Entry => <&mut FEntry>::try_from(prog)
-            .and_then(|p| p.load(function, btf).and_then(|()| p.attach().map(drop))),
-        Hook::Exit => <&mut FExit>::try_from(prog)
-            .and_then(|p| p.load(function, btf).and_then(|()| p.attach().map(drop))),
-    };
-    result.map_err(|e| describe(function, &e))
-}
-
-fn describe(function: &str, error: &ProgramError) -> String {
-    if let ProgramError::Btf(_) = error {
-        return format!("{function} is not in the kernel's BTF (absent, inlined, or in a module)");
-    }
-    if let ProgramError::LoadError { io_error, .. } = error {
-        if io_error.raw_os_error() == Some(libc::EPERM) {
-            return format!(
-                "the kernel refused a tracing program on {function} (EPERM): \
-                 fentry/fexit are blocked here (lockdown, LSM or kernel policy)"
-            );
-        }
-    }
-    if let ProgramError::SyscallError(failed) = error {
-        if failed.io_error.raw_os_error() == Some(libc::EBUSY) {
-            // Before 6.0 a BPF trampoline cannot share a function with an
-            // IPMODIFY ftrace user, and livepatch is one.
-            return format!(
-                "the kernel refused an fentry on {function} (EBUSY): another ftrace user \
-                 that rewrites its return address holds it, such as livepatch on a patched \
-                 function (kernels before 6.0 cannot share a function that way)"
-            );
-        }
-        // aya's message names the syscall only: add what the kernel said.
-        return format!(
-            "cannot attach to {function}: {} failed: {}",
-            failed.call, failed.io_error
-        );
-    }
-    format!("cannot attach to {function}: {error}")
 }
 
 impl Probes {

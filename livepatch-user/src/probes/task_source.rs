@@ -15,7 +15,10 @@ use std::{
 use aya::Btf;
 
 use super::{
-    btf::task_iter_offsets, capabilities::Capability, loader::OBJECT, stack_symbols::KernelSymbols,
+    btf::task_iter_offsets,
+    capabilities::{Capability, Facility},
+    loader::OBJECT,
+    stack_symbols::KernelSymbols,
     task_iterator::TaskIterator,
 };
 use crate::{
@@ -24,9 +27,6 @@ use crate::{
 };
 
 pub const TASK_SOURCE_ENV: &str = "KLPSCOPE_TASK_SOURCE";
-
-/// The capability's name in reports.
-const CAPABILITY: &str = "task_iterator";
 
 /// How often stacks are worth sampling: with every stack in one read, ten
 /// times a second costs little; through procfs, twice.
@@ -153,7 +153,7 @@ impl TaskSource {
                     procfs: ProcfsTasks::new(root),
                 },
                 capability: Capability {
-                    name: CAPABILITY.into(),
+                    facility: Facility::TaskIterator,
                     available: true,
                     reason: None,
                 },
@@ -183,7 +183,7 @@ impl TaskSource {
             root: root.to_owned(),
             reader: Reader::Procfs(ProcfsTasks::new(root)),
             capability: Capability {
-                name: CAPABILITY.into(),
+                facility: Facility::TaskIterator,
                 available: false,
                 reason: Some(reason),
             },

@@ -2,23 +2,112 @@
 //! the kernel's per-task verdicts.
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, MapError, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, RingBuf},
 };
 use livepatch_ebpf::{
     CHECK_FUNCTION_ON_STACK, CHECK_RUNNING, CHECK_SWITCHED, CHECK_UNRELIABLE_STACK, EventKind,
     TaskCheck,
 };
 
+use super::object::{Hook, map_named};
 use crate::model::{BlockReason, TraceEvent};
+
+/// The transition tracer's programs, each on one kernel function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TracerProgram {
+    /// The kernel's verdict on each task it tries to switch.
+    CheckAndSwitchTask,
+    StartTransition,
+    TryCompleteTransitionEntry,
+    TryCompleteTransitionExit,
+    UpdatePatchStateEntry,
+    UpdatePatchStateExit,
+    ReverseTransition,
+    ForceTransition,
+    CompleteTransition,
+    CancelTransition,
+}
+
+impl TracerProgram {
+    pub const ALL: [Self; 10] = [
+        Self::CheckAndSwitchTask,
+        Self::StartTransition,
+        Self::TryCompleteTransitionEntry,
+        Self::TryCompleteTransitionExit,
+        Self::UpdatePatchStateEntry,
+        Self::UpdatePatchStateExit,
+        Self::ReverseTransition,
+        Self::ForceTransition,
+        Self::CompleteTransition,
+        Self::CancelTransition,
+    ];
+
+    /// The program's name in klpscope's eBPF object.
+    pub fn program(self) -> &'static str {
+        match self {
+            Self::CheckAndSwitchTask => "klp_check_and_switch_task",
+            Self::StartTransition => "klp_start_transition",
+            Self::TryCompleteTransitionEntry => "klp_try_complete_transition_entry",
+            Self::TryCompleteTransitionExit => "klp_try_complete_transition_exit",
+            Self::UpdatePatchStateEntry => "klp_update_patch_state_entry",
+            Self::UpdatePatchStateExit => "klp_update_patch_state_exit",
+            Self::ReverseTransition => "klp_reverse_transition",
+            Self::ForceTransition => "klp_force_transition",
+            Self::CompleteTransition => "klp_complete_transition",
+            Self::CancelTransition => "klp_cancel_transition",
+        }
+    }
+
+    /// The kernel function it attaches to.
+    pub fn function(self) -> &'static str {
+        match self {
+            Self::CheckAndSwitchTask => "klp_check_and_switch_task",
+            Self::StartTransition => "klp_start_transition",
+            Self::TryCompleteTransitionEntry | Self::TryCompleteTransitionExit => {
+                "klp_try_complete_transition"
+            }
+            Self::UpdatePatchStateEntry | Self::UpdatePatchStateExit => "klp_update_patch_state",
+            Self::ReverseTransition => "klp_reverse_transition",
+            Self::ForceTransition => "klp_force_transition",
+            Self::CompleteTransition => "klp_complete_transition",
+            Self::CancelTransition => "klp_cancel_transition",
+        }
+    }
+
+    pub fn hook(self) -> Hook {
+        match self {
+            Self::CheckAndSwitchTask
+            | Self::TryCompleteTransitionExit
+            | Self::UpdatePatchStateExit => Hook::Exit,
+            _ => Hook::Entry,
+        }
+    }
+
+    /// An fexit whose trampoline frame is on the stack of the task that
+    /// runs the transition's checks while it checks itself (the transition
+    /// worker, or a task switching itself in the scheduler).
+    pub fn on_the_checkers_stack(self) -> bool {
+        matches!(
+            self,
+            Self::CheckAndSwitchTask | Self::TryCompleteTransitionExit
+        )
+    }
+}
 
 pub struct TransitionTracer {
     events: RingBuf<MapData>,
-    task_checks: HashMap<MapData, u32, TaskCheck>,
+    /// Keyed by task_struct address; an LRU hash map in the kernel, which
+    /// aya reads as a HashMap.
+    task_checks: HashMap<MapData, u64, TaskCheck>,
+    /// The current transition's generation, at index 0.
+    generation: Array<MapData, u32>,
 }
 
 /// The kernel's standing verdict on one task, from the tracer's map.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskVerdict {
+    /// 0 for the per-CPU idle tasks (`swapper/N` in `comm`), which have no
+    /// /proc entry.
     pub tid: u32,
     pub tgid: u32,
     pub comm: String,
@@ -33,15 +122,10 @@ pub struct TaskVerdict {
 
 impl TransitionTracer {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, MapError> {
-        let events = ebpf.take_map("EVENTS").ok_or(MapError::InvalidName {
-            name: "EVENTS".into(),
-        })?;
-        let task_checks = ebpf.take_map("TASK_CHECKS").ok_or(MapError::InvalidName {
-            name: "TASK_CHECKS".into(),
-        })?;
         Ok(Self {
-            events: RingBuf::try_from(events)?,
-            task_checks: HashMap::try_from(task_checks)?,
+            events: map_named(ebpf, "EVENTS")?,
+            task_checks: map_named(ebpf, "TASK_CHECKS")?,
+            generation: map_named(ebpf, "GENERATION")?,
         })
     }
 
@@ -56,22 +140,19 @@ impl TransitionTracer {
         out
     }
 
-    /// The kernel's current verdict on every task it has tried to switch.
+    /// The kernel's current verdict on every task it has tried to switch in
+    /// the transition under way (or the last one). Verdicts of earlier
+    /// transitions are left out: they would name tasks that block nothing.
     pub fn verdicts(&self) -> Vec<TaskVerdict> {
+        let Ok(generation) = self.generation.get(&0, 0) else {
+            return Vec::new();
+        };
         self.task_checks
             .iter()
             .filter_map(Result::ok)
-            .map(|(tid, check)| verdict(tid, &check))
+            .filter(|(_, check)| check.generation == generation)
+            .map(|(_, check)| verdict(&check))
             .collect()
-    }
-
-    /// Forgets the previous transition's verdicts.
-    pub fn clear_verdicts(&mut self) {
-        let tids: Vec<u32> = self.task_checks.keys().filter_map(Result::ok).collect();
-        for tid in tids {
-            // A task removed concurrently is not an error.
-            let _ = self.task_checks.remove(&tid);
-        }
     }
 }
 
@@ -93,10 +174,10 @@ pub fn block_reason(result: i32) -> Option<BlockReason> {
     }
 }
 
-fn verdict(tid: u32, check: &TaskCheck) -> TaskVerdict {
+fn verdict(check: &TaskCheck) -> TaskVerdict {
     let function = c_string(&check.function);
     TaskVerdict {
-        tid,
+        tid: check.tid,
         tgid: check.tgid,
         comm: c_string(&check.comm),
         kthread: check.kthread != 0,
@@ -111,16 +192,16 @@ fn verdict(tid: u32, check: &TaskCheck) -> TaskVerdict {
 /// Decodes one ring-buffer record; None for a record of the wrong size or an
 /// unknown kind (an object and binary out of step).
 pub fn parse_event(bytes: &[u8]) -> Option<TraceEvent> {
-    if bytes.len() < size_of::<livepatch_ebpf::TraceEvent>() {
+    if bytes.len() < size_of::<livepatch_ebpf::TraceRecord>() {
         return None;
     }
     // SAFETY: size checked; TraceEvent is plain repr(C) data, read unaligned.
-    let raw: livepatch_ebpf::TraceEvent =
+    let raw: livepatch_ebpf::TraceRecord =
         unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     decode(&raw)
 }
 
-pub fn decode(raw: &livepatch_ebpf::TraceEvent) -> Option<TraceEvent> {
+pub fn decode(raw: &livepatch_ebpf::TraceRecord) -> Option<TraceEvent> {
     let timestamp_ns = raw.timestamp_ns;
     Some(match EventKind::from_u32(raw.kind)? {
         EventKind::Check => {
@@ -160,12 +241,12 @@ pub fn decode(raw: &livepatch_ebpf::TraceEvent) -> Option<TraceEvent> {
 mod tests {
     use super::*;
 
-    fn raw(kind: EventKind, result: i32) -> livepatch_ebpf::TraceEvent {
+    fn raw(kind: EventKind, result: i32) -> livepatch_ebpf::TraceRecord {
         let mut function = [0u8; 64];
         function[..17].copy_from_slice(b"cmdline_proc_show");
         let mut comm = [0u8; 16];
         comm[..3].copy_from_slice(b"cat");
-        livepatch_ebpf::TraceEvent {
+        livepatch_ebpf::TraceRecord {
             timestamp_ns: 42,
             duration_ns: 7,
             kind: kind as u32,
@@ -195,6 +276,15 @@ mod tests {
                 failed_checks: 3,
             }
         );
+    }
+
+    /// The eBPF crate has no libc: its copies of the kernel's errno values
+    /// are checked against libc's here.
+    #[test]
+    fn verdict_codes_are_the_kernels_errno_values() {
+        assert_eq!(CHECK_RUNNING, -libc::EBUSY);
+        assert_eq!(CHECK_UNRELIABLE_STACK, -libc::EINVAL);
+        assert_eq!(CHECK_FUNCTION_ON_STACK, -libc::EADDRINUSE);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! line, or as one JSON document.
 use std::fmt::Write as _;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::{
@@ -12,13 +13,14 @@ use crate::{
     kernel::livepatch_module::LivepatchModule,
     probes::Capability,
     views::{
+        json_output::Document,
         printable,
         style::{Color, Text, Tone},
     },
 };
 
 /// What was checked and how, next to the analysis.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct CheckView<'a> {
     /// `functions`, `module` or `patch`.
     pub target: &'static str,
@@ -33,7 +35,7 @@ pub struct CheckView<'a> {
     pub readiness: &'a Readiness,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct EbpfView<'a> {
     pub available: bool,
     pub reason: Option<&'a str>,
@@ -41,8 +43,7 @@ pub struct EbpfView<'a> {
 }
 
 pub fn render_json(view: &CheckView) -> String {
-    // Plain data with string keys: serialisation cannot fail.
-    serde_json::to_string_pretty(view).expect("check view serialises") + "\n"
+    Document::new(view).render()
 }
 
 pub fn render_text(view: &CheckView, color: Color) -> String {

@@ -2,6 +2,7 @@
 //! document.
 use std::fmt::Write as _;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::{
@@ -12,12 +13,13 @@ use crate::{
     },
     model::Direction,
     views::{
+        json_output::Document,
         printable,
         style::{Color, Text, Tone},
     },
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DiagnoseView<'a> {
     #[serde(flatten)]
     pub diagnosis: &'a Diagnosis,
@@ -25,8 +27,35 @@ pub struct DiagnoseView<'a> {
     pub ebpf_unavailable: Option<&'a str>,
 }
 
+/// diagnose's one JSON document: the report, or why there can be none.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DiagnoseJson<'a> {
+    Report(&'a DiagnoseView<'a>),
+    Unsupported(Unsupported<'a>),
+}
+
+/// A kernel without livepatch: no transition, no blocker, and why.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Unsupported<'a> {
+    pub in_transition: bool,
+    pub livepatch_supported: bool,
+    pub reason: &'a str,
+    pub blockers: [BlockerReport; 0],
+}
+
 pub fn render_json(view: &DiagnoseView) -> String {
-    serde_json::to_string_pretty(view).expect("diagnosis serialises") + "\n"
+    Document::new(DiagnoseJson::Report(view)).render()
+}
+
+pub fn render_unsupported_json(reason: &str) -> String {
+    Document::new(DiagnoseJson::Unsupported(Unsupported {
+        in_transition: false,
+        livepatch_supported: false,
+        reason,
+        blockers: [],
+    }))
+    .render()
 }
 
 fn forecast_text(forecast: Forecast) -> &'static str {
@@ -58,6 +87,7 @@ fn kind_text(kind: BlockerKind) -> &'static str {
         BlockerKind::UninterruptibleInPatchedFunction => {
             "inside a patched function, in a sleep no signal interrupts"
         }
+        BlockerKind::IdleTask => "a CPU's idle task",
         BlockerKind::Unexplained => "pending, and klpscope cannot tell why",
     }
 }

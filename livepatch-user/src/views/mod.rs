@@ -3,6 +3,7 @@
 pub mod check_report;
 pub mod diagnose_report;
 pub mod exposition;
+pub mod json_output;
 mod printable;
 pub mod rollout_lines;
 pub mod status;

@@ -2,11 +2,13 @@
 //! line as text, or the same data as one JSON document.
 use std::fmt::Write as _;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::{
     model::{Kernel, Known, Patch, Transition},
     views::{
+        json_output::Document,
         printable,
         style::{Color, Text, Tone},
     },
@@ -14,7 +16,7 @@ use crate::{
 
 /// What status shows. Tasks are left out: they are many, and only their
 /// counts matter here (in `transition`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct StatusView<'a> {
     pub kernel: &'a Kernel,
     pub patches: &'a [Patch],
@@ -22,8 +24,7 @@ pub struct StatusView<'a> {
 }
 
 pub fn render_json(view: &StatusView) -> String {
-    // Plain data with string keys: serialisation cannot fail.
-    serde_json::to_string_pretty(view).expect("status view serialises") + "\n"
+    Document::new(view).render()
 }
 
 pub fn render_text(view: &StatusView, color: Color) -> String {

@@ -10,24 +10,17 @@ use crate::{
         transition_tracker::{SignalsSeen, TransitionEvent},
     },
     views::{
+        json_output::Line,
         printable,
         style::{Color, Text, Tone},
     },
 };
 
-/// One JSON object: `ts` (seconds since the Unix epoch), `event` and the
-/// event's fields (a transition's event, or a rollout's step).
+/// One JSON object: `schema_version`, `ts` (seconds since the Unix
+/// epoch), `event` and the event's fields (a transition's event, or a
+/// rollout's step).
 pub fn json_line(event: &impl Serialize, ts: f64) -> String {
-    let mut object = match serde_json::to_value(event) {
-        Ok(serde_json::Value::Object(object)) => object,
-        // A tagged enum of plain fields always serializes to an object.
-        _ => serde_json::Map::new(),
-    };
-    object.insert(
-        "ts".into(),
-        serde_json::json!((ts * 1000.0).round() / 1000.0),
-    );
-    serde_json::Value::Object(object).to_string()
+    Line::new(event, ts).render()
 }
 
 /// `+SECS  sentence`, seconds counted from when the command started; the
@@ -185,6 +178,7 @@ mod tests {
         assert_eq!(
             value,
             serde_json::json!({
+                "schema_version": 1,
                 "ts": 1700000000.123,
                 "event": "blocker",
                 "pid": 7, "tid": 8, "comm": "cat", "kthread": false,

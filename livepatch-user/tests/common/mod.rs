@@ -1,2 +1,3 @@
 pub mod exposition;
 pub mod fixture;
+pub mod json_schema;

@@ -63,6 +63,18 @@ impl Series {
         }
     }
 
+    /// Another series of the lab, whose test modules a guest of this one
+    /// gets as modules built for another kernel: `check --module` must
+    /// refuse them by their vermagic. Near in age, so that it is the kind
+    /// of mistake a rollout makes.
+    pub fn neighbour(self) -> Series {
+        match self {
+            Series::V6_12 => Series::V6_1,
+            Series::V6_1 | Series::V5_10 | Series::V7 => Series::V6_12,
+            Series::Sid => Series::V7,
+        }
+    }
+
     /// What the ABI name starts with (sid: any version).
     fn prefix(self) -> &'static str {
         match self {

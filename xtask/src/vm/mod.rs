@@ -87,13 +87,14 @@ pub fn run_script(kernel: Series, files: Vec<String>, script: PathBuf) -> Result
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let script = script_path(&args.script)?;
-    let files = args
+    let mut files = args
         .files
         .iter()
         .map(|f| parse_file(f))
         .collect::<Result<Vec<_>>>()?;
     let lab = Lab::prepare()?;
     let kernel = kernel::prepare(args.kernel)?;
+    files.extend(modules::foreign(args.kernel)?);
     let machine = lab.machine(&kernel)?;
     println!(
         "vm: booting Debian kernel {} (qemu, {})",

@@ -4,8 +4,35 @@ use std::{fs, path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::kernel::Kernel;
+use super::{
+    Series,
+    guest::TEST_DIR,
+    kernel::{self, Kernel},
+};
 use crate::cache;
+
+/// The module of another series' build that guests get, and where.
+const FOREIGN_MODULE: &str = "klp_test_patch_cmdline.ko";
+
+/// A test module built for `series`' neighbour (another kernel of the lab),
+/// as a guest file: `/lib/klpscope-test/foreign/klp_test_patch_cmdline.ko`.
+/// Prepares that kernel's headers and modules on first use (cached).
+pub fn foreign(series: Series) -> Result<Vec<(PathBuf, String)>> {
+    let other = kernel::prepare(series.neighbour())?;
+    let module = build(&other)?
+        .into_iter()
+        .find(|m| m.file_name().is_some_and(|n| n == FOREIGN_MODULE))
+        .with_context(|| {
+            format!(
+                "no {FOREIGN_MODULE} among the modules built for {}",
+                other.release()
+            )
+        })?;
+    Ok(vec![(
+        module,
+        format!("{TEST_DIR}/foreign/{FOREIGN_MODULE}"),
+    )])
+}
 
 /// Builds (or reuses) the modules; returns the .ko files.
 pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {

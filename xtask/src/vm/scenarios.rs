@@ -141,11 +141,12 @@ pub fn test(kernels: Kernels) -> Result<()> {
             run.kernel = t0.elapsed();
             let t1 = Instant::now();
             modules::build(&kernel)?;
+            let foreign = modules::foreign(series)?;
             run.modules = t1.elapsed();
             let machine = lab.machine(&kernel)?;
-            anyhow::Ok((kernel, machine))
+            anyhow::Ok((kernel, machine, foreign))
         })();
-        let (kernel, machine) = match prepared {
+        let (kernel, machine, foreign) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 println!("FAIL kernel {}: {error:#}", series.name());
@@ -173,7 +174,7 @@ pub fn test(kernels: Kernels) -> Result<()> {
                         };
                         let name = script.file_stem().unwrap_or_default().to_string_lossy();
                         let report =
-                            lab.boot(&kernel, &machine, script, &[], SCENARIO_TIMEOUT, false);
+                            lab.boot(&kernel, &machine, script, &foreign, SCENARIO_TIMEOUT, false);
                         let passed = match report {
                             Ok(report) => {
                                 let secs = report.elapsed.as_secs_f64();
