@@ -17,12 +17,15 @@ fn require_root() {
 }
 
 fn object_bytes() -> Vec<u8> {
+    // Where build.rs looks: the same object the binary embeds.
     let path = std::env::var("KLPSCOPE_EBPF_OBJECT").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/bpfel-unknown-none/release/livepatch-ebpf"
-        )
-        .to_string()
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = option_env!("CARGO_TARGET_DIR")
+            .map_or(workspace.join("target"), |dir| workspace.join(dir));
+        target
+            .join("bpfel-unknown-none/release/livepatch-ebpf")
+            .display()
+            .to_string()
     });
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("eBPF object {path} missing ({e}): run `cargo xtask build`"))

@@ -157,6 +157,9 @@ by_signal() {
     kill -"$3" "$WATCH_PID"
     wait_exit "$1" 20
     assert_status "$1" "$5"
+    if [ "$2" = json ]; then
+        ks_schema watch "$KS/$1.out" || watch_failed "$1" "its JSON lines"
+    fi
     assert_detached "$1"
 }
 

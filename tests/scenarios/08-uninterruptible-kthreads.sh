@@ -40,6 +40,7 @@ diagnose_unprivileged() {
         cat "$KS/diagnose-nobody.err" "$KS/diagnose-nobody.json"
         return 1
     fi
+    ks_schema diagnose "$KS/diagnose-nobody.json" || return 1
     jq_true "$KS/diagnose-nobody.json" "
         .in_transition == true and .patch == \"$P\" and .tasks_pending >= $N
         and ($(json_array "$DPARK_PIDS") - [.blockers[] | select(.reason == \"unexplained\") | .pid]) == []" || return 1

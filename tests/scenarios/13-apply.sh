@@ -98,6 +98,7 @@ wait "$_apply"
 _status=$?
 jq -s . "$KS/apply-signalled.json" > "$KS/apply-signalled-steps.json"
 [ "$_status" = 5 ] || { cat "$KS/apply-signalled.err" "$KS/apply-signalled.json"; fail "apply after SIGTERM exited $_status, expected 5"; }
+ks_schema rollout "$KS/apply-signalled.json" || fail "signalled apply's JSON"
 steps_in_order apply-signalled loaded confirm_backout reversing reversed unloaded finished \
     || fail "signalled apply steps"
 jq_true "$KS/apply-signalled-steps.json" "

@@ -300,6 +300,30 @@ jq_true() {
     fi
 }
 
+# ks_schema OUTPUT FILE: FILE holds klpscope's OUTPUT (status, check,
+# diagnose: a document; watch, rollout: JSON lines) as its checked-in JSON
+# Schema says (klpscope-json-check, packed into every boot).
+ks_schema() {
+    if ! klpscope-json-check "$1" "$2" 2> "$2.schema-errors"; then
+        cat "$2.schema-errors"
+        echo "FAIL: $2 is not a valid klpscope $1 output (its JSON Schema)"
+        return 1
+    fi
+}
+
+# ks_output ARGS...: which JSON output `klpscope ARGS...` writes, by its
+# command (global options such as --log FILE come before it).
+ks_output() {
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --log | --color) shift 2 ;;
+            -*) shift ;;
+            apply | revert) echo rollout; return ;;
+            *) echo "$1"; return ;;
+        esac
+    done
+}
+
 # ks_json NAME ARGS...: runs `klpscope ARGS...`, its stdout into $KS/NAME.json;
 # a failed run prints its stderr and fails. Sets KS_STATUS. Without
 # --no-ebpf among ARGS it runs twice: reading tasks with the BPF task
@@ -322,6 +346,7 @@ ks_json() {
         cat "$KS/$_name.err"
         return 1
     fi
+    ks_schema "$(ks_output "$@")" "$KS/$_name.json" || return 1
     [ "$_source" = iterator ] || return 0
     ks_twin "$_name" "$@"
 }
@@ -340,6 +365,7 @@ ks_twin() {
         cat "$KS/$_name.err" "$KS/$_name.procfs.err"
         return 1
     fi
+    ks_schema "$(ks_output "$@")" "$KS/$_name.procfs.json"
 }
 
 # counter_attached LOG: klpscope's log (--log LOG) says whether its call
@@ -411,6 +437,7 @@ watch_done() {
         cat "$KS/watch.err" "$KS/watch.json"
         return 1
     fi
+    ks_schema watch "$KS/watch.json" || return 1
     jq -s . "$KS/watch.json" > "$KS/watch-events.json"
 }
 
@@ -495,6 +522,7 @@ count_calls_start() {
 count_calls_end() {
     wait "$_check"
     check_status_ok $? "$KS/$1.err" || return 1
+    ks_schema check "$KS/$1.json"
 }
 
 # check_status_ok STATUS ERRFILE: check exits 0 ready, 3 warnings or 4 not
@@ -533,6 +561,7 @@ call_rate_matches() {
     }
     wait "$_check"
     check_status_ok $? "$KS/rate.err" || return 1
+    ks_schema check "$KS/rate.json" || return 1
     log "load: $_reads reads in 2 s of check's 4 s window"
     jq_true "$KS/rate.json" "
         .functions[0].calls_old == $_reads
@@ -596,6 +625,7 @@ rollout_json() {
         cat "$KS/$_name.err" "$KS/$_name.json"
         return 1
     fi
+    ks_schema rollout "$KS/$_name.json" || return 1
     log "klpscope $* exited $_status: $(jq -c '[.[].event]' "$KS/$_name-steps.json")"
 }
 

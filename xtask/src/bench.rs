@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::{build, cache, setup, vm};
+use crate::{build, setup, vm};
 
 pub fn run() -> Result<ExitCode> {
     let toolchain = setup::run()?;
@@ -39,15 +39,14 @@ pub fn run() -> Result<ExitCode> {
         build.args(["--example", example]);
     }
     build::checked(&mut build, "building the VM benchmarks")?;
-    let root = cache::workspace_root();
-    let script = root.join("target/klpscope-bench/vm-bench.sh");
+    let script = build::target_dir().join("klpscope-bench/vm-bench.sh");
     std::fs::create_dir_all(script.parent().unwrap())?;
     std::fs::write(&script, VM_SCRIPT)
         .with_context(|| format!("cannot write {}", script.display()))?;
     let files = examples
         .iter()
         .map(|example| {
-            let binary = root.join("target/release/examples").join(example);
+            let binary = build::release_example(example);
             format!("{}:/bin/{example}", binary.display())
         })
         .collect();

@@ -13,10 +13,19 @@ use crate::{cache, setup};
 
 pub const EBPF_TARGET: &str = "bpfel-unknown-none";
 
+/// Where cargo puts what it builds: CARGO_TARGET_DIR when set (a relative
+/// one is read from the workspace root, as cargo reads it), else target/.
+pub fn target_dir() -> PathBuf {
+    let root = cache::workspace_root();
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
 /// The linked eBPF object that `klpscope` embeds.
 pub fn ebpf_object() -> PathBuf {
-    cache::workspace_root()
-        .join("target")
+    target_dir()
         .join(EBPF_TARGET)
         .join("release")
         .join("livepatch-ebpf")
@@ -25,10 +34,12 @@ pub fn ebpf_object() -> PathBuf {
 /// The klpscope binary of a build profile.
 pub fn klpscope_binary(release: bool) -> PathBuf {
     let profile = if release { "release" } else { "debug" };
-    cache::workspace_root()
-        .join("target")
-        .join(profile)
-        .join("klpscope")
+    target_dir().join(profile).join("klpscope")
+}
+
+/// An example of livepatch-user built with `--release`.
+pub fn release_example(name: &str) -> PathBuf {
+    target_dir().join("release/examples").join(name)
 }
 
 /// A nightly cargo command for the eBPF crate, with bpf-linker on PATH.

@@ -25,7 +25,7 @@ fn docs_dir() -> PathBuf {
 }
 
 fn deb_dir() -> PathBuf {
-    cache::workspace_root().join("target").join("debian")
+    build::target_dir().join("debian")
 }
 
 /// Builds the package; its path.

@@ -27,6 +27,11 @@ const FILES: &[&str] = &[
     "/usr/share/fish/vendor_completions.d/klpscope.fish",
     "/usr/share/doc/klpscope/README.md",
     "/usr/share/doc/klpscope/copyright",
+    "/usr/share/klpscope/schemas/status.schema.json",
+    "/usr/share/klpscope/schemas/check.schema.json",
+    "/usr/share/klpscope/schemas/diagnose.schema.json",
+    "/usr/share/klpscope/schemas/watch.schema.json",
+    "/usr/share/klpscope/schemas/rollout.schema.json",
 ];
 /// Another run may hold dpkg's lock (apt installing the VM lab's tools).
 const DPKG_LOCK_WAIT: Duration = Duration::from_secs(300);

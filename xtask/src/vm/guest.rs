@@ -24,6 +24,8 @@ const OPTIONAL_TOOLS: [(&str, &str); 1] = [
 
 pub struct Guest<'a> {
     pub klpscope: &'a Path,
+    /// Validates klpscope's JSON against its schemas (`ks_schema`).
+    pub json_check: &'a Path,
     pub modules: &'a [PathBuf],
     pub script: &'a Path,
     /// Extra host files and their guest paths.
@@ -42,6 +44,7 @@ impl Guest<'_> {
         }
         image.file(BUSYBOX, Path::new(BUSYBOX), 0o755);
         image.file("/bin/klpscope", self.klpscope, 0o755);
+        image.file("/bin/klpscope-json-check", self.json_check, 0o755);
         // Scenarios check klpscope's JSON with jq.
         image.file("/bin/jq", Path::new(JQ), 0o755);
         // Scenarios list the kernel's eBPF programs with bpftool.
@@ -49,7 +52,12 @@ impl Guest<'_> {
             bail!("no {BPFTOOL} on the host: install Debian's bpftool package");
         }
         image.file("/bin/bpftool", Path::new(BPFTOOL), 0o755);
-        let mut binaries = vec![self.klpscope, Path::new(JQ), Path::new(BPFTOOL)];
+        let mut binaries = vec![
+            self.klpscope,
+            self.json_check,
+            Path::new(JQ),
+            Path::new(BPFTOOL),
+        ];
         for (name, host) in requested_tools(self.script)? {
             image.file(&format!("/bin/{name}"), Path::new(host), 0o755);
             binaries.push(Path::new(host));

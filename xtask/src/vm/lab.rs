@@ -29,9 +29,14 @@ const HOST_PACKAGES: [&str; 8] = [
     "prometheus",
 ];
 
+/// livepatch-user's example that validates klpscope's JSON in the guest.
+const JSON_CHECK: &str = "json_check";
+
 /// Everything a boot needs on the host, built or fetched once per xtask run.
 pub struct Lab {
     klpscope: PathBuf,
+    /// Holds the scenarios' JSON to the checked-in schemas, in the guest.
+    json_check: PathBuf,
 }
 
 impl Lab {
@@ -40,8 +45,18 @@ impl Lab {
         // The release build, as an administrator runs it: under TCG a debug
         // build spends many seconds parsing BTF before watch is ready.
         build::all(true)?;
+        let mut json_check = build::user_cargo("build");
+        json_check.args([
+            "--release",
+            "--package",
+            "livepatch-user",
+            "--example",
+            JSON_CHECK,
+        ]);
+        build::checked(&mut json_check, "building the lab's JSON Schema checker")?;
         Ok(Lab {
             klpscope: build::klpscope_binary(true),
+            json_check: build::release_example(JSON_CHECK),
         })
     }
 
@@ -62,6 +77,7 @@ impl Lab {
         let out = dir.join(format!("initramfs-{}-{boot}.cpio", std::process::id()));
         guest::Guest {
             klpscope: &self.klpscope,
+            json_check: &self.json_check,
             modules: &modules,
             script,
             files,
