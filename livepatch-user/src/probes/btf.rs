@@ -148,28 +148,37 @@ impl<'a> Types<'a> {
     }
 }
 
-/// Reads task_struct's layout from raw BTF (e.g. /sys/kernel/btf/vmlinux).
-pub fn task_layout(btf: &[u8]) -> Result<TaskLayout, BtfError> {
-    let types = Types::parse(btf)?;
-    let task = types
+fn task_struct<'t>(types: &'t Types) -> Result<&'t Composite, BtfError> {
+    types
         .struct_named("task_struct")
-        .ok_or(BtfError::NoStruct("task_struct"))?;
-    let field = |name: &'static str| {
-        types
-            .field_offset(task, name)
-            .ok_or(BtfError::NoField(name))
-    };
+        .ok_or(BtfError::NoStruct("task_struct"))
+}
+
+fn field(types: &Types, task: &Composite, name: &'static str) -> Result<u32, BtfError> {
+    types
+        .field_offset(task, name)
+        .ok_or(BtfError::NoField(name))
+}
+
+/// The fields every program reads; patch_state only on a livepatch kernel.
+fn task_offsets(types: &Types, task: &Composite) -> Result<TaskLayout, BtfError> {
     let patch_state = types.field_offset(task, "patch_state");
     Ok(TaskLayout {
         offsets: TaskOffsets {
-            pid: field("pid")?,
-            tgid: field("tgid")?,
-            comm: field("comm")?,
-            flags: field("flags")?,
+            pid: field(types, task, "pid")?,
+            tgid: field(types, task, "tgid")?,
+            comm: field(types, task, "comm")?,
+            flags: field(types, task, "flags")?,
             patch_state: patch_state.unwrap_or(0),
         },
         has_patch_state: patch_state.is_some(),
     })
+}
+
+/// Reads task_struct's layout from raw BTF (e.g. /sys/kernel/btf/vmlinux).
+pub fn task_layout(btf: &[u8]) -> Result<TaskLayout, BtfError> {
+    let types = Types::parse(btf)?;
+    task_offsets(&types, task_struct(&types)?)
 }
 
 /// task_struct's offsets for the task iterator: those of `task_layout`,
@@ -177,24 +186,20 @@ pub fn task_layout(btf: &[u8]) -> Result<TaskLayout, BtfError> {
 /// `exit_state`.
 pub fn task_iter_offsets(btf: &[u8]) -> Result<TaskIterOffsets, BtfError> {
     let types = Types::parse(btf)?;
-    let task = types
-        .struct_named("task_struct")
-        .ok_or(BtfError::NoStruct("task_struct"))?;
-    let field = |name: &'static str| {
-        types
-            .field_offset(task, name)
-            .ok_or(BtfError::NoField(name))
-    };
-    let patch_state = types.field_offset(task, "patch_state");
+    let task = task_struct(&types)?;
+    let TaskLayout {
+        offsets,
+        has_patch_state,
+    } = task_offsets(&types, task)?;
     Ok(TaskIterOffsets {
-        pid: field("pid")?,
-        tgid: field("tgid")?,
-        comm: field("comm")?,
-        flags: field("flags")?,
-        state: field("__state").or_else(|_| field("state"))?,
-        exit_state: field("exit_state")?,
-        patch_state: patch_state.unwrap_or(0),
-        has_patch_state: u32::from(patch_state.is_some()),
+        pid: offsets.pid,
+        tgid: offsets.tgid,
+        comm: offsets.comm,
+        flags: offsets.flags,
+        state: field(&types, task, "__state").or_else(|_| field(&types, task, "state"))?,
+        exit_state: field(&types, task, "exit_state")?,
+        patch_state: offsets.patch_state,
+        has_patch_state: u32::from(has_patch_state),
     })
 }
 
