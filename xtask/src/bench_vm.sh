@@ -60,3 +60,33 @@ load klp_test_target
 load klp_test_patch_target
 wait_for_transition klp_test_patch_target
 launch_to_ready "one patch loaded (its calls counted)" -- || exit 1
+
+# The tracer's latency: from the kernel's hook (bpf_ktime_get_ns) to the
+# round that reads the event, which writes its line at once; from watch's
+# own log (--log), over CYCLES unpatch/patch cycles of klp_test_patch_target.
+CYCLES=10
+klpscope --log /tmp/latency.log watch --json > /tmp/latency.json 2> /tmp/latency.err &
+_watch=$!
+until grep -q '"event": *"ready"' /tmp/latency.json 2> /dev/null; do
+    exited "$_watch" && { cat /tmp/latency.err; exit 1; }
+    sleep 0.1
+done
+_cycle=0
+while [ "$_cycle" -lt "$CYCLES" ]; do
+    echo 0 > "$LIVEPATCH/klp_test_patch_target/enabled"
+    wait_for_unpatched klp_test_patch_target
+    rmmod klp_test_patch_target
+    insmod "$KLP_TEST_DIR/klp_test_patch_target.ko"
+    wait_for_transition klp_test_patch_target
+    _cycle=$((_cycle + 1))
+done
+sleep 1
+kill "$_watch"
+wait "$_watch"
+sed -n 's/.*an event read \([0-9.]*\) ms after the kernel.s hook.*/\1/p' /tmp/latency.log \
+    | sort -n > /tmp/latency.ms
+_n=$(wc -l < /tmp/latency.ms)
+[ "$_n" -gt 0 ] || { echo "no tracer event in watch's log"; exit 1; }
+percentile() { sed -n "$(( ($_n * $1 + 99) / 100 ))p" /tmp/latency.ms; }
+echo "watch, kernel hook to the round that reports it, $_n events over $CYCLES cycles: p50 $(percentile 50) ms, p99 $(percentile 99) ms, max $(tail -n 1 /tmp/latency.ms) ms"
+echo "watch, lines written: $(wc -l < /tmp/latency.json)"

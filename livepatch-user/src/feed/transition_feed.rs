@@ -2,7 +2,10 @@
 //! eBPF tracer's events and verdicts, the kernel log and the call
 //! counters, as rounds of observations. It owns the eBPF programs: they go
 //! with it, on every way out.
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Result;
 
@@ -143,11 +146,26 @@ impl TransitionFeed {
     }
 
     /// The tracer's events, and its verdicts for the blockers.
+    /// Waits up to `timeout` for the tracer to report something. None
+    /// without a tracer: the feed then only polls.
+    pub fn wait_for_trace(&self, timeout: Duration) -> Option<bool> {
+        let tracer = self.tracer.as_ref()?.tracer.as_ref()?;
+        Some(tracer.wait_for_event(timeout))
+    }
+
     fn drain_tracer(&mut self, observations: &mut Vec<Observation>) -> Option<Vec<TaskVerdict>> {
         let kernel_verdicts = self.capabilities.kernel_verdicts();
         let tracer = self.tracer.as_mut()?.tracer.as_mut()?;
         // The tracer keeps the verdicts of the transition under way only.
-        observations.extend(tracer.drain().into_iter().map(Observation::Trace));
+        let events = tracer.drain();
+        // For the bench (with --log): how long after the kernel's hook each
+        // event is read, the round that reports it being this one.
+        let now = monotonic_ns();
+        for event in &events {
+            let after_ms = now.saturating_sub(event.timestamp_ns()) as f64 / 1e6;
+            log::debug!("tracer: an event read {after_ms:.3} ms after the kernel's hook");
+        }
+        observations.extend(events.into_iter().map(Observation::Trace));
         // Without the check hook the map stays empty: blockers are then
         // inferred from stacks, not taken as "none".
         kernel_verdicts.then(|| tracer.verdicts())

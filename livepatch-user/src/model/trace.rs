@@ -96,3 +96,19 @@ pub enum TraceEvent {
         timestamp_ns: u64,
     },
 }
+
+impl TraceEvent {
+    /// When the kernel hit the hook (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`).
+    pub fn timestamp_ns(&self) -> u64 {
+        match self {
+            Self::Check { timestamp_ns, .. }
+            | Self::Start { timestamp_ns }
+            | Self::Round { timestamp_ns, .. }
+            | Self::SelfSwitch { timestamp_ns, .. }
+            | Self::Reverse { timestamp_ns }
+            | Self::Force { timestamp_ns }
+            | Self::Complete { timestamp_ns }
+            | Self::Cancel { timestamp_ns } => *timestamp_ns,
+        }
+    }
+}
