@@ -81,6 +81,7 @@ while [ "$_cycle" -lt "$CYCLES" ]; do
     _cycle=$((_cycle + 1))
 done
 sleep 1
+echo "watch, peak RSS over the cycles: $(sed -n 's/^VmHWM:[[:space:]]*//p' "/proc/$_watch/status")"
 kill "$_watch"
 wait "$_watch"
 sed -n 's/.*an event read \([0-9.]*\) ms after the kernel.s hook.*/\1/p' /tmp/latency.log \
