@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::cache;
+use crate::{build, cache};
 
 static UPDATED: AtomicBool = AtomicBool::new(false);
 
@@ -271,4 +271,16 @@ impl Archive {
             .with_context(|| format!("cannot download from Debian {}", self.name))
             .map(|_| ())
     }
+}
+
+/// Extracts every .deb of `debs` into `root`.
+pub fn extract(debs: &Path, root: &Path) -> Result<()> {
+    for deb in fs::read_dir(debs)? {
+        let deb = deb?.path();
+        build::checked(
+            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root),
+            &format!("extracting {}", deb.display()),
+        )?;
+    }
+    Ok(())
 }

@@ -5,7 +5,6 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
     time::Instant,
 };
 
@@ -13,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
 use super::{apt, toolchain};
-use crate::{build, cache};
+use crate::cache;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Series {
@@ -201,7 +200,7 @@ pub fn prepare(series: Series) -> Result<Kernel> {
     let debs = staging.join("debs");
     fs::create_dir_all(&debs)?;
     archive.download(&packages, &debs)?;
-    extract(&debs, &staging.join("root"))?;
+    apt::extract(&debs, &staging.join("root"))?;
     fs::remove_dir_all(&debs)?;
     let staged = Kernel::new(&abi, staging.clone());
     if !staged.vmlinuz().is_file() || !staged.config().is_file() {
@@ -229,18 +228,6 @@ pub fn prepare(series: Series) -> Result<Kernel> {
         started.elapsed().as_secs_f64()
     );
     Ok(kernel)
-}
-
-/// Extracts every .deb of `debs` into `root`.
-pub fn extract(debs: &Path, root: &Path) -> Result<()> {
-    for deb in fs::read_dir(debs)? {
-        let deb = deb?.path();
-        build::checked(
-            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root),
-            &format!("extracting {}", deb.display()),
-        )?;
-    }
-    Ok(())
 }
 
 /// The ABI name the series' metapackage currently depends on.

@@ -114,11 +114,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         outcome => {
             report.print_tail();
-            bail!(
-                "{} on {} after {secs:.1}s",
-                scenarios::describe(outcome),
-                kernel.release()
-            )
+            bail!("{} on {} after {secs:.1}s", outcome, kernel.release())
         }
     }
 }

@@ -36,6 +36,18 @@ pub enum Outcome {
     Vanished(ExitStatus),
 }
 
+/// How a boot ended, in the words of the summaries.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Exited(status) => write!(f, "script exited with status {status}"),
+            Outcome::Crashed(line) => write!(f, "guest kernel crashed: {}", line.trim()),
+            Outcome::TimedOut => f.write_str("timed out: no result from the guest"),
+            Outcome::Vanished(status) => write!(f, "qemu ended ({status}) without a result"),
+        }
+    }
+}
+
 pub struct Report {
     pub outcome: Outcome,
     /// The last console lines, for failure reports.

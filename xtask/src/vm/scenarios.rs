@@ -92,15 +92,6 @@ fn parallel_boots() -> usize {
         .max(1)
 }
 
-pub fn describe(outcome: &qemu::Outcome) -> String {
-    match outcome {
-        qemu::Outcome::Exited(status) => format!("script exited with status {status}"),
-        qemu::Outcome::Crashed(line) => format!("guest kernel crashed: {}", line.trim()),
-        qemu::Outcome::TimedOut => "timed out: no result from the guest".to_string(),
-        qemu::Outcome::Vanished(status) => format!("qemu ended ({status}) without a result"),
-    }
-}
-
 /// One kernel's run, for the summary.
 struct KernelRun {
     name: String,
@@ -186,7 +177,7 @@ pub fn test(kernels: Kernels) -> Result<()> {
                                     println!(
                                         "FAIL {name} on {}: {} ({secs:.1}s)",
                                         kernel.release(),
-                                        describe(&report.outcome)
+                                        report.outcome
                                     );
                                     false
                                 }
@@ -223,14 +214,14 @@ pub fn test(kernels: Kernels) -> Result<()> {
                     run.passed += 1;
                     println!(
                         "PASS {name}: the harness reported \"{}\" with the console tail ({secs:.1}s)",
-                        describe(&report.outcome)
+                        report.outcome
                     );
                 } else {
                     run.failed += 1;
                     report.print_tail();
                     println!(
                         "FAIL {name}: expected the harness to catch it, got \"{}\" ({secs:.1}s)",
-                        describe(&report.outcome)
+                        report.outcome
                     );
                 }
             }

@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{apt, kernel};
+use super::apt;
 
 /// The host compiler, one of the lab's host packages.
 const HOST_CC: &str = "gcc-12";
@@ -108,7 +108,7 @@ pub fn adapt(staging: &Path, dir: &Path, release: &str) -> Result<()> {
             )
         })?;
         let trixie = tools.join(TRIXIE_ROOT);
-        kernel::extract(&debs, &trixie)?;
+        apt::extract(&debs, &trixie)?;
         fs::remove_dir_all(&debs)?;
         let trixie_glibc = glibc_needed(&trixie.join(TRIXIE_LIBS).join("libc.so.6"))?
             .context("trixie's libc.so.6 defines no GLIBC_ version")?;
