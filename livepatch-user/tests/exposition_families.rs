@@ -37,6 +37,7 @@ fn everything() -> FleetMetrics {
         feed: Some(FeedCapabilities {
             polling: Some("fentry refused by the kernel".into()),
             verdicts_inferred: None,
+            tasks_from_procfs: None,
         }),
         patches: vec![
             PatchFlags {

@@ -153,6 +153,7 @@ fn polling() -> FeedCapabilities {
     FeedCapabilities {
         polling: Some("the kernel refused a tracing program on cmdline_proc_show (EPERM)".into()),
         verdicts_inferred: None,
+        tasks_from_procfs: None,
     }
 }
 

@@ -609,6 +609,7 @@ mod tests {
         let feed = FeedCapabilities {
             polling: Some("--no-ebpf".into()),
             verdicts_inferred: None,
+            tasks_from_procfs: Some("not tried (--no-ebpf)".into()),
         };
         let blocking = vec![sleeper(7, 'S'), sleeper(8, 'D')];
         let direction = Some(Direction::Patching);

@@ -98,6 +98,8 @@ pub enum TransitionEvent {
         /// blockers are inferred from patch_state, scheduler state and
         /// stacks.
         kernel_verdicts: bool,
+        /// Threads are read by the BPF task iterator, not from procfs.
+        task_iterator: bool,
     },
     /// The kernel refused to enable a patch: no transition will come of it.
     Refused {
@@ -117,6 +119,7 @@ impl TransitionEvent {
         TransitionEvent::Ready {
             ebpf: feed.ebpf(),
             kernel_verdicts: feed.kernel_verdicts(),
+            task_iterator: feed.tasks_from_procfs.is_none(),
         }
     }
 }

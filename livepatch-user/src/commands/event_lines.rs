@@ -87,6 +87,10 @@ impl EventLines {
         if let Some(why) = &feed.verdicts_inferred {
             output::note(&format!("blockers are inferred from stacks: {why}"));
         }
+        // Without eBPF at all the ready line has said so already.
+        if let Some(why) = feed.tasks_from_procfs.as_ref().filter(|_| feed.ebpf()) {
+            output::note(&format!("threads are read from procfs: {why}"));
+        }
         Ok(())
     }
 

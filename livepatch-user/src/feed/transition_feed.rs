@@ -62,6 +62,7 @@ impl TransitionFeed {
             let capabilities = FeedCapabilities {
                 polling: Some("--no-ebpf".to_owned()),
                 verdicts_inferred: None,
+                tasks_from_procfs: None,
             };
             (None, capabilities)
         } else {
@@ -74,6 +75,7 @@ impl TransitionFeed {
                     let capabilities = FeedCapabilities {
                         polling: None,
                         verdicts_inferred: caps.verdicts_unavailable(),
+                        tasks_from_procfs: None,
                     };
                     (Some(probes), capabilities)
                 }
@@ -84,10 +86,15 @@ impl TransitionFeed {
                     let capabilities = FeedCapabilities {
                         polling: Some(reason),
                         verdicts_inferred: None,
+                        tasks_from_procfs: None,
                     };
                     (None, capabilities)
                 }
             }
+        };
+        let capabilities = FeedCapabilities {
+            tasks_from_procfs: tasks.capability().reason.clone(),
+            ..capabilities
         };
         Ok(TransitionFeed {
             root: root.to_owned(),

@@ -8,6 +8,8 @@ pub struct FeedCapabilities {
     /// heard (the hook is missing or off on this kernel); blockers are
     /// then inferred.
     pub verdicts_inferred: Option<String>,
+    /// Why the threads are read from procfs, not by the BPF task iterator.
+    pub tasks_from_procfs: Option<String>,
 }
 
 impl FeedCapabilities {

@@ -141,6 +141,7 @@ pub fn describe(event: &TransitionEvent) -> String {
         TransitionEvent::Ready {
             ebpf: true,
             kernel_verdicts: true,
+            ..
         } => "ready: following transitions with the kernel's own verdicts (eBPF)".into(),
         TransitionEvent::Ready { ebpf: true, .. } => {
             "ready: following transitions with eBPF, blockers inferred from stacks".into()
