@@ -169,8 +169,31 @@ struct SleepingThreads {
     handles: Vec<thread::JoinHandle<()>>,
 }
 
+/// Memory maps per thread: its stack and guard page, and the signal stack
+/// and guard page std gives each thread.
+const MAPS_PER_THREAD: usize = 4;
+
+/// Whether this machine's limits leave room for `count` more threads. A
+/// thread that std cannot give its signal stack aborts the process (mmap
+/// fails past vm.max_map_count), so the limits are checked before.
+fn room_for(count: usize) -> Result<(), String> {
+    let read = |path: &str| -> usize {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(usize::MAX)
+    };
+    // What runs already, and some room to spare for it.
+    let margin = 4096;
+    let enough = count + margin <= read("/proc/sys/kernel/pid_max")
+        && count + margin <= read("/proc/sys/kernel/threads-max")
+        && count * MAPS_PER_THREAD + margin <= read("/proc/sys/vm/max_map_count");
+    if enough { Ok(()) } else { Err(limits()) }
+}
+
 impl SleepingThreads {
     fn spawn(count: usize) -> Result<Self, String> {
+        room_for(count)?;
         let mut sleeping = SleepingThreads {
             released: Arc::new((Mutex::new(false), Condvar::new())),
             handles: Vec::with_capacity(count),
