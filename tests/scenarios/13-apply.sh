@@ -3,7 +3,9 @@
 # stalled by a kthread looping in the patched function is backed out at the
 # deadline, naming the kthread, and leaves no patch or module behind; with
 # another transition in progress nothing is loaded; SIGINT asks, SIGTERM
-# backs out.
+# backs out. Refused with nothing loaded: a patched function the kernel does
+# not have, a module built for another kernel, a folder, a module that is
+# no livepatch (one line each), and a load without root (EPERM).
 . /lib/klpscope-test/lib.sh
 C=klp_test_patch_cmdline
 P=klp_test_patch_target
@@ -105,6 +107,55 @@ jq_true "$KS/apply-signalled-steps.json" "
     any(.[]; .event == \"reversing\" and .cause == \"interrupted\" and .signal == \"SIGTERM\")" \
     || fail "signalled apply steps"
 no_trace_of $P
+
+# Refused before anything is loaded: a patched function this kernel does
+# not have (the kernel would refuse it: EINVAL), and a module built for
+# another kernel of the lab (vermagic). Not ready, exit 4.
+M=klp_test_patch_missing
+rollout_json apply-missing 4 apply --json --yes "$KLP_TEST_DIR/$M.ko" || fail "apply of a missing function"
+jq_true "$KS/apply-missing-steps.json" "
+    (.[0].functions | any(.name == \"klp_test_no_such_function\" and .present == false
+        and .status == \"fail\"))
+    and .[-1].end == \"not_ready\" and all(.[]; .event != \"loaded\")" \
+    || fail "apply of a missing function"
+no_trace_of $M
+FOREIGN=$KLP_TEST_DIR/foreign/klp_test_patch_cmdline.ko
+rollout_json apply-foreign 4 apply --json --yes "$FOREIGN" || fail "apply of a foreign module"
+jq_true "$KS/apply-foreign-steps.json" "
+    (.[0].kernel_checks | any(.status == \"fail\" and (.detail | contains(\"$(uname -r)\"))))
+    and .[-1].end == \"not_ready\" and all(.[]; .event != \"loaded\")" \
+    || fail "apply of a foreign module"
+no_trace_of $C
+
+# Bad input: one line on stderr, exit 1, nothing loaded.
+one_line_refusal() {
+    _what=$1 _says=$2
+    shift 2
+    klpscope apply --json --yes "$@" > "$KS/bad.json" 2> "$KS/bad.err"
+    _status=$?
+    [ "$_status" = 1 ] && [ "$(wc -l < "$KS/bad.err")" = 1 ] && grep -q "$_says" "$KS/bad.err" \
+        && [ ! -s "$KS/bad.json" ] || {
+        cat "$KS/bad.err" "$KS/bad.json"
+        fail "apply of $_what exited $_status, expected 1 and one line saying \"$_says\""
+    }
+    log "apply of $_what: $(cat "$KS/bad.err")"
+}
+one_line_refusal "a folder" "not a regular file" /tmp
+one_line_refusal "a module that is no livepatch" "is not a livepatch module" "$KLP_TEST_DIR/klp_test_target.ko"
+module_loaded klp_test_target || fail "klp_test_target is no longer loaded"
+
+# Not root: the kernel refuses the load (EPERM), said as such; exit 7.
+as_nobody /bin/klpscope apply --json --yes "$KLP_TEST_DIR/$C.ko" \
+    > "$KS/apply-nobody.json" 2> "$KS/apply-nobody.err"
+_status=$?
+[ "$_status" = 7 ] || { cat "$KS/apply-nobody.err" "$KS/apply-nobody.json"; fail "apply as uid 65534 exited $_status, expected 7"; }
+ks_schema rollout "$KS/apply-nobody.json" || fail "apply as uid 65534"
+jq -s . "$KS/apply-nobody.json" > "$KS/apply-nobody-steps.json"
+jq_true "$KS/apply-nobody-steps.json" "
+    any(.[]; .event == \"refused\" and (.why | contains(\"EPERM\")))
+    and .[-1].end == \"refused\" and all(.[]; .event != \"loaded\")" \
+    || fail "apply as uid 65534"
+no_trace_of $C
 
 busy_stop
 unload klp_test_target

@@ -228,17 +228,25 @@ pub fn load_module(root: &Path, image: &ModuleImage, name: &str) -> Result<(), L
 fn load_error(name: &str, error: io::Error) -> String {
     match error.raw_os_error().unwrap_or(0) {
         libc::EEXIST => format!("a module named {name} is loaded already (EEXIST)"),
-        libc::ENOEXEC => "invalid module format (ENOEXEC): it was built for another kernel                           (see its vermagic in klpscope check --module)"
+        libc::ENOEXEC => "invalid module format (ENOEXEC): it was built for another kernel \
+                          (see its vermagic in klpscope check --module)"
             .to_owned(),
         libc::EKEYREJECTED | libc::ENOKEY | libc::EBADMSG => format!(
-            "its signature is missing or not trusted ({error}): signatures are enforced              (module.sig_enforce or lockdown); sign it with a key the kernel trusts"
+            "its signature is missing or not trusted ({error}): signatures are enforced \
+             (module.sig_enforce or lockdown); sign it with a key the kernel trusts"
         ),
-        libc::EBUSY => "another livepatch transition is in progress (EBUSY): only one runs at a                         time; wait for it (klpscope watch) and try again"
+        libc::EBUSY => "another livepatch transition is in progress (EBUSY): only one runs at a \
+                        time; wait for it (klpscope watch) and try again"
             .to_owned(),
-        libc::EPERM => "not permitted (EPERM): loading modules needs root, and is off with                         kernel.modules_disabled=1 or refused by lockdown for unsigned modules"
+        libc::EPERM => "not permitted (EPERM): loading modules needs root, and is off with \
+                        kernel.modules_disabled=1 or refused by lockdown for unsigned modules"
             .to_owned(),
-        libc::ENOENT => "it uses a symbol this kernel does not export (ENOENT, see dmesg)".to_owned(),
-        libc::EINVAL => "the patch did not initialise (EINVAL): a patched function or object                          was not found or is ambiguous, or the patch stacks badly on the loaded                          ones (see dmesg)"
+        libc::ENOENT => {
+            "it uses a symbol this kernel does not export (ENOENT, see dmesg)".to_owned()
+        }
+        libc::EINVAL => "the patch did not initialise (EINVAL): a patched function or object \
+                         was not found or is ambiguous, or the patch stacks badly on the loaded \
+                         ones (see dmesg)"
             .to_owned(),
         _ => format!("{error} (see dmesg: a pre-patch callback may have failed)"),
     }
@@ -301,5 +309,30 @@ pub fn unload_module(root: &Path, name: &str) -> Result<(), UnloadRefused> {
 impl fmt::Display for Written {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each refusal reads as one sentence: the source's line breaks leave
+    /// no run of spaces behind.
+    #[test]
+    fn load_errors_are_single_spaced_and_name_the_errno() {
+        for (errno, name) in [
+            (libc::EEXIST, "EEXIST"),
+            (libc::ENOEXEC, "ENOEXEC"),
+            (libc::EBUSY, "EBUSY"),
+            (libc::EPERM, "EPERM"),
+            (libc::ENOENT, "ENOENT"),
+            (libc::EINVAL, "EINVAL"),
+        ] {
+            let said = load_error("klp_x", io::Error::from_raw_os_error(errno));
+            assert!(said.contains(name), "{said}");
+            assert!(!said.contains("  "), "{said}");
+        }
+        let said = load_error("klp_x", io::Error::from_raw_os_error(libc::EKEYREJECTED));
+        assert!(!said.contains("  ") && said.contains("signature"), "{said}");
     }
 }
