@@ -237,15 +237,6 @@ fn applied(fixture: &Fixture) {
     );
 }
 
-/// Write then rename, as sysfs and procfs never show a half-written value.
-fn set(fixture: &Fixture, relative: &str, content: &str) {
-    let path = fixture.path(relative);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let temporary = path.with_extension("tmp");
-    fs::write(&temporary, content).unwrap();
-    fs::rename(temporary, path).unwrap();
-}
-
 /// Runs `klpscope revert` in the background; its steps arrive one by one.
 fn revert(fixture: &Fixture, extra: &[&str]) -> (Child, mpsc::Receiver<Value>) {
     let mut args = vec!["revert", "klp_demo", "--json", "--yes"];
@@ -345,8 +336,8 @@ fn a_stalled_revert_enables_the_patch_again() {
     let (child, steps) = revert(&fixture, &["--deadline", "2"]);
     until(&steps, "disabling");
     // The kernel starts unpatching: every task but the reader switches back.
-    set(&fixture, "sys/kernel/livepatch/klp_demo/transition", "1\n");
-    set(&fixture, "proc/100/task/100/patch_state", "0\n");
+    fixture.rewrite("sys/kernel/livepatch/klp_demo/transition", "1\n");
+    fixture.rewrite("proc/100/task/100/patch_state", "0\n");
     let seen = until(&steps, "reversing");
     let deadline = seen
         .iter()
@@ -369,9 +360,9 @@ fn a_stalled_revert_enables_the_patch_again() {
     }
     assert_eq!(enabled().unwrap().trim(), "1", "re-enabled");
     // Re-patched: the transition ends enabled.
-    set(&fixture, "proc/100/task/100/patch_state", "-1\n");
-    set(&fixture, "proc/42/task/42/patch_state", "-1\n");
-    set(&fixture, "sys/kernel/livepatch/klp_demo/transition", "0\n");
+    fixture.rewrite("proc/100/task/100/patch_state", "-1\n");
+    fixture.rewrite("proc/42/task/42/patch_state", "-1\n");
+    fixture.rewrite("sys/kernel/livepatch/klp_demo/transition", "0\n");
     let seen = until(&steps, "finished");
     assert!(names(&seen).contains(&"reversed"), "{seen:#?}");
     assert!(!names(&seen).contains(&"unloaded"), "{seen:#?}");

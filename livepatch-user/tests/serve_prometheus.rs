@@ -118,15 +118,6 @@ fn wait_for_value(port: u16, promql: &str, expected: f64) {
     });
 }
 
-/// Write then rename, as sysfs and procfs never show a half-written value.
-fn set(fixture: &Fixture, relative: &str, content: &str) {
-    let path = fixture.path(relative);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let temporary = path.with_extension("tmp");
-    fs::write(&temporary, content).unwrap();
-    fs::rename(temporary, path).unwrap();
-}
-
 #[test]
 fn prometheus_stores_the_pending_task_and_the_blocker_and_sees_them_go() {
     let fixture = Fixture::livepatch_kernel();
@@ -176,11 +167,11 @@ fn prometheus_stores_the_pending_task_and_the_blocker_and_sees_them_go() {
     }
 
     // The patch loads; the reader sits in the old cmdline_proc_show.
-    set(&fixture, "proc/1/task/1/patch_state", "1\n");
-    set(&fixture, "proc/42/task/42/patch_state", "0\n");
+    fixture.rewrite("proc/1/task/1/patch_state", "1\n");
+    fixture.rewrite("proc/42/task/42/patch_state", "0\n");
     fixture.object("klp_demo", "vmlinux", "1", &["cmdline_proc_show,1"]);
-    set(&fixture, "sys/kernel/livepatch/klp_demo/enabled", "1\n");
-    set(&fixture, "sys/kernel/livepatch/klp_demo/transition", "1\n");
+    fixture.rewrite("sys/kernel/livepatch/klp_demo/enabled", "1\n");
+    fixture.rewrite("sys/kernel/livepatch/klp_demo/transition", "1\n");
     wait_for_value(port, "klpscope_transition_tasks_pending", 1.0);
     assert_eq!(single(port, "klpscope_transition_tasks"), Some(2.0));
     let on_stack = "sum(klpscope_transition_blockers{reason=\"function_on_stack\"})";
@@ -215,11 +206,11 @@ fn prometheus_stores_the_pending_task_and_the_blocker_and_sees_them_go() {
     );
 
     // The reader leaves the function and switches; the transition completes.
-    set(&fixture, "proc/42/task/42/patch_state", "1\n");
+    fixture.rewrite("proc/42/task/42/patch_state", "1\n");
     wait_for_value(port, "klpscope_transition_tasks_pending", 0.0);
-    set(&fixture, "sys/kernel/livepatch/klp_demo/transition", "0\n");
-    set(&fixture, "proc/1/task/1/patch_state", "-1\n");
-    set(&fixture, "proc/42/task/42/patch_state", "-1\n");
+    fixture.rewrite("sys/kernel/livepatch/klp_demo/transition", "0\n");
+    fixture.rewrite("proc/1/task/1/patch_state", "-1\n");
+    fixture.rewrite("proc/42/task/42/patch_state", "-1\n");
     wait_for_value(port, "klpscope_transition_in_progress", 0.0);
     wait_for_value(
         port,

@@ -3,7 +3,6 @@
 mod common;
 
 use std::{
-    fs,
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
@@ -27,15 +26,6 @@ fn watch(root: &Path, extra: &[&str]) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("run klpscope")
-}
-
-/// Write then rename, as sysfs and procfs never show a half-written value.
-fn set(fixture: &Fixture, relative: &str, content: &str) {
-    let path = fixture.path(relative);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let temporary = path.with_extension("tmp");
-    fs::write(&temporary, content).unwrap();
-    fs::rename(temporary, path).unwrap();
 }
 
 /// The exit code and the events after `ready`, which must come first.
@@ -92,19 +82,19 @@ fn started_before_the_patch_it_waits_follows_the_blocker_and_exits_0() {
     sleep(Duration::from_millis(1200));
 
     // The patch loads; the reader sits in the old cmdline_proc_show.
-    set(&fixture, "proc/1/task/1/patch_state", "1\n");
-    set(&fixture, "proc/42/task/42/patch_state", "0\n");
+    fixture.rewrite("proc/1/task/1/patch_state", "1\n");
+    fixture.rewrite("proc/42/task/42/patch_state", "0\n");
     fixture.object("klp_demo", "vmlinux", "1", &["cmdline_proc_show,1"]);
-    set(&fixture, "sys/kernel/livepatch/klp_demo/enabled", "1\n");
-    set(&fixture, "sys/kernel/livepatch/klp_demo/transition", "1\n");
+    fixture.rewrite("sys/kernel/livepatch/klp_demo/enabled", "1\n");
+    fixture.rewrite("sys/kernel/livepatch/klp_demo/transition", "1\n");
     sleep(Duration::from_millis(1500));
 
     // It leaves the function and switches; the transition completes.
-    set(&fixture, "proc/42/task/42/patch_state", "1\n");
+    fixture.rewrite("proc/42/task/42/patch_state", "1\n");
     sleep(Duration::from_millis(1200));
-    set(&fixture, "sys/kernel/livepatch/klp_demo/transition", "0\n");
-    set(&fixture, "proc/1/task/1/patch_state", "-1\n");
-    set(&fixture, "proc/42/task/42/patch_state", "-1\n");
+    fixture.rewrite("sys/kernel/livepatch/klp_demo/transition", "0\n");
+    fixture.rewrite("proc/1/task/1/patch_state", "-1\n");
+    fixture.rewrite("proc/42/task/42/patch_state", "-1\n");
 
     let (code, events) = finish(child);
     assert_eq!(code, Some(0), "{events:#?}");
@@ -158,10 +148,10 @@ fn started_during_a_transition_that_reverses_it_exits_5() {
     sleep(Duration::from_millis(1200));
 
     // Someone writes 0 to `enabled`: the tasks head back to unpatched.
-    set(&fixture, "sys/kernel/livepatch/klp_demo/enabled", "0\n");
+    fixture.rewrite("sys/kernel/livepatch/klp_demo/enabled", "0\n");
     sleep(Duration::from_millis(1200));
-    set(&fixture, "proc/1/task/1/patch_state", "-1\n");
-    set(&fixture, "proc/42/task/42/patch_state", "-1\n");
+    fixture.rewrite("proc/1/task/1/patch_state", "-1\n");
+    fixture.rewrite("proc/42/task/42/patch_state", "-1\n");
     fixture.remove("sys/kernel/livepatch/klp_demo");
 
     let (code, events) = finish(child);
@@ -216,21 +206,18 @@ fn a_refused_load_is_one_event_and_ends_until_complete_with_7() {
     let fixture = Fixture::livepatch_kernel();
     fixture.user_thread(1, 1, "-1");
     // Older messages only mark where the log stands.
-    set(
-        &fixture,
+    fixture.rewrite(
         "dev/kmsg",
         "6,1,100,-;livepatch: 'old': patching complete\n",
     );
     let child = watch(fixture.root(), &["--until-complete", "--timeout", "30"]);
     sleep(Duration::from_millis(1200));
-    set(
-        &fixture,
+    fixture.rewrite(
         "dev/kmsg",
         "4,2,200,-;livepatch: pre-patch callback failed for object 'klp_test_target'\n",
     );
     sleep(Duration::from_millis(1200));
-    set(
-        &fixture,
+    fixture.rewrite(
         "dev/kmsg",
         "4,3,300,-;livepatch: failed to enable patch 'klp_refused'\n",
     );

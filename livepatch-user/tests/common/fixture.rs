@@ -87,6 +87,17 @@ impl Fixture {
         self
     }
 
+    /// Write then rename, as sysfs and procfs never show a half-written
+    /// value to a reader running meanwhile.
+    pub fn rewrite(&self, relative: &str, content: &str) -> &Self {
+        let path = self.path(relative);
+        fs::create_dir_all(path.parent().expect("a file has a parent")).expect("mkdir");
+        let temporary = path.with_extension("tmp");
+        fs::write(&temporary, content).expect("write fixture file");
+        fs::rename(temporary, path).expect("rename fixture file");
+        self
+    }
+
     pub fn dir(&self, relative: &str) -> &Self {
         let path = self.path(relative);
         let _ = fs::remove_file(&path);
