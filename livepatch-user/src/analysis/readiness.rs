@@ -596,7 +596,7 @@ fn function_report(
         calls_new: calls.value().map(|c| c.new),
         calls_unmeasured: match calls {
             Known::Value(_) => None,
-            Known::Unknown { unknown } => Some(unknown.clone()),
+            Known::Unknown { unknown } => Some(unknown.to_string()),
         },
     };
     match resolve(seen.symbols, seen.loaded_modules, target) {

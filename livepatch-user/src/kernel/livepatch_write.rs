@@ -152,7 +152,7 @@ pub fn disable_patch(root: &Path, name: &str) -> Result<Written, WriteRefused> {
         (Known::Unknown { unknown }, _) | (_, Known::Unknown { unknown }) => {
             return Err(WriteRefused::Unknown {
                 patch: name.to_owned(),
-                why: unknown.clone(),
+                why: unknown.to_string(),
             });
         }
     };

@@ -1,3 +1,5 @@
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use super::LogEntry;
@@ -8,11 +10,13 @@ use schemars::JsonSchema;
 #[serde(untagged)]
 pub enum Known<T> {
     Value(T),
-    Unknown { unknown: String },
+    // Borrowed when the reason is a constant: a scan of 10k threads
+    // that all lack patch_state then allocates nothing for it.
+    Unknown { unknown: Cow<'static, str> },
 }
 
 impl<T> Known<T> {
-    pub fn unknown(reason: impl Into<String>) -> Self {
+    pub fn unknown(reason: impl Into<Cow<'static, str>>) -> Self {
         Known::Unknown {
             unknown: reason.into(),
         }
