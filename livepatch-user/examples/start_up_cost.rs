@@ -126,14 +126,18 @@ fn main() -> anyhow::Result<()> {
         "aya parses the kernel's BTF (Btf::from_sys_fs)",
         Btf::from_sys_fs,
     )?;
+    step(
+        "EbpfLoader::new (aya parses the kernel's BTF itself, for CO-RE)",
+        EbpfLoader::new,
+    );
     step("aya loads the object: maps created", || {
-        EbpfLoader::new().btf(Some(&btf)).load(OBJECT)
+        EbpfLoader::new().btf(None).load(OBJECT)
     })?;
     step(
         "aya loads the object, its big maps at their smallest (the difference is theirs)",
         || {
             EbpfLoader::new()
-                .btf(Some(&btf))
+                .btf(None)
                 .map_max_entries("TASK_CHECKS", 1)
                 .map_max_entries("OLD_CALLS_BY_TASK", 1)
                 .map_max_entries("EVENTS", 4096)
@@ -145,7 +149,7 @@ fn main() -> anyhow::Result<()> {
     let (mut loads, mut attaches, mut detaches) = (Duration::MAX, Duration::MAX, Duration::MAX);
     let mut attached = 0;
     for _ in 0..ROUNDS {
-        let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(OBJECT)?;
+        let mut ebpf = EbpfLoader::new().btf(None).load(OBJECT)?;
         let (load, attach, count) = tracer(&mut ebpf, &btf);
         let started = Instant::now();
         drop(ebpf);
@@ -165,17 +169,19 @@ fn main() -> anyhow::Result<()> {
         tracer: true,
         count_calls: Vec::new(),
     };
-    let (probes, caps) = step("probes::load, all of the above as watch runs it", || {
-        probes::load(root, &request)
-    });
-    drop(probes);
+    let (probes, caps, iterator) = step(
+        "probes::load_with_task_iterator, all of the above and the task iterator, as watch runs it",
+        || probes::load_with_task_iterator(root, &request),
+    );
+    drop((probes, iterator));
     if let Some(reason) = caps.unavailable_reason() {
         println!("             (no eBPF: {reason})");
     }
 
-    let mut tasks = step("TaskSource::open (the BPF task iterator)", || {
-        TaskSource::open(root, false)
-    })?;
+    let mut tasks = step(
+        "TaskSource::open (the BPF task iterator on its own, as status, diagnose and check open it)",
+        || TaskSource::open(root, false),
+    )?;
     if let Some(reason) = &tasks.capability().reason {
         println!("             (procfs: {reason})");
     }

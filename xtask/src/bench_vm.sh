@@ -20,6 +20,9 @@ launch_to_ready() {
     shift
     _times=
     for _run in 1 2 3; do
+        # Gone before the launch: the shell truncates it only once the
+        # background job starts, and the last run's ready line would do.
+        rm -f /tmp/ready.json
         _t0=$(uptime_cs)
         env $_env klpscope watch --json --timeout 120 "$@" > /tmp/ready.json 2> /tmp/ready.err &
         _watch=$!

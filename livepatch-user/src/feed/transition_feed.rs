@@ -54,7 +54,18 @@ impl TransitionFeed {
     /// Attaches the tracer unless `no_ebpf`; without it the feed polls.
     /// Err only when `KLPSCOPE_TASK_SOURCE` asks for what cannot be had.
     pub fn open(root: &Path, no_ebpf: bool) -> Result<Self, TaskSourceError> {
-        let tasks = TaskSource::open(root, no_ebpf)?;
+        let request = ProbeRequest {
+            tracer: true,
+            count_calls: Vec::new(),
+        };
+        // The iterator's programs come with the tracer's, from one object
+        // and one parse of the kernel's BTF: half the start-up's work.
+        let mut loaded = None;
+        let tasks = TaskSource::open_with(root, no_ebpf, || {
+            let (probes, caps, iterator) = probes::load_with_task_iterator(root, &request);
+            loaded = Some((probes, caps));
+            iterator
+        })?;
         let (tracer, capabilities) = if no_ebpf {
             let capabilities = FeedCapabilities {
                 polling: Some("--no-ebpf".to_owned()),
@@ -63,11 +74,7 @@ impl TransitionFeed {
             };
             (None, capabilities)
         } else {
-            let request = ProbeRequest {
-                tracer: true,
-                count_calls: Vec::new(),
-            };
-            match probes::load(root, &request) {
+            match loaded.unwrap_or_else(|| probes::load(root, &request)) {
                 (Some(probes), caps) if probes.tracer.is_some() => {
                     let capabilities = FeedCapabilities {
                         polling: None,

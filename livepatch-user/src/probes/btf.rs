@@ -2,7 +2,7 @@
 //!
 //! Rust eBPF cannot emit CO-RE relocations, so the programs read task fields
 //! at offsets that user space computes from the running kernel's BTF.
-use std::collections::HashMap;
+use std::{collections::HashMap, path::Path};
 
 use livepatch_ebpf::{TaskIterOffsets, TaskOffsets};
 use thiserror::Error;
@@ -187,17 +187,77 @@ pub fn task_layout(btf: &[u8]) -> Result<TaskLayout, BtfError> {
 pub fn task_iter_offsets(btf: &[u8]) -> Result<TaskIterOffsets, BtfError> {
     let types = Types::parse(btf)?;
     let task = task_struct(&types)?;
+    iter_offsets(&types, task, task_offsets(&types, task)?)
+}
+
+/// The running kernel's BTF, read and parsed once for all of a load's
+/// programs: aya's parse (fentry, fexit and iterator programs attach by
+/// the kernel's type ids) and task_struct's offsets (the programs read
+/// task fields at them).
+pub(super) struct KernelBtf {
+    pub btf: aya::Btf,
+    pub layout: TaskLayout,
+    /// The task iterator's offsets, or why it cannot have them.
+    pub iter_offsets: Result<TaskIterOffsets, String>,
+}
+
+impl KernelBtf {
+    /// Reads `<root>/sys/kernel/btf/vmlinux`. Err is why not, in one line.
+    pub fn read(root: &Path) -> Result<Self, String> {
+        let path = root.join("sys/kernel/btf/vmlinux");
+        let raw = std::fs::read(&path).map_err(|e| {
+            format!(
+                "no kernel BTF at {} ({e}): the kernel needs CONFIG_DEBUG_INFO_BTF",
+                path.display()
+            )
+        })?;
+        let in_file = |e: BtfError| format!("{}: {e}", path.display());
+        let (layout, iter_offsets) = {
+            let types = Types::parse(&raw).map_err(in_file)?;
+            let task = task_struct(&types).map_err(in_file)?;
+            let layout = task_offsets(&types, task).map_err(in_file)?;
+            let iter_offsets = iter_offsets(&types, task, layout)
+                .map_err(in_file)
+                .and_then(pid_then_tgid);
+            (layout, iter_offsets)
+        };
+        let btf = aya::Btf::parse(&raw, aya::Endianness::default())
+            .map_err(|e| format!("cannot parse the kernel's BTF: {e}"))?;
+        Ok(KernelBtf {
+            btf,
+            layout,
+            iter_offsets,
+        })
+    }
+}
+
+/// The iterator reads pid and tgid in one read.
+fn pid_then_tgid(offsets: TaskIterOffsets) -> Result<TaskIterOffsets, String> {
+    if offsets.tgid != offsets.pid + 4 {
+        return Err(format!(
+            "task_struct's tgid (at {}) does not follow its pid (at {}) in this kernel's BTF",
+            offsets.tgid, offsets.pid
+        ));
+    }
+    Ok(offsets)
+}
+
+fn iter_offsets(
+    types: &Types,
+    task: &Composite,
+    layout: TaskLayout,
+) -> Result<TaskIterOffsets, BtfError> {
     let TaskLayout {
         offsets,
         has_patch_state,
-    } = task_offsets(&types, task)?;
+    } = layout;
     Ok(TaskIterOffsets {
         pid: offsets.pid,
         tgid: offsets.tgid,
         comm: offsets.comm,
         flags: offsets.flags,
-        state: field(&types, task, "__state").or_else(|_| field(&types, task, "state"))?,
-        exit_state: field(&types, task, "exit_state")?,
+        state: field(types, task, "__state").or_else(|_| field(types, task, "state"))?,
+        exit_state: field(types, task, "exit_state")?,
         patch_state: offsets.patch_state,
         has_patch_state: u32::from(has_patch_state),
     })

@@ -2,14 +2,15 @@
 //! what it could not.
 use std::{os::unix::fs::MetadataExt, path::Path};
 
-use aya::{Btf, EbpfLoader};
+use aya::EbpfLoader;
 use aya_log::EbpfLogger;
 
 use super::{
-    btf::task_layout,
+    btf::KernelBtf,
     call_counter::{CallCounter, CountedFunction, initial_slot_modes},
     capabilities::{Capabilities, Facility},
     object::{Hook, attach, loads_here},
+    task_iterator::TaskIterator,
     tracer::{TracerProgram, TransitionTracer},
 };
 use crate::model::{FunctionState, KernelSeries};
@@ -71,18 +72,79 @@ fn is_root() -> bool {
 /// Loads and attaches what `request` asks for. Returns no probes when an
 /// essential piece is missing; the capabilities say why, one reason each.
 pub fn load(root: &Path, request: &ProbeRequest) -> (Option<Probes>, Capabilities) {
+    let (probes, caps, _) = load_inner(root, request, false);
+    (probes, caps)
+}
+
+/// As `load`, with the task iterator's programs linked from the same
+/// object: one BTF parse and one object for both (the feed's start-up).
+/// The iterator needs no fentry, so it may be there when the probes are
+/// not; its Err is why not.
+pub fn load_with_task_iterator(
+    root: &Path,
+    request: &ProbeRequest,
+) -> (Option<Probes>, Capabilities, Result<TaskIterator, String>) {
+    let (probes, caps, iterator) = load_inner(root, request, true);
+    let iterator = iterator.unwrap_or_else(|| {
+        Err(caps
+            .unavailable_reason()
+            .unwrap_or_else(|| "klpscope's eBPF object did not load".into()))
+    });
+    (probes, caps, iterator)
+}
+
+fn load_inner(
+    root: &Path,
+    request: &ProbeRequest,
+    task_iterator: bool,
+) -> (
+    Option<Probes>,
+    Capabilities,
+    Option<Result<TaskIterator, String>>,
+) {
     let mut caps = Capabilities::default();
-    let probes = try_load(root, request, &mut caps);
+    let mut iterator = task_iterator.then_some(None);
+    let probes = try_load(root, request, &mut caps, &mut iterator);
+    give_back_freed_memory();
     for cap in &caps.items {
         match &cap.reason {
             None => log::info!("eBPF {}: available", cap.facility),
             Some(reason) => log::info!("eBPF {}: unavailable: {reason}", cap.facility),
         }
     }
-    (probes, caps)
+    (probes, caps, iterator.flatten())
 }
 
-fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Option<Probes> {
+/// An EbpfLoader without a kernel BTF. `EbpfLoader::new` parses the
+/// kernel's BTF for CO-RE relocations, which Rust programs never have
+/// (klpscope's object has none), and the parse is the larger part of a
+/// load's memory (about 18 MB, kept until the loader goes). Made before
+/// klpscope's own parse (KernelBtf), so that the two are never held at once.
+pub(super) fn bare_loader<'a>() -> EbpfLoader<'a> {
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    loader
+}
+
+/// Parsing the kernel's BTF takes about 20 MB of small allocations, all
+/// freed once the programs are loaded; the allocator keeps them unless told
+/// otherwise, and a long watch would carry them for nothing.
+pub(super) fn give_back_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// `iterator` is Some when the task iterator is asked for: it then holds
+/// the outcome once the object is loaded.
+fn try_load(
+    root: &Path,
+    request: &ProbeRequest,
+    caps: &mut Capabilities,
+    iterator: &mut Option<Option<Result<TaskIterator, String>>>,
+) -> Option<Probes> {
     if root != Path::new("/") {
         caps.missing(
             Facility::Root,
@@ -99,33 +161,15 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
     }
     caps.available(Facility::Root);
 
-    let btf_path = root.join("sys/kernel/btf/vmlinux");
-    let layout = match std::fs::read(&btf_path) {
-        Ok(raw) => match task_layout(&raw) {
-            Ok(layout) => layout,
-            Err(e) => {
-                caps.missing(Facility::Btf, format!("{}: {e}", btf_path.display()));
-                return None;
-            }
-        },
-        Err(e) => {
-            caps.missing(
-                Facility::Btf,
-                format!(
-                    "no kernel BTF at {} ({e}): the kernel needs CONFIG_DEBUG_INFO_BTF",
-                    btf_path.display()
-                ),
-            );
+    let mut loader = bare_loader();
+    let kernel_btf = match KernelBtf::read(root) {
+        Ok(kernel_btf) => kernel_btf,
+        Err(reason) => {
+            caps.missing(Facility::Btf, reason);
             return None;
         }
     };
-    let btf = match Btf::from_sys_fs() {
-        Ok(btf) => btf,
-        Err(e) => {
-            caps.missing(Facility::Btf, format!("cannot parse the kernel's BTF: {e}"));
-            return None;
-        }
-    };
+    let (btf, layout) = (&kernel_btf.btf, &kernel_btf.layout);
     caps.available(Facility::Btf);
     if layout.has_patch_state {
         caps.available(Facility::TaskPatchState);
@@ -144,16 +188,17 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
         );
         return None;
     }
-    let mut ebpf = match EbpfLoader::new()
-        .btf(Some(&btf))
+    let slot_modes = initial_slot_modes(&request.count_calls);
+    loader
         .override_global("TASK_OFFSETS", &layout.offsets, true)
-        .override_global(
-            "SLOT_MODES",
-            &initial_slot_modes(&request.count_calls),
-            true,
-        )
-        .load(OBJECT)
-    {
+        .override_global("SLOT_MODES", &slot_modes, true);
+    let iter_offsets = iterator
+        .as_ref()
+        .and_then(|_| kernel_btf.iter_offsets.as_ref().ok());
+    if let Some(offsets) = iter_offsets {
+        loader.override_global("TASK_ITER_OFFSETS", offsets, true);
+    }
+    let mut ebpf = match loader.load(OBJECT) {
         Ok(ebpf) => ebpf,
         Err(e) => {
             caps.missing(
@@ -164,12 +209,18 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
         }
     };
     caps.available(Facility::EbpfObject);
+    if let Some(outcome) = iterator {
+        *outcome = Some(match &kernel_btf.iter_offsets {
+            Ok(_) => TaskIterator::link(&mut ebpf, btf),
+            Err(reason) => Err(reason.clone()),
+        });
+    }
 
     // The floor program loaded and unloaded: klpscope attaches nothing it
     // does not need.
     match loads_here(
         &mut ebpf,
-        &btf,
+        btf,
         "count_calls_floor",
         FENTRY_PROBE_FUNCTION,
         Hook::Entry,
@@ -195,7 +246,7 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
                 // check), that is the reason; else the release rule.
                 let loads = loads_here(
                     &mut ebpf,
-                    &btf,
+                    btf,
                     program.program(),
                     program.function(),
                     program.hook(),
@@ -221,7 +272,7 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
             }
             match attach(
                 &mut ebpf,
-                &btf,
+                btf,
                 program.program(),
                 program.function(),
                 program.hook(),
@@ -247,7 +298,7 @@ fn try_load(root: &Path, request: &ProbeRequest, caps: &mut Capabilities) -> Opt
     let call_counter = if request.count_calls.is_empty() {
         None
     } else {
-        match CallCounter::attach(&mut ebpf, &btf, root, &request.count_calls) {
+        match CallCounter::attach(&mut ebpf, btf, root, &request.count_calls) {
             Ok((counter, outcomes)) => {
                 caps.available(Facility::CallCounterMaps);
                 for (function, outcome) in outcomes {

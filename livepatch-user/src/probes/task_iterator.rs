@@ -4,17 +4,20 @@
 use std::{
     fs::File,
     io::{self, Read},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    path::Path,
 };
 
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf,
     programs::{Iter, ProgramError},
 };
+use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd};
 use livepatch_ebpf::{
-    PATCH_STATE_ABSENT, PF_KTHREAD, PatchStateRecord, TASK_STACK_DEPTH, TaskIterOffsets, TaskRecord,
+    PATCH_STATE_ABSENT, PF_KTHREAD, PatchStateRecord, TASK_STACK_DEPTH, TaskRecord,
 };
 
-use super::{stack_symbols::KernelSymbols, tracer::c_string};
+use super::{btf::KernelBtf, loader::bare_loader, stack_symbols::KernelSymbols, tracer::c_string};
 use crate::{
     kernel::procfs_tasks::NO_PATCH_STATE,
     model::{Known, PatchState, StackFrame, Task, ThreadPatchState},
@@ -40,11 +43,12 @@ impl Scan {
     }
 }
 
-/// The loaded iterator programs; dropping it unloads them. Nothing stays
-/// attached between scans: each scan makes a link and an iterator file and
-/// closes both.
+/// The iterator programs, one link each; dropping it unloads them. The
+/// links hold the programs, so the object that loaded them may go (the
+/// feed's, shared with the tracer, or one of its own). A scan makes an
+/// iterator file from its link, reads it and closes it.
 pub struct TaskIterator {
-    ebpf: Ebpf,
+    links: [OwnedFd; 3],
     /// Holds a scan's bytes; kept, so that later scans need no new memory.
     buf: Vec<u8>,
 }
@@ -54,16 +58,17 @@ pub struct TaskIterator {
 const READ_CHUNK: usize = 64 * 1024;
 
 impl TaskIterator {
-    /// Loads the three programs with task_struct's offsets. Err is why not,
-    /// in one line.
-    pub fn load(object: &[u8], btf: &Btf, offsets: &TaskIterOffsets) -> Result<Self, String> {
+    /// Loads klpscope's object for the iterator alone, with task_struct's
+    /// offsets from the kernel's BTF under `root`. Err is why not, in one
+    /// line.
+    pub fn load(root: &Path, object: &[u8]) -> Result<Self, String> {
+        let mut loader = bare_loader();
+        let kernel_btf = KernelBtf::read(root)?;
+        let offsets = kernel_btf.iter_offsets.as_ref().map_err(String::clone)?;
         let maps = aya_obj::Object::parse(object)
             .map(|object| object.maps)
             .unwrap_or_default();
-        let mut loader = EbpfLoader::new();
-        loader
-            .btf(Some(btf))
-            .override_global("TASK_ITER_OFFSETS", offsets, true);
+        loader.override_global("TASK_ITER_OFFSETS", offsets, true);
         // aya creates every map of the object; the other programs' maps
         // (tens of thousands of preallocated entries, megabytes of kernel
         // memory) are made as small as they can be: nothing here uses them.
@@ -75,6 +80,13 @@ impl TaskIterator {
         let mut ebpf = loader
             .load(object)
             .map_err(|e| format!("cannot load klpscope's eBPF object: {e}"))?;
+        Self::link(&mut ebpf, &kernel_btf.btf)
+    }
+
+    /// Loads and links the three programs of `ebpf`, an object loaded with
+    /// `TASK_ITER_OFFSETS` set.
+    pub fn link(ebpf: &mut Ebpf, btf: &Btf) -> Result<Self, String> {
+        let mut links = Vec::new();
         for scan in Scan::ALL {
             let name = scan.program();
             let program: &mut Iter = ebpf
@@ -88,24 +100,22 @@ impl TaskIterator {
                     describe(&e)
                 )
             })?;
+            let fd = program.fd().map_err(|e| format!("program {name}: {e}"))?;
+            let link = link_create(fd.as_fd())
+                .map_err(|e| format!("cannot link the task iterator {name}: {e}"))?;
+            links.push(link);
         }
         Ok(TaskIterator {
-            ebpf,
+            links: links.try_into().expect("one link per scan"),
             buf: Vec::new(),
         })
     }
 
-    /// Runs one scan: a link, an iterator file read to its end, both closed.
+    /// Runs one scan: an iterator file made from its link, read to its
+    /// end and closed.
     fn run(&mut self, scan: Scan) -> io::Result<&[u8]> {
-        let name = scan.program();
-        let program: &mut Iter = self
-            .ebpf
-            .program_mut(name)
-            .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| io::Error::other(format!("program {name} is not loaded")))?;
-        let link = program.attach().map_err(io::Error::other)?;
-        let link = program.take_link(link).map_err(io::Error::other)?;
-        let mut file: File = link.into_file().map_err(io::Error::other)?;
+        // The links are in the order of Scan::ALL, the variants' order.
+        let mut file = File::from(iter_create(self.links[scan as usize].as_fd())?);
         let mut len = 0;
         loop {
             if self.buf.len() - len < READ_CHUNK {
@@ -160,6 +170,47 @@ impl TaskIterator {
         }
         Ok(tasks)
     }
+}
+
+/// An iterator link for a loaded iter/task program. aya makes a link's
+/// iterator file only once (`IterLink::into_file` consumes the link); a
+/// link kept makes one per scan, and lets the programs outlive their
+/// object.
+fn link_create(program: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: all-zero is a valid bpf_attr (a union of plain integers).
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.link_create.__bindgen_anon_1.prog_fd = program.as_raw_fd() as u32;
+    attr.link_create.attach_type = bpf_attach_type::BPF_TRACE_ITER as u32;
+    bpf_new_fd(bpf_cmd::BPF_LINK_CREATE, &mut attr)
+}
+
+/// A new iterator file of `link`: reading it runs the program over every
+/// task once.
+fn iter_create(link: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: as in link_create.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.iter_create.link_fd = link.as_raw_fd() as u32;
+    bpf_new_fd(bpf_cmd::BPF_ITER_CREATE, &mut attr)
+}
+
+fn bpf_new_fd(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a whole bpf_attr, its size passed with it (the
+    // kernel takes a larger one when the tail is zero); both commands
+    // return a new descriptor, or -1 and errno.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            std::ptr::from_mut(attr),
+            size_of::<bpf_attr>() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("bpf returned no descriptor"))?;
+    // SAFETY: the kernel just made this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The maps the iterator programs use: kept as they are.

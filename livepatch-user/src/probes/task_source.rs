@@ -12,12 +12,9 @@ use std::{
     time::Duration,
 };
 
-use aya::Btf;
-
 use super::{
-    btf::task_iter_offsets,
     capabilities::{Capability, Facility},
-    loader::OBJECT,
+    loader::{OBJECT, give_back_freed_memory},
     stack_symbols::KernelSymbols,
     task_iterator::TaskIterator,
 };
@@ -136,13 +133,26 @@ impl TaskSource {
     /// --no-ebpf) means procfs. Err only when `KLPSCOPE_TASK_SOURCE` asks
     /// for what cannot be had.
     pub fn open(root: &Path, no_ebpf: bool) -> Result<Self, TaskSourceError> {
+        Self::open_with(root, no_ebpf, || load_iterator(root))
+    }
+
+    /// As `open`, with the iterator from `load`, called only when the
+    /// iterator is to be tried (the feed links it from the tracer's
+    /// object). Err is why it cannot be had, in one line.
+    pub fn open_with(
+        root: &Path,
+        no_ebpf: bool,
+        load: impl FnOnce() -> Result<TaskIterator, String>,
+    ) -> Result<Self, TaskSourceError> {
         let wanted = Wanted::from_env()?;
         let iterator = if no_ebpf {
             Err("not tried (--no-ebpf)".to_string())
         } else if wanted == Wanted::Procfs {
             Err(format!("not tried ({TASK_SOURCE_ENV}=procfs)"))
+        } else if root != Path::new("/") {
+            Err("--root points at another tree, not this kernel".into())
         } else {
-            load_iterator(root)
+            load()
         };
         let source = match iterator {
             Ok(iterator) => TaskSource {
@@ -304,11 +314,8 @@ impl IteratorStacks {
     }
 }
 
-/// The iterator's programs loaded, or why not in one line.
+/// The iterator's programs loaded on their own, or why not in one line.
 fn load_iterator(root: &Path) -> Result<TaskIterator, String> {
-    if root != Path::new("/") {
-        return Err("--root points at another tree, not this kernel".into());
-    }
     if !rustix::process::geteuid().is_root() {
         return Err("not root: the BPF task iterator needs root (run with sudo)".into());
     }
@@ -317,34 +324,7 @@ fn load_iterator(root: &Path) -> Result<TaskIterator, String> {
             "this klpscope was built without its eBPF programs (a plain cargo build)".into(),
         );
     }
-    let btf_path = root.join("sys/kernel/btf/vmlinux");
-    let raw = std::fs::read(&btf_path).map_err(|e| {
-        format!(
-            "no kernel BTF at {} ({e}): the kernel needs CONFIG_DEBUG_INFO_BTF",
-            btf_path.display()
-        )
-    })?;
-    let offsets = task_iter_offsets(&raw).map_err(|e| format!("{}: {e}", btf_path.display()))?;
-    if offsets.tgid != offsets.pid + 4 {
-        return Err(format!(
-            "task_struct's tgid (at {}) does not follow its pid (at {}) in this kernel's BTF",
-            offsets.tgid, offsets.pid
-        ));
-    }
-    let btf = Btf::from_sys_fs().map_err(|e| format!("cannot parse the kernel's BTF: {e}"))?;
-    let iterator = TaskIterator::load(OBJECT, &btf, &offsets);
-    drop((raw, btf));
+    let iterator = TaskIterator::load(root, OBJECT);
     give_back_freed_memory();
     iterator
-}
-
-/// Parsing the kernel's BTF takes about 20 MB of small allocations, all
-/// freed once the programs are loaded; the allocator keeps them unless told
-/// otherwise, and a long watch would carry them for nothing.
-fn give_back_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
