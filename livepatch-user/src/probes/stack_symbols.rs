@@ -1,79 +1,63 @@
 //! Kernel return addresses as the frames /proc/<pid>/stack prints them:
-//! `function+offset/size [module]`, from /proc/kallsyms. The kernel prints
-//! a return address with `%pB`: it names the function holding the call
-//! (address - 1, which matters when the call is a function's last
-//! instruction) and prints the offset of the address itself.
+//! `function+offset/size`, from the core kernel's symbols in
+//! /proc/kallsyms. The kernel prints a return address with `%pB`: it names
+//! the function holding the call (address - 1, which matters when the call
+//! is a function's last instruction) and prints the offset of the address
+//! itself.
+//!
+//! Only the core kernel's symbols are kept: they never change, so the
+//! table is read once. Modules, BPF programs and trampolines come and go
+//! (a livepatch transition starts with a module load), and reading all of
+//! /proc/kallsyms again costs 50 ms, half a second under TCG; a frame in
+//! them is not named here, and the caller asks /proc for that task's stack.
 use std::{
     collections::HashMap,
     fs::File,
     io::{self, Read},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use crate::model::StackFrame;
 
-/// Text symbols sorted by address, with what tells when they went stale.
+/// The core kernel's text symbols sorted by address.
 pub struct KernelSymbols {
-    root: PathBuf,
     symbols: Vec<Symbol>,
     /// Every symbol name, back to back: one allocation instead of 100k.
     names: String,
-    /// Index 0 is vmlinux (printed with no module).
-    modules: Vec<Option<String>>,
-    /// /proc/modules as it read with the table: a module loaded or
-    /// unloaded since then changes it.
-    modules_listing: Vec<u8>,
     /// Frames already resolved: a scan's stacks share most addresses.
-    frames: HashMap<u64, StackFrame>,
+    frames: HashMap<u64, Option<StackFrame>>,
 }
 
 struct Symbol {
     address: u64,
     name_at: u32,
     name_len: u16,
-    module: u16,
 }
 
 /// Resolved frames kept at most; a long watch sees ever new offsets of
 /// running tasks.
 const FRAMES_KEPT: usize = 1 << 16;
 
-/// Names in /proc/kallsyms that are not modules but the kernel's own
-/// generated code: the kernel prints their frames with no module.
-const NOT_MODULES: [&str; 3] = ["bpf", "__builtin__ftrace", "__builtin__kprobes"];
-
 impl KernelSymbols {
     /// Reads `<root>/proc/kallsyms`. Fails when it cannot be read, or hides
     /// the addresses (kptr_restrict, or not root).
     pub fn read(root: &Path) -> io::Result<Self> {
+        let text = read_all(&root.join("proc/kallsyms"))?;
         let mut symbols = KernelSymbols {
-            root: root.to_owned(),
             symbols: Vec::new(),
             names: String::new(),
-            modules: vec![None],
-            modules_listing: read_all(&root.join("proc/modules")).unwrap_or_default(),
             frames: HashMap::new(),
         };
-        symbols.load()?;
-        Ok(symbols)
-    }
-
-    fn load(&mut self) -> io::Result<()> {
-        let text = read_all(&self.root.join("proc/kallsyms"))?;
-        self.symbols.clear();
-        self.names.clear();
-        self.modules.truncate(1);
-        self.frames.clear();
-        let mut module_index: HashMap<&str, u16> = HashMap::new();
         for line in text.split(|&b| b == b'\n') {
+            // A module's symbol (and a BPF program's, a trampoline's) has
+            // its module after a tab.
+            if line.contains(&b'\t') {
+                continue;
+            }
             let Ok(line) = std::str::from_utf8(line) else {
                 continue;
             };
-            let (symbol, module) = match line.split_once('\t') {
-                Some((symbol, module)) => (symbol, Some(module.trim_matches(['[', ']', ' ']))),
-                None => (line, None),
-            };
-            let mut fields = symbol.split_ascii_whitespace();
+            let mut fields = line.split_ascii_whitespace();
             let (Some(address), Some(kind), Some(name)) =
                 (fields.next(), fields.next(), fields.next())
             else {
@@ -82,36 +66,21 @@ impl KernelSymbols {
             if !matches!(kind, "t" | "T" | "w" | "W") {
                 continue;
             }
-            let (Ok(address), Ok(name_len)) =
-                (u64::from_str_radix(address, 16), u16::try_from(name.len()))
-            else {
+            let (Ok(address), Ok(name_len), Ok(name_at)) = (
+                u64::from_str_radix(address, 16),
+                u16::try_from(name.len()),
+                u32::try_from(symbols.names.len()),
+            ) else {
                 continue;
             };
-            let module = match module {
-                None => 0,
-                Some(module) if NOT_MODULES.contains(&module) => 0,
-                Some(module) => match module_index.get(module) {
-                    Some(&index) => index,
-                    None => {
-                        let index = u16::try_from(self.modules.len()).unwrap_or(u16::MAX);
-                        self.modules.push(Some(module.to_owned()));
-                        module_index.insert(module, index);
-                        index
-                    }
-                },
-            };
-            let Ok(name_at) = u32::try_from(self.names.len()) else {
-                break;
-            };
-            self.names.push_str(name);
-            self.symbols.push(Symbol {
+            symbols.names.push_str(name);
+            symbols.symbols.push(Symbol {
                 address,
                 name_at,
                 name_len,
-                module,
             });
         }
-        if self.symbols.iter().all(|s| s.address == 0) {
+        if symbols.symbols.iter().all(|s| s.address == 0) {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "/proc/kallsyms hides the kernel's addresses (kernel.kptr_restrict, or not root)",
@@ -119,23 +88,13 @@ impl KernelSymbols {
         }
         // Stable: among symbols at one address the kernel names the first
         // listed.
-        self.symbols.sort_by_key(|s| s.address);
-        Ok(())
+        symbols.symbols.sort_by_key(|s| s.address);
+        Ok(symbols)
     }
 
-    /// Reads the symbols again when a module came or went since the last
-    /// read. Call it once per scan, before resolving its stacks.
-    pub fn refresh(&mut self) -> io::Result<()> {
-        let listing = read_all(&self.root.join("proc/modules")).unwrap_or_default();
-        if listing != self.modules_listing {
-            self.modules_listing = listing;
-            self.load()?;
-        }
-        Ok(())
-    }
-
-    /// The frame of one return address.
-    pub fn frame(&mut self, address: u64) -> StackFrame {
+    /// The frame of one return address; None when it is not in the core
+    /// kernel's text (a module, BPF), or past its last symbol.
+    pub fn frame(&mut self, address: u64) -> Option<StackFrame> {
         if let Some(frame) = self.frames.get(&address) {
             return frame.clone();
         }
@@ -147,38 +106,23 @@ impl KernelSymbols {
         frame
     }
 
-    fn resolve(&self, address: u64) -> StackFrame {
-        let unknown = StackFrame {
-            function: format!("{address:#x}"),
-            offset: 0,
-            size: 0,
-            module: None,
-        };
+    fn resolve(&self, address: u64) -> Option<StackFrame> {
         let wanted = address.wrapping_sub(1);
         let after = self.symbols.partition_point(|s| s.address <= wanted);
-        let Some(last) = after.checked_sub(1) else {
-            return unknown;
-        };
-        let start = self.symbols[last].address;
+        let start = self.symbols[after.checked_sub(1)?].address;
         // The first of the symbols at that address.
-        let first = self.symbols[..=last].partition_point(|s| s.address < start);
+        let first = self.symbols[..after].partition_point(|s| s.address < start);
         let symbol = &self.symbols[first];
-        // Its size reaches to the next symbol of the same object; the last
-        // one of an object has no known end, and nothing past it is named.
-        let end = self.symbols[after..]
-            .iter()
-            .find(|s| s.module == symbol.module)
-            .map(|s| s.address);
-        let Some(end) = end else {
-            return unknown;
-        };
+        // Its size reaches to the next symbol; the last one has no known
+        // end, and nothing past it is named.
+        let end = self.symbols.get(after)?.address;
         let name_at = symbol.name_at as usize;
-        StackFrame {
+        Some(StackFrame {
             function: self.names[name_at..name_at + usize::from(symbol.name_len)].to_owned(),
             offset: address - start,
             size: end - start,
-            module: self.modules[usize::from(symbol.module)].clone(),
-        }
+            module: None,
+        })
     }
 }
 
@@ -210,36 +154,29 @@ ffffffffc0001080 t klp_test_busy_loop\t[klp_test_target]
 ffffffffc0001100 t __pfx_end\t[klp_test_target]
 ";
 
-    #[test]
-    fn return_addresses_name_the_calling_function_as_proc_does() {
-        let mut symbols = table(KALLSYMS);
-        assert_eq!(
-            symbols.frame(0xffffffff81000020).to_string(),
-            "do_one+0x10/0x70"
-        );
-        // A call that is the last instruction of do_one returns to do_two's
-        // first byte: the frame is do_one's.
-        assert_eq!(
-            symbols.frame(0xffffffff81000080).to_string(),
-            "do_one+0x70/0x70"
-        );
-        assert_eq!(
-            symbols.frame(0xffffffff81000001).to_string(),
-            "_stext+0x1/0x10"
-        );
-        assert_eq!(
-            symbols.frame(0xffffffffc000103c).to_string(),
-            "klp_test_park_wait+0x3c/0x80 [klp_test_target]"
-        );
+    fn named(symbols: &mut KernelSymbols, address: u64) -> String {
+        symbols
+            .frame(address)
+            .expect("a core kernel frame")
+            .to_string()
     }
 
     #[test]
-    fn what_no_symbol_covers_is_an_address() {
+    fn return_addresses_name_the_calling_function_as_proc_does() {
         let mut symbols = table(KALLSYMS);
-        for address in [0x1000, 0xffffffff810000d0, 0xffffffffc0001110] {
-            let frame = symbols.frame(address);
-            assert_eq!(frame.function, format!("{address:#x}"));
-            assert_eq!((frame.offset, frame.size, frame.module), (0, 0, None));
+        assert_eq!(named(&mut symbols, 0xffffffff81000020), "do_one+0x10/0x70");
+        // A call that is the last instruction of do_one returns to do_two's
+        // first byte: the frame is do_one's.
+        assert_eq!(named(&mut symbols, 0xffffffff81000080), "do_one+0x70/0x70");
+        assert_eq!(named(&mut symbols, 0xffffffff81000001), "_stext+0x1/0x10");
+    }
+
+    #[test]
+    fn modules_and_what_no_symbol_covers_are_left_to_proc() {
+        let mut symbols = table(KALLSYMS);
+        // Before the first symbol, past the last core one, in a module.
+        for address in [0x1000, 0xffffffff810000d0, 0xffffffffc000103c] {
+            assert_eq!(symbols.frame(address), None, "{address:#x}");
         }
     }
 

@@ -142,33 +142,43 @@ impl TaskIterator {
             .collect())
     }
 
-    /// Every task; with `symbols`, with its kernel stack.
-    pub fn tasks(&mut self, symbols: Option<&mut KernelSymbols>) -> io::Result<Vec<Task>> {
+    /// Every task; with `symbols`, with its kernel stack. Also the
+    /// indices of the tasks whose stack `symbols` cannot name (a frame in
+    /// a module or in BPF): /proc names those.
+    pub fn tasks(
+        &mut self,
+        symbols: Option<&mut KernelSymbols>,
+    ) -> io::Result<(Vec<Task>, Vec<usize>)> {
         let Some(symbols) = symbols else {
             let bytes = self.run(Scan::Tasks)?;
-            return Ok(records::<TaskRecord>(bytes)
+            let tasks = records::<TaskRecord>(bytes)
                 .map(|record| task(&record, Known::unknown("stack not read")))
-                .collect());
+                .collect();
+            return Ok((tasks, Vec::new()));
         };
         let bytes = self.run(Scan::TasksWithStacks)?;
-        let mut tasks = Vec::new();
+        let (mut tasks, mut unnamed) = (Vec::new(), Vec::new());
         let mut at = 0;
         while let Some(record) = read_record::<TaskRecord>(bytes, at) {
             at += size_of::<TaskRecord>();
             let stack = match usize::try_from(record.stack_bytes) {
                 Ok(len) => {
                     let len = len.min(TASK_STACK_DEPTH * 8).min(bytes.len() - at);
-                    let addresses = bytes[at..at + len]
+                    let frames = bytes[at..at + len]
                         .chunks_exact(8)
-                        .map(|a| u64::from_ne_bytes(a.try_into().expect("8 bytes")));
+                        .map(|a| symbols.frame(u64::from_ne_bytes(a.try_into().expect("8 bytes"))))
+                        .collect::<Option<Vec<_>>>();
                     at += len;
-                    Known::Value(addresses.map(|a| symbols.frame(a)).collect())
+                    frames.map(Known::Value).unwrap_or_else(|| {
+                        unnamed.push(tasks.len());
+                        Known::unknown("a frame outside the core kernel")
+                    })
                 }
                 Err(_) => stack_error(record.stack_bytes),
             };
             tasks.push(task(&record, stack));
         }
-        Ok(tasks)
+        Ok((tasks, unnamed))
     }
 }
 

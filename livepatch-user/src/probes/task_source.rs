@@ -251,7 +251,7 @@ impl TaskSource {
                     },
                 };
                 match result {
-                    Ok(tasks) => return Ok(tasks),
+                    Ok((tasks, unnamed)) => return Ok(named_by_procfs(procfs, tasks, &unnamed)),
                     Err(error) => self.give_up_iterator(&error),
                 }
             }
@@ -286,8 +286,29 @@ impl TaskSource {
     }
 }
 
+/// `tasks` with the stacks at `unnamed` read again from /proc, which
+/// names module and BPF frames; a thread that exited since is left out.
+fn named_by_procfs(procfs: &mut ProcfsTasks, mut tasks: Vec<Task>, unnamed: &[usize]) -> Vec<Task> {
+    let mut exited = Vec::new();
+    for &at in unnamed {
+        let task = &mut tasks[at];
+        let thread = ThreadId {
+            pid: task.pid,
+            tid: task.tid,
+        };
+        match procfs.task(thread, Stacks::Read) {
+            Some(fresh) => task.stack = fresh.stack,
+            None => exited.push(at),
+        }
+    }
+    for at in exited.into_iter().rev() {
+        tasks.remove(at);
+    }
+    tasks
+}
+
 impl IteratorStacks {
-    /// The kernel's symbols, current; None when they cannot be had (said
+    /// The core kernel's symbols; None when they cannot be had (said
     /// once, then stacks come from procfs).
     fn symbols(&mut self, root: &Path) -> Option<&mut KernelSymbols> {
         if let IteratorStacks::NotYet = self {
@@ -300,12 +321,6 @@ impl IteratorStacks {
                     IteratorStacks::FromProcfs
                 }
             };
-        }
-        if let IteratorStacks::Symbols(symbols) = self {
-            if let Err(error) = symbols.refresh() {
-                log::warn!("tasks: kernel stacks from procfs: /proc/kallsyms: {error}");
-                *self = IteratorStacks::FromProcfs;
-            }
         }
         match self {
             IteratorStacks::Symbols(symbols) => Some(symbols),
