@@ -187,8 +187,13 @@ fn key(blocker: &Blocker) -> TaskKey {
 #[derive(Clone, Debug)]
 struct Candidate {
     first_seen_ns: u64,
-    polls: u32,
 }
+
+/// How long a running task or an unreliable stack goes on blocking before
+/// it shows: a little less than the feed's poll interval (so that, polled
+/// alone, it shows at the second poll as it always did), and far more than
+/// a task caught running takes to switch itself on its way to user space.
+const PERSISTS_AFTER_NS: u64 = 400_000_000;
 
 #[derive(Clone, Debug)]
 pub struct TransitionTracker {
@@ -577,8 +582,11 @@ impl TransitionTracker {
 
     /// Which blockers to show. A function on the stack blocks for sure; a
     /// running task or an unreliable stack is usually gone by the next
-    /// round, so it shows only once seen in two polls in a row (or failed
-    /// twice by the kernel's count).
+    /// round, so it shows only once seen in polls at least
+    /// `PERSISTS_AFTER_NS` apart with no poll between that missed it (or
+    /// failing that long by the kernel's count). By time, not by polls: the
+    /// tracer wakes the feed within milliseconds of a kernel check, when
+    /// a task it caught running has not yet switched on its way out.
     fn track_blockers(
         &mut self,
         blockers: Vec<Blocker>,
@@ -591,14 +599,18 @@ impl TransitionTracker {
         let mut shown = Vec::new();
         let mut candidates = BTreeMap::new();
         for mut blocker in blockers {
-            let mut candidate = self.candidates.remove(&key(&blocker)).unwrap_or(Candidate {
+            let candidate = self.candidates.remove(&key(&blocker)).unwrap_or(Candidate {
                 first_seen_ns: at_ns,
-                polls: 0,
             });
-            candidate.polls += 1;
+            // The kernel's count alone is no proof: a task checks itself
+            // on its way through cond_resched, many times a millisecond.
+            let failing_since_ns = blocker
+                .blocked_secs
+                .filter(|_| blocker.failed_checks.is_some_and(|checks| checks >= 2))
+                .map(|secs| (secs * 1e9) as u64);
             let persistent = blocker.reason == BlockReason::FunctionOnStack
-                || candidate.polls >= 2
-                || blocker.failed_checks.is_some_and(|checks| checks >= 2);
+                || at_ns.saturating_sub(candidate.first_seen_ns) >= PERSISTS_AFTER_NS
+                || failing_since_ns.is_some_and(|ns| ns >= PERSISTS_AFTER_NS);
             if persistent {
                 blocker
                     .blocked_secs
@@ -1170,6 +1182,85 @@ mod tests {
         assert_eq!(shown[0].blocked_secs, Some(2.0), "blocked since first seen");
         let cleared = state.apply(patching(4, 1, vec![(10, BlockReason::FunctionOnStack)]));
         assert_eq!(names(&cleared), ["progress", "blocker_cleared"]);
+    }
+
+    /// `patching` at `at_ms` milliseconds.
+    fn patching_ms(at_ms: u64, pending: usize, blockers: Vec<(u32, BlockReason)>) -> Observation {
+        let Observation::Poll(mut poll) = patching(0, pending, blockers) else {
+            unreachable!("patching is a poll");
+        };
+        poll.at_ns = at_ms * 1_000_000;
+        Observation::Poll(poll)
+    }
+
+    #[test]
+    fn polls_close_together_do_not_make_a_passing_task_a_blocker() {
+        let mut state = tracker();
+        state.apply(patching_ms(0, 3, vec![]));
+        let blockers = |events: &[TransitionEvent]| {
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    TransitionEvent::Blocker { tid, .. } => Some(*tid),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let running = vec![(11, BlockReason::Running), (12, BlockReason::Running)];
+        // Woken by the tracer: polls 20 ms apart.
+        for at in [100, 120, 140] {
+            let events = state.apply(patching_ms(at, 3, running.clone()));
+            assert_eq!(
+                blockers(&events),
+                Vec::<u32>::new(),
+                "at {at} ms: {events:?}"
+            );
+        }
+        // 12 switched; 11 still runs 400 ms after it was first seen.
+        let events = state.apply(patching_ms(500, 2, vec![(11, BlockReason::Running)]));
+        assert_eq!(blockers(&events), [11], "{events:?}");
+        // 12 comes back: seen afresh, it waits its 400 ms again.
+        let events = state.apply(patching_ms(520, 2, running.clone()));
+        assert_eq!(blockers(&events), Vec::<u32>::new(), "{events:?}");
+        let events = state.apply(patching_ms(930, 2, running));
+        assert_eq!(blockers(&events), [12], "{events:?}");
+    }
+
+    /// A task checks itself on its way through cond_resched: the kernel's
+    /// count of failed checks climbs within milliseconds of the start.
+    #[test]
+    fn many_failed_checks_in_a_moment_are_no_blocker_half_a_second_of_them_is() {
+        let mut state = tracker();
+        state.apply(patching_ms(0, 2, vec![]));
+        let checked = |at_ms: u64, failing_since_ms: u64| {
+            let Observation::Poll(mut poll) = patching_ms(at_ms, 2, vec![]) else {
+                unreachable!("patching is a poll");
+            };
+            poll.pending = vec![pending_task(11, BlockReason::UnreliableStack)];
+            poll.verdicts = Some(vec![TaskVerdict {
+                failed_checks: 9,
+                ..verdict(
+                    11,
+                    BlockReason::UnreliableStack,
+                    failing_since_ms * 1_000_000,
+                )
+            }]);
+            Observation::Poll(poll)
+        };
+        let events = state.apply(checked(100, 90));
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, TransitionEvent::Blocker { .. })),
+            "{events:?}"
+        );
+        let events = state.apply(checked(600, 90));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, TransitionEvent::Blocker { tid: 11, .. })),
+            "{events:?}"
+        );
     }
 
     #[test]
