@@ -700,9 +700,12 @@ impl TransitionTracker {
             | TraceEvent::SelfSwitch { tid, .. } => {
                 self.switched.insert(tid);
             }
+            // The kernel backs out of a patch it is setting up (a pre-patch
+            // callback failed): what a poll saw of it was no transition.
+            TraceEvent::Cancel { .. } => self.unbegun = None,
             // The polls decide when a transition starts and ends: they know
             // the patch, the tracer does not.
-            TraceEvent::Check { .. } | TraceEvent::Complete { .. } | TraceEvent::Cancel { .. } => {}
+            TraceEvent::Check { .. } | TraceEvent::Complete { .. } => {}
         }
     }
 
@@ -728,6 +731,11 @@ impl TransitionTracker {
                         None => "the kernel failed to enable it (see dmesg)".to_owned(),
                     }
                 };
+                // Seen being set up, it never began: when it leaves sysfs,
+                // it is no transition that came and went.
+                if self.unbegun.as_deref() == Some(patch.as_str()) {
+                    self.unbegun = None;
+                }
                 events.push(TransitionEvent::Refused { patch, why });
             }
             LivepatchMessage::Starting { .. } | LivepatchMessage::Complete { .. } => {}
@@ -1261,6 +1269,41 @@ mod tests {
                 .any(|e| matches!(e, TransitionEvent::Blocker { tid: 11, .. })),
             "{events:?}"
         );
+    }
+
+    /// A refused load: sysfs shows the patch being set up (in transition,
+    /// disabled, every task at the start) until the kernel backs out and
+    /// frees it. Polled in that moment, it is still no transition.
+    #[test]
+    fn a_refused_patch_seen_being_set_up_is_no_transition() {
+        for told in ["log", "tracer"] {
+            let mut state = tracker();
+            state.apply(poll(0, vec![], None, vec![]));
+            let setting_up = poll(
+                1,
+                vec![patch("p", false, true)],
+                Some((Direction::Unpatching, 0)),
+                vec![],
+            );
+            assert!(state.apply(setting_up).is_empty());
+            let refused = LivepatchMessage::Refused {
+                patch: "p".into(),
+                incompatible_states: false,
+            };
+            let events = match told {
+                "log" => state.apply(Observation::KernelLog(refused)),
+                _ => state.apply(Observation::Trace(TraceEvent::Cancel { timestamp_ns: 0 })),
+            };
+            assert!(
+                events
+                    .iter()
+                    .all(|e| matches!(e, TransitionEvent::Refused { .. })),
+                "{events:?}"
+            );
+            // It was in sysfs, and is gone: that much is so.
+            let events = state.apply(poll(2, vec![], None, vec![]));
+            assert_eq!(names(&events), ["gone"], "told by the {told}");
+        }
     }
 
     #[test]
