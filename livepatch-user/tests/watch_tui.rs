@@ -49,8 +49,9 @@ fn frame(function: &str, offset: u64) -> StackFrame {
     }
 }
 
-/// Two tasks the kernel keeps failing to switch: a reader asleep in the
-/// patched function, and a kthread running whenever the kernel looks.
+/// Two tasks the kernel keeps failing to switch from `failing_since` on: a
+/// reader asleep in the patched function, and a kthread running whenever
+/// the kernel looks.
 fn blockers(failing_since: u64) -> (Vec<Task>, Vec<TaskVerdict>) {
     let task = |tid, comm: &str, kthread, stack| Task {
         pid: tid,
@@ -117,7 +118,7 @@ fn poll_towards(
         })
         .collect();
     let (pending, verdicts) = if blocked {
-        let (tasks, verdicts) = blockers(102);
+        let (tasks, verdicts) = blockers(101);
         (tasks, Some(verdicts))
     } else {
         (Vec::new(), Some(Vec::new()))
