@@ -218,6 +218,11 @@ pub struct TransitionTracker {
     switched: BTreeSet<u32>,
     /// A patch seen in transition whose direction no poll has told yet.
     unbegun: Option<String>,
+    /// The kernel backed out of a patch it was setting up (refused in the
+    /// log, cancelled by the tracer) since the last poll. That poll read
+    /// sysfs before the log and the tracer: a patch it shows being set up
+    /// is the one refused.
+    backed_out: bool,
 }
 
 impl TransitionTracker {
@@ -235,6 +240,7 @@ impl TransitionTracker {
             candidates: BTreeMap::new(),
             switched: BTreeSet::new(),
             unbegun: None,
+            backed_out: false,
         }
     }
 
@@ -326,6 +332,7 @@ impl TransitionTracker {
 
     fn on_poll(&mut self, mut poll: Assessed, events: &mut Vec<TransitionEvent>) {
         self.settle_direction(&mut poll);
+        self.backed_out = false;
         self.now_ns = self.now_ns.max(poll.at_ns);
         let first_poll = self.polls == 0;
         self.polls += 1;
@@ -548,8 +555,11 @@ impl TransitionTracker {
             Some(current) if current.patch == seen.patch => seen.direction = current.direction,
             _ => {
                 // Should it end before a poll tells its direction, it is
-                // reported as a transition that came and went between polls.
-                self.unbegun = Some(seen.patch.clone());
+                // reported as a transition that came and went between polls;
+                // unless it is the patch the kernel just backed out of.
+                if !self.backed_out {
+                    self.unbegun = Some(seen.patch.clone());
+                }
                 poll.transition = None;
             }
         }
@@ -702,7 +712,10 @@ impl TransitionTracker {
             }
             // The kernel backs out of a patch it is setting up (a pre-patch
             // callback failed): what a poll saw of it was no transition.
-            TraceEvent::Cancel { .. } => self.unbegun = None,
+            TraceEvent::Cancel { .. } => {
+                self.unbegun = None;
+                self.backed_out = true;
+            }
             // The polls decide when a transition starts and ends: they know
             // the patch, the tracer does not.
             TraceEvent::Check { .. } | TraceEvent::Complete { .. } => {}
@@ -736,9 +749,12 @@ impl TransitionTracker {
                 if self.unbegun.as_deref() == Some(patch.as_str()) {
                     self.unbegun = None;
                 }
+                self.backed_out = true;
                 events.push(TransitionEvent::Refused { patch, why });
             }
-            LivepatchMessage::Starting { .. } | LivepatchMessage::Complete { .. } => {}
+            LivepatchMessage::Enabling { .. }
+            | LivepatchMessage::Starting { .. }
+            | LivepatchMessage::Complete { .. } => {}
         }
     }
 
@@ -1276,6 +1292,28 @@ mod tests {
     /// frees it. Polled in that moment, it is still no transition.
     #[test]
     fn a_refused_patch_seen_being_set_up_is_no_transition() {
+        // The round read sysfs before the log: the refusal comes first.
+        for told_first in ["log", "tracer"] {
+            let mut state = tracker();
+            state.apply(poll(0, vec![], None, vec![]));
+            let backed_out = match told_first {
+                "log" => Observation::KernelLog(LivepatchMessage::Refused {
+                    patch: "p".into(),
+                    incompatible_states: false,
+                }),
+                _ => Observation::Trace(TraceEvent::Cancel { timestamp_ns: 0 }),
+            };
+            state.apply(backed_out);
+            let setting_up = poll(
+                1,
+                vec![patch("p", false, true)],
+                Some((Direction::Unpatching, 0)),
+                vec![],
+            );
+            assert!(state.apply(setting_up).is_empty());
+            let events = state.apply(poll(2, vec![], None, vec![]));
+            assert_eq!(names(&events), ["gone"], "told first by the {told_first}");
+        }
         for told in ["log", "tracer"] {
             let mut state = tracker();
             state.apply(poll(0, vec![], None, vec![]));
