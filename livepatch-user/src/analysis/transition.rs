@@ -15,9 +15,13 @@ pub fn in_transition<'a>(
     // follows the goal only once the tasks may have started switching
     // (after code patching that can take a while). So the log decides when
     // it tells; `enabled` otherwise, and without either no transition is
-    // claimed.
-    if let Some(direction) = log.and_then(|log| logged_direction(log, &patch.name)) {
-        return Some((patch, direction));
+    // claimed. A patch being set up (enabled, not yet started: its
+    // callbacks may still refuse it) is in no transition yet, though sysfs
+    // says `transition` from the first step of its set-up on.
+    match log.and_then(|log| logged_step(log, &patch.name)) {
+        Some(Logged::SettingUp) => return None,
+        Some(Logged::Started(direction)) => return Some((patch, direction)),
+        None => {}
     }
     let direction = match patch.enabled.value()? {
         true => Direction::Patching,
@@ -55,19 +59,28 @@ pub fn transition<'a>(
     })
 }
 
-/// The direction of the patch's latest transition, from its latest
-/// "starting ... transition" line: the kernel logs it (again on a reversal)
-/// before any task can switch, while `enabled` follows only afterwards.
-pub fn logged_direction(log: &[LogEntry], patch: &str) -> Option<Direction> {
+/// Where the patch's latest transition stands by the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Logged {
+    /// "enabling patch" with no "starting" since.
+    SettingUp,
+    /// Its latest "starting ... transition" line: the kernel logs it (again
+    /// on a reversal) before any task can switch, while `enabled` follows
+    /// only afterwards.
+    Started(Direction),
+}
+
+fn logged_step(log: &[LogEntry], patch: &str) -> Option<Logged> {
     log.iter().rev().find_map(|entry| match &entry.message {
         LivepatchMessage::Starting {
             patch: p,
             unpatching,
-        } if p == patch => Some(if *unpatching {
+        } if p == patch => Some(Logged::Started(if *unpatching {
             Direction::Unpatching
         } else {
             Direction::Patching
-        }),
+        })),
+        LivepatchMessage::Enabling { patch: p } if p == patch => Some(Logged::SettingUp),
         _ => None,
     })
 }
@@ -86,15 +99,50 @@ mod tests {
         }
     }
 
+    fn enabling(timestamp_us: u64, patch: &str) -> LogEntry {
+        LogEntry {
+            timestamp_us,
+            message: LivepatchMessage::Enabling {
+                patch: patch.into(),
+            },
+        }
+    }
+
     #[test]
     fn the_latest_start_line_gives_the_direction() {
         let log = [
+            enabling(0, "p"),
             starting(1, "p", false),
             starting(2, "q", false),
             starting(3, "p", true),
         ];
-        assert_eq!(logged_direction(&log, "p"), Some(Direction::Unpatching));
-        assert_eq!(logged_direction(&log, "q"), Some(Direction::Patching));
-        assert_eq!(logged_direction(&log, "r"), None);
+        assert_eq!(
+            logged_step(&log, "p"),
+            Some(Logged::Started(Direction::Unpatching))
+        );
+        assert_eq!(
+            logged_step(&log, "q"),
+            Some(Logged::Started(Direction::Patching))
+        );
+        assert_eq!(logged_step(&log, "r"), None);
+    }
+
+    /// sysfs shows `transition` 1 from the set-up's first step; the
+    /// transition starts only with the kernel's "starting" line.
+    #[test]
+    fn a_patch_being_set_up_is_in_no_transition_yet() {
+        let patches = [crate::testing::patch("p", false, true)];
+        let log = vec![starting(1, "p", true), enabling(2, "p")];
+        assert!(in_transition(&patches, Some(&log)).is_none());
+        let log = vec![enabling(2, "p"), starting(3, "p", false)];
+        assert_eq!(
+            in_transition(&patches, Some(&log)).map(|(_, d)| d),
+            Some(Direction::Patching)
+        );
+        // No log to tell: `enabled` decides, as ever.
+        assert_eq!(
+            in_transition(&patches, None).map(|(_, d)| d),
+            Some(Direction::Unpatching)
+        );
     }
 }

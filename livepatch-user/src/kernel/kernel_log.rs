@@ -122,6 +122,9 @@ fn parse_message(text: &str) -> Option<LivepatchMessage> {
     if let Some(object) = quoted_after(text, "pre-patch callback failed for object '") {
         return Some(LivepatchMessage::PreCallbackFailed { object });
     }
+    if let Some(patch) = quoted_after(text, "enabling patch '") {
+        return Some(LivepatchMessage::Enabling { patch });
+    }
     if let Some(patch) = quoted_after(text, "failed to enable patch '") {
         return Some(LivepatchMessage::Refused {
             patch,
@@ -169,6 +172,12 @@ mod tests {
     #[test]
     fn refusals_are_recognised() {
         let parse = |text: &str| parse_record(&format!("4,9,100,-;{text}")).map(|e| e.message);
+        assert_eq!(
+            parse("livepatch: enabling patch 'klp_x'"),
+            Some(LivepatchMessage::Enabling {
+                patch: "klp_x".into()
+            })
+        );
         assert_eq!(
             parse("livepatch: pre-patch callback failed for object 'klp_test_target'"),
             Some(LivepatchMessage::PreCallbackFailed {

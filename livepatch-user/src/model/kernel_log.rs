@@ -5,6 +5,9 @@ use serde::Serialize;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LivepatchMessage {
+    /// "enabling patch '<patch>'": the kernel sets the patch up (sysfs,
+    /// callbacks, code) before it starts the transition, or refuses it.
+    Enabling { patch: String },
     /// "'<patch>': starting patching transition" (or unpatching).
     Starting { patch: String, unpatching: bool },
     /// "'<patch>': patching complete" (or unpatching).
