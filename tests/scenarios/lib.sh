@@ -444,7 +444,14 @@ watch_done() {
 # events_true FILTER: FILTER holds on the array of watch events so far.
 events_true() {
     jq -s . "$KS/watch.json" > "$KS/watch-events.json"
-    jq_true "$KS/watch-events.json" "$1"
+    # On failure the events one per line, the last ones: what the console
+    # tail of a failed run keeps.
+    if ! jq -e "$1" "$KS/watch-events.json" > /dev/null 2>&1; then
+        echo "---- $KS/watch.json, its last 30 events ----"
+        tail -n 30 "$KS/watch.json" | cut -c1-240
+        echo "FAIL: jq '$1' is not true for watch's events"
+        return 1
+    fi
 }
 
 # diagnose_names PID COMM KTHREAD FUNCTION DIRECTION [--no-ebpf]: diagnose

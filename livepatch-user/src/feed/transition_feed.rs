@@ -2,10 +2,7 @@
 //! eBPF tracer's events and verdicts, the kernel log and the call
 //! counters, as rounds of observations. It owns the eBPF programs: they go
 //! with it, on every way out.
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -161,13 +158,6 @@ impl TransitionFeed {
     }
 
     /// The tracer's events, and its verdicts for the blockers.
-    /// Waits up to `timeout` for the tracer to report something. None
-    /// without a tracer: the feed then only polls.
-    pub fn wait_for_trace(&self, timeout: Duration) -> Option<bool> {
-        let tracer = self.tracer.as_ref()?.tracer.as_ref()?;
-        Some(tracer.wait_for_event(timeout))
-    }
-
     fn drain_tracer(&mut self, observations: &mut Vec<Observation>) -> Option<Vec<TaskVerdict>> {
         let kernel_verdicts = self.capabilities.kernel_verdicts();
         let tracer = self.tracer.as_mut()?.tracer.as_mut()?;
