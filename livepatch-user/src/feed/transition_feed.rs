@@ -61,12 +61,11 @@ impl TransitionFeed {
         // The iterator's programs come with the tracer's, from one object
         // and one parse of the kernel's BTF: half the start-up's work.
         let mut loaded = None;
-        let mut tasks = TaskSource::open_with(root, no_ebpf, || {
+        let tasks = TaskSource::open_with(root, no_ebpf, || {
             let (probes, caps, iterator) = probes::load_with_task_iterator(root, &request);
             loaded = Some((probes, caps));
             iterator
         })?;
-        tasks.read_symbols_ahead();
         let (tracer, capabilities) = if no_ebpf {
             let capabilities = FeedCapabilities {
                 polling: Some("--no-ebpf".to_owned()),

@@ -103,8 +103,8 @@ fn load_inner(
     Option<Result<TaskIterator, String>>,
 ) {
     let mut caps = Capabilities::default();
-    let mut iterator = task_iterator.then_some(None);
-    let probes = try_load(root, request, &mut caps, &mut iterator);
+    let mut iterator = None;
+    let probes = try_load(root, request, &mut caps, task_iterator, &mut iterator);
     give_back_freed_memory();
     for cap in &caps.items {
         match &cap.reason {
@@ -112,7 +112,7 @@ fn load_inner(
             Some(reason) => log::info!("eBPF {}: unavailable: {reason}", cap.facility),
         }
     }
-    (probes, caps, iterator.flatten())
+    (probes, caps, iterator)
 }
 
 /// An EbpfLoader without a kernel BTF. `EbpfLoader::new` parses the
@@ -137,13 +137,14 @@ pub(super) fn give_back_freed_memory() {
     }
 }
 
-/// `iterator` is Some when the task iterator is asked for: it then holds
-/// the outcome once the object is loaded.
+/// With `task_iterator`, `iterator` holds the iterator's outcome once the
+/// object is loaded; it stays None when the object did not load.
 fn try_load(
     root: &Path,
     request: &ProbeRequest,
     caps: &mut Capabilities,
-    iterator: &mut Option<Option<Result<TaskIterator, String>>>,
+    task_iterator: bool,
+    iterator: &mut Option<Result<TaskIterator, String>>,
 ) -> Option<Probes> {
     if root != Path::new("/") {
         caps.missing(
@@ -192,10 +193,7 @@ fn try_load(
     loader
         .override_global("TASK_OFFSETS", &layout.offsets, true)
         .override_global("SLOT_MODES", &slot_modes, true);
-    let iter_offsets = iterator
-        .as_ref()
-        .and_then(|_| kernel_btf.iter_offsets.as_ref().ok());
-    if let Some(offsets) = iter_offsets {
+    if task_iterator && let Ok(offsets) = &kernel_btf.iter_offsets {
         loader.override_global("TASK_ITER_OFFSETS", offsets, true);
     }
     let mut ebpf = match loader.load(OBJECT) {
@@ -209,8 +207,8 @@ fn try_load(
         }
     };
     caps.available(Facility::EbpfObject);
-    if let Some(outcome) = iterator {
-        *outcome = Some(match &kernel_btf.iter_offsets {
+    if task_iterator {
+        *iterator = Some(match &kernel_btf.iter_offsets {
             Ok(_) => TaskIterator::link(&mut ebpf, btf),
             Err(reason) => Err(reason.clone()),
         });

@@ -9,7 +9,6 @@
 use std::{
     io,
     path::{Path, PathBuf},
-    thread,
     time::Duration,
 };
 
@@ -101,11 +100,10 @@ impl ProcfsTasks {
     }
 }
 
-/// How the iterator's stacks get their names: read on first need, or
-/// ahead of it on a thread of their own.
+/// How the iterator's stacks get their names: the kernel's symbols are
+/// read on first need.
 enum IteratorStacks {
     NotYet,
-    Reading(thread::JoinHandle<io::Result<KernelSymbols>>),
     Symbols(Box<KernelSymbols>),
     /// /proc/kallsyms is no use (hidden addresses): stacks come from procfs.
     FromProcfs,
@@ -262,24 +260,6 @@ impl TaskSource {
         self.tasks(stacks)
     }
 
-    /// Starts reading the kernel's symbols for the iterator's stacks on a
-    /// thread of its own: the live feed's first stacks then need not wait
-    /// for /proc/kallsyms (50 ms, half a second under TCG), read just as a
-    /// transition starts.
-    pub fn read_symbols_ahead(&mut self) {
-        if let Reader::Iterator { stacks, .. } = &mut self.reader
-            && let IteratorStacks::NotYet = stacks
-        {
-            let root = self.root.clone();
-            let reading = thread::Builder::new()
-                .name("kallsyms".into())
-                .spawn(move || KernelSymbols::read(&root));
-            if let Ok(reading) = reading {
-                *stacks = IteratorStacks::Reading(reading);
-            }
-        }
-    }
-
     /// These threads read again; those that exited are left out. A few
     /// through procfs (the kernel names their frames itself), many in one
     /// pass of the iterator over every task.
@@ -332,20 +312,8 @@ impl IteratorStacks {
     /// The core kernel's symbols; None when they cannot be had (said
     /// once, then stacks come from procfs).
     fn symbols(&mut self, root: &Path) -> Option<&mut KernelSymbols> {
-        let read = match std::mem::replace(self, IteratorStacks::NotYet) {
-            IteratorStacks::NotYet => Some(KernelSymbols::read(root)),
-            IteratorStacks::Reading(reading) => Some(
-                reading
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("the thread reading it panicked"))),
-            ),
-            done => {
-                *self = done;
-                None
-            }
-        };
-        if let Some(read) = read {
-            *self = match read {
+        if let IteratorStacks::NotYet = self {
+            *self = match KernelSymbols::read(root) {
                 Ok(symbols) => IteratorStacks::Symbols(Box::new(symbols)),
                 Err(error) => {
                     log::warn!(
