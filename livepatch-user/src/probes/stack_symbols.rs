@@ -13,7 +13,7 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::{self, Read},
+    io::{self, BufRead, BufReader},
     path::Path,
 };
 
@@ -41,14 +41,23 @@ const FRAMES_KEPT: usize = 1 << 16;
 impl KernelSymbols {
     /// Reads `<root>/proc/kallsyms`. Fails when it cannot be read, or hides
     /// the addresses (kptr_restrict, or not root).
+    /// Line by line: the whole file is about 10 MB, twice what is kept,
+    /// and it is read just as a transition starts, when other loads run.
     pub fn read(root: &Path) -> io::Result<Self> {
-        let text = read_all(&root.join("proc/kallsyms"))?;
+        let mut kallsyms =
+            BufReader::with_capacity(READ_CHUNK, File::open(root.join("proc/kallsyms"))?);
         let mut symbols = KernelSymbols {
             symbols: Vec::new(),
             names: String::new(),
             frames: HashMap::new(),
         };
-        for line in text.split(|&b| b == b'\n') {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if kallsyms.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            let line = line.strip_suffix(b"\n").unwrap_or(&line);
             // A module's symbol (and a BPF program's, a trampoline's) has
             // its module after a tab.
             if line.contains(&b'\t') {
@@ -89,6 +98,8 @@ impl KernelSymbols {
         // Stable: among symbols at one address the kernel names the first
         // listed.
         symbols.symbols.sort_by_key(|s| s.address);
+        symbols.symbols.shrink_to_fit();
+        symbols.names.shrink_to_fit();
         Ok(symbols)
     }
 
@@ -126,11 +137,8 @@ impl KernelSymbols {
     }
 }
 
-fn read_all(path: &Path) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    File::open(path)?.read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
+/// Bytes per read of /proc/kallsyms: its seq_file fills what it is given.
+const READ_CHUNK: usize = 256 << 10;
 
 #[cfg(test)]
 mod tests {
