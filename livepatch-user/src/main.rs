@@ -1,9 +1,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use livepatch_user::{cli, commands};
+use livepatch_user::{cli, commands, probes};
 
 fn main() -> ExitCode {
+    probes::return_freed_memory_promptly();
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,

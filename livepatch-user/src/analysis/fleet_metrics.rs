@@ -151,10 +151,6 @@ pub struct LiveExport {
     live: LiveState,
     ended: TransitionsEnded,
     log: Option<Vec<LogEntry>>,
-    /// The loaded patches as of the last round, and whether this round
-    /// changed them.
-    patches: Vec<String>,
-    patches_changed: bool,
 }
 
 impl LiveExport {
@@ -164,8 +160,6 @@ impl LiveExport {
             live: LiveState::new(None),
             ended: TransitionsEnded::default(),
             log: None,
-            patches: Vec::new(),
-            patches_changed: true,
         }
     }
 
@@ -182,16 +176,6 @@ impl LiveExport {
             self.log = polled;
         }
         self.ended.count(&self.live.apply_all(round));
-        let patches = self.live.tracker.patches.iter().filter(|p| !p.gone);
-        let patches: Vec<String> = patches.map(|p| p.name.clone()).collect();
-        self.patches_changed = patches != self.patches;
-        self.patches = patches;
-    }
-
-    /// Whether the last round found the patches changed (the first round
-    /// counts as a change): the feed reloads its call counters then.
-    pub fn patches_changed(&self) -> bool {
-        self.patches_changed
     }
 
     pub fn metrics(&self, feed: &FeedCapabilities) -> FleetMetrics {
@@ -670,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn the_export_keeps_the_log_last_read_and_tells_when_the_patches_change() {
+    fn the_export_keeps_the_log_last_read() {
         let feed = FeedCapabilities::default();
         let mut export = LiveExport::new(kernel());
         let direction = Some(Direction::Patching);
@@ -683,16 +667,13 @@ mod tests {
             observation
         };
         export.apply(vec![with_log(100, Some(vec![starting(40, "p", false)]))]);
-        assert!(export.patches_changed(), "the first round loads the probes");
         export.apply(vec![with_log(110, None)]);
-        assert!(!export.patches_changed());
         let metrics = export.metrics(&feed);
         let t = metrics.transition.expect("in transition");
         assert_eq!(t.elapsed_secs, Some(70.0), "from the log read before");
         let idle = patch_of("p", true, false, "vmlinux", &["cmdline_proc_show"]);
         let other = patch_of("q", true, false, "vmlinux", &["cmdline_proc_show"]);
         export.apply(vec![poll(120, vec![idle, other], None, (10, 0), vec![])]);
-        assert!(export.patches_changed(), "q came");
         let metrics = export.metrics(&feed);
         // p's, and q's, which came and went between two polls.
         assert_eq!(metrics.ended.map(|e| e.completed), Some(2));

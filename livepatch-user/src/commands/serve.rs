@@ -73,9 +73,6 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
             round = feed.next() => {
                 export.apply(round?);
                 publish.send_replace(Some(Arc::new(export.metrics(&feed.capabilities))));
-                if export.patches_changed() {
-                    give_back_freed_memory();
-                }
             }
             result = &mut server => {
                 result.context("serving HTTP")?;
@@ -85,17 +82,6 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
             _ = signals.recv() => return Ok(ExitCode::SUCCESS),
         }
     }
-}
-
-/// Loading the probes parses the kernel's BTF (tens of MB, freed at once;
-/// on the first round, and again when the patches change and the call
-/// counters are reloaded), and glibc keeps freed memory for reuse. In the
-/// VM lab on 6.12 (transparent huge pages always on) an idle serve held 57
-/// MB RSS; with huge pages off and this trim after each load, 16 MB.
-fn give_back_freed_memory() {
-    // SAFETY: malloc_trim only releases free memory; it has no
-    // preconditions.
-    unsafe { libc::malloc_trim(0) };
 }
 
 async fn scrape(State(exported): State<Exported>) -> Response {
