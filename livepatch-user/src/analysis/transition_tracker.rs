@@ -594,10 +594,9 @@ impl TransitionTracker {
     /// running task or an unreliable stack is usually gone by the next
     /// round, so it shows only once seen in polls at least
     /// `PERSISTS_AFTER_NS` apart with no poll between that missed it (or
-    /// failing that long by the kernel's count). By time, not by polls, so
-    /// that it holds at any pace of polls: two polls milliseconds apart
-    /// can both come before a task the kernel caught running has switched
-    /// on its way out.
+    /// failing that long by the kernel's count). By time, not by polls: the
+    /// tracer wakes the feed within milliseconds of a kernel check, when
+    /// a task it caught running has not yet switched on its way out.
     fn track_blockers(
         &mut self,
         blockers: Vec<Blocker>,

@@ -15,13 +15,67 @@ use crate::{analysis::observation::Observation, model::FeedCapabilities};
 /// Twice per kernel retry round, so that a short transition is still seen.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 
-/// A round of observations every `POLL_EVERY`, until this handle is
-/// dropped; the probes go with the thread.
+/// With the tracer, a round also starts as soon as it reports something
+/// (a transition starting or ending, a verdict), so that its line follows
+/// within tens of milliseconds; but no sooner than this after the last
+/// round began, so that a burst of events is read in one round.
+const EARLIEST_AFTER: Duration = Duration::from_millis(20);
+
+/// Nor sooner than this many times the last round's cost after it: a round
+/// scans every thread, and the feed must not take a whole CPU on a machine
+/// with many.
+const COST_FACTOR: u32 = 4;
+
+/// How often a wait for the tracer looks whether the feed was dropped.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// A round of observations every `POLL_EVERY`, and sooner when the tracer
+/// has news, until this handle is dropped; the probes go with the thread.
 pub struct FeedThread {
     pub capabilities: FeedCapabilities,
     rounds: UnboundedReceiver<Result<Vec<Observation>>>,
     /// Dropping it tells the thread to stop (and drop the probes).
     _stop: std_mpsc::Sender<()>,
+}
+
+/// Why the wait between two rounds ended.
+#[derive(PartialEq)]
+enum Wait {
+    NextRound,
+    Stop,
+}
+
+/// Waits until the next round is due: `POLL_EVERY` after `started`, or
+/// earlier when the tracer reports something (not before `earliest`).
+fn wait_for_round(
+    feed: &TransitionFeed,
+    stopped: &std_mpsc::Receiver<()>,
+    started: Instant,
+    earliest: Instant,
+) -> Wait {
+    let due = started + POLL_EVERY;
+    let stop_requested =
+        |timeout: Duration| stopped.recv_timeout(timeout) != Err(RecvTimeoutError::Timeout);
+    loop {
+        let left = due.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Wait::NextRound;
+        }
+        match feed.wait_for_trace(left.min(STOP_CHECK)) {
+            None if stop_requested(left) => return Wait::Stop,
+            None => return Wait::NextRound,
+            Some(true) => {
+                let pause = earliest.saturating_duration_since(Instant::now());
+                return if stop_requested(pause) {
+                    Wait::Stop
+                } else {
+                    Wait::NextRound
+                };
+            }
+            Some(false) if stop_requested(Duration::ZERO) => return Wait::Stop,
+            Some(false) => {}
+        }
+    }
 }
 
 impl FeedThread {
@@ -39,8 +93,8 @@ impl FeedThread {
                     if send_round.send(round).is_err() || failed {
                         return;
                     }
-                    let rest = POLL_EVERY.saturating_sub(started.elapsed());
-                    if stopped.recv_timeout(rest) != Err(RecvTimeoutError::Timeout) {
+                    let earliest = started + EARLIEST_AFTER.max(started.elapsed() * COST_FACTOR);
+                    if wait_for_round(&feed, &stopped, started, earliest) == Wait::Stop {
                         return;
                     }
                 }

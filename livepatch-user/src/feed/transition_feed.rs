@@ -2,7 +2,11 @@
 //! eBPF tracer's events and verdicts, the kernel log and the call
 //! counters, as rounds of observations. It owns the eBPF programs: they go
 //! with it, on every way out.
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    thread::{self, JoinHandle},
+    time::Duration,
+};
 
 use anyhow::Result;
 
@@ -16,7 +20,8 @@ use crate::{
     kernel::{Stacks, ThreadId, clock::monotonic_ns, kernel_log::KernelLogFollower},
     model::{FeedCapabilities, Known, LogEntry, Patch, PatchFunction, Task, ThreadPatchState},
     probes::{
-        self, CountedFunction, ProbeRequest, Probes, TaskSource, TaskSourceError, TaskVerdict,
+        self, Capabilities, CountedFunction, ProbeRequest, Probes, TaskSource, TaskSourceError,
+        TaskVerdict,
     },
 };
 
@@ -45,10 +50,19 @@ pub struct TransitionFeed {
 #[derive(Default)]
 struct CallCounters {
     probes: Option<Probes>,
+    /// The counters of `counted` being attached, on a thread of their own:
+    /// detaching the old ones and loading the new takes a second or two
+    /// under TCG, just as a patch is loaded or removed, and the rounds must
+    /// go on meanwhile.
+    attaching: Option<JoinHandle<(Option<Probes>, Capabilities)>>,
     counted: Vec<CountedFunction>,
     /// Functions that cannot be counted, and why.
     uncounted: Vec<(String, String)>,
 }
+
+/// What the TUI and the exposition say of a function until its counter
+/// is attached.
+const ATTACHING: &str = "its counter is being attached";
 
 impl TransitionFeed {
     /// Attaches the tracer unless `no_ebpf`; without it the feed polls.
@@ -156,6 +170,13 @@ impl TransitionFeed {
         Ok(observations)
     }
 
+    /// Waits up to `timeout` for the tracer to report something. None
+    /// without a tracer: the feed then only polls.
+    pub fn wait_for_trace(&self, timeout: Duration) -> Option<bool> {
+        let tracer = self.tracer.as_ref()?.tracer.as_ref()?;
+        Some(tracer.wait_for_event(timeout))
+    }
+
     /// The tracer's events, and its verdicts for the blockers.
     fn drain_tracer(&mut self, observations: &mut Vec<Observation>) -> Option<Vec<TaskVerdict>> {
         let kernel_verdicts = self.capabilities.kernel_verdicts();
@@ -243,8 +264,6 @@ impl TransitionFeed {
         functions.dedup();
         let counters = &mut self.counters;
         if functions != counters.counted {
-            // Detach the old counters before attaching the new ones.
-            counters.probes = None;
             let request = ProbeRequest {
                 tracer: false,
                 count_calls: functions
@@ -255,13 +274,60 @@ impl TransitionFeed {
                     })
                     .collect(),
             };
-            let (probes, caps) = probes::load(&self.root, &request);
-            counters.probes = probes;
-            counters.counted = functions;
-            counters.uncounted = caps
-                .uncounted()
-                .map(|(function, reason)| (function.to_string(), reason.to_owned()))
+            counters.uncounted = functions
+                .iter()
+                .map(|f| (f.to_string(), ATTACHING.to_owned()))
                 .collect();
+            counters.counted = functions;
+            // One thread at a time, the old counters gone before the new
+            // ones attach: a load still under way for an older list ends
+            // first, and what it attached goes then. Side by side, a
+            // detach (a second under TCG) and a load would hold both
+            // objects' memory at once.
+            let old = counters.probes.take();
+            let previous = counters.attaching.take();
+            let root = self.root.clone();
+            let attaching = thread::Builder::new()
+                .name("klpscope-counters".into())
+                .spawn(move || {
+                    drop(previous.map(JoinHandle::join));
+                    drop(old);
+                    if request.count_calls.is_empty() {
+                        return (None, Capabilities::default());
+                    }
+                    probes::load(&root, &request)
+                });
+            counters.attaching = match attaching {
+                Ok(attaching) => Some(attaching),
+                Err(error) => {
+                    let why = format!("cannot start the thread that attaches counters: {error}");
+                    for (_, reason) in &mut counters.uncounted {
+                        reason.clone_from(&why);
+                    }
+                    None
+                }
+            };
+        }
+        if counters
+            .attaching
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+            && let Some(attaching) = counters.attaching.take()
+        {
+            match attaching.join() {
+                Ok((probes, caps)) => {
+                    counters.probes = probes;
+                    counters.uncounted = caps
+                        .uncounted()
+                        .map(|(function, reason)| (function.to_string(), reason.to_owned()))
+                        .collect();
+                }
+                Err(_) => {
+                    for (_, reason) in &mut counters.uncounted {
+                        *reason = "attaching its counter failed (the thread panicked)".into();
+                    }
+                }
+            }
         }
         let mut sample = CallSample {
             at_ns,

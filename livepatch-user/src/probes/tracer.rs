@@ -1,5 +1,7 @@
 //! The transition tracer from user space: decoding its events and reading
 //! the kernel's per-task verdicts.
+use std::time::Duration;
+
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, MapError, RingBuf},
@@ -8,6 +10,8 @@ use livepatch_ebpf::{
     CHECK_FUNCTION_ON_STACK, CHECK_RUNNING, CHECK_SWITCHED, CHECK_UNRELIABLE_STACK, EventKind,
     TaskCheck,
 };
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use super::object::{Hook, map_named};
 use crate::model::{BlockReason, TraceEvent};
@@ -127,6 +131,18 @@ impl TransitionTracer {
             task_checks: map_named(ebpf, "TASK_CHECKS")?,
             generation: map_named(ebpf, "GENERATION")?,
         })
+    }
+
+    /// Waits up to `timeout` for the ring buffer to hold an event: true once
+    /// it does, false at the timeout (or if the wait fails: the caller polls
+    /// on its own schedule then).
+    pub fn wait_for_event(&self, timeout: Duration) -> bool {
+        let mut fds = [PollFd::new(&self.events, PollFlags::IN)];
+        let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        });
+        matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
     }
 
     /// Every event waiting in the ring buffer, decoded.
