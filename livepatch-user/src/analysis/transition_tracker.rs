@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{
     advice::SIGNALS_AFTER_ROUNDS,
-    blockers::{Blocker, CodeVersion, PatchedCode, find_blockers, letter},
+    blockers::{Blocker, CodeVersion, PatchedCode, VerdictSource, find_blockers, letter},
     observation::{KernelPoll, Observation},
     transition::transition,
 };
@@ -592,11 +592,12 @@ impl TransitionTracker {
 
     /// Which blockers to show. A function on the stack blocks for sure; a
     /// running task or an unreliable stack is usually gone by the next
-    /// round, so it shows only once seen in polls at least
-    /// `PERSISTS_AFTER_NS` apart with no poll between that missed it (or
-    /// failing that long by the kernel's count). By time, not by polls: the
-    /// tracer wakes the feed within milliseconds of a kernel check, when
-    /// a task it caught running has not yet switched on its way out.
+    /// round, so it shows only once failing for `PERSISTS_AFTER_NS` by the
+    /// kernel's count (at least two failed checks), or, where klpscope
+    /// infers the verdicts, once seen in polls that far apart with no poll
+    /// between that missed it. By time, not by polls: the tracer wakes the
+    /// feed within milliseconds of a kernel check, when a task it caught
+    /// running has not yet switched on its way out.
     fn track_blockers(
         &mut self,
         blockers: Vec<Blocker>,
@@ -618,8 +619,16 @@ impl TransitionTracker {
                 .blocked_secs
                 .filter(|_| blocker.failed_checks.is_some_and(|checks| checks >= 2))
                 .map(|secs| (secs * 1e9) as u64);
+            // A kernel verdict stays as it is until the kernel checks that
+            // task again, a retry round (a second) later: polls that read
+            // it again learn nothing new, and a task that failed once
+            // passes that next check as a rule (a kworker caught with an
+            // unreliable stack in scenario 07 on 6.12). Only the kernel's
+            // own count tells that it goes on failing.
+            let seen_long_enough = blocker.source == VerdictSource::Inferred
+                && at_ns.saturating_sub(candidate.first_seen_ns) >= PERSISTS_AFTER_NS;
             let persistent = blocker.reason == BlockReason::FunctionOnStack
-                || at_ns.saturating_sub(candidate.first_seen_ns) >= PERSISTS_AFTER_NS
+                || seen_long_enough
                 || failing_since_ns.is_some_and(|ns| ns >= PERSISTS_AFTER_NS);
             if persistent {
                 blocker
@@ -1279,6 +1288,43 @@ mod tests {
             "{events:?}"
         );
         let events = state.apply(checked(600, 90));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, TransitionEvent::Blocker { tid: 11, .. })),
+            "{events:?}"
+        );
+    }
+
+    /// The kernel's verdict on a task stays as it was until its next
+    /// check, a retry round later: read again and again by polls, one
+    /// failed check of a kworker's unreliable stack is still one. A second
+    /// failure makes it a blocker.
+    #[test]
+    fn one_failed_check_read_by_many_polls_is_no_blocker() {
+        let mut state = tracker();
+        state.apply(patching_ms(0, 2, vec![]));
+        let checked = |at_ms: u64, failed_checks: u32| {
+            let Observation::Poll(mut poll) = patching_ms(at_ms, 2, vec![]) else {
+                unreachable!("patching is a poll");
+            };
+            poll.pending = vec![pending_task(11, BlockReason::UnreliableStack)];
+            poll.verdicts = Some(vec![TaskVerdict {
+                failed_checks,
+                ..verdict(11, BlockReason::UnreliableStack, 10_000_000)
+            }]);
+            Observation::Poll(poll)
+        };
+        for at_ms in [20, 40, 300, 600, 900] {
+            let events = state.apply(checked(at_ms, 1));
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, TransitionEvent::Blocker { .. })),
+                "at {at_ms} ms: {events:?}"
+            );
+        }
+        let events = state.apply(checked(1010, 2));
         assert!(
             events
                 .iter()

@@ -60,8 +60,7 @@ struct CallCounters {
     uncounted: Vec<(String, String)>,
 }
 
-/// What the TUI and the exposition say of a function until its counter
-/// is attached.
+/// What watch's TUI says of a function until its counter is attached.
 const ATTACHING: &str = "its counter is being attached";
 
 impl TransitionFeed {
