@@ -1259,6 +1259,29 @@ mod tests {
         assert_eq!(blockers(&events), [12], "{events:?}");
     }
 
+    /// A poll at `at_ms` of a patching transition where task 11 is pending
+    /// and the kernel failed it `failed_checks` times for an unreliable
+    /// stack, first at `failing_since_ms`.
+    fn unreliable_stack_checked(
+        at_ms: u64,
+        failed_checks: u32,
+        failing_since_ms: u64,
+    ) -> Observation {
+        let Observation::Poll(mut poll) = patching_ms(at_ms, 2, vec![]) else {
+            unreachable!("patching is a poll");
+        };
+        poll.pending = vec![pending_task(11, BlockReason::UnreliableStack)];
+        poll.verdicts = Some(vec![TaskVerdict {
+            failed_checks,
+            ..verdict(
+                11,
+                BlockReason::UnreliableStack,
+                failing_since_ms * 1_000_000,
+            )
+        }]);
+        Observation::Poll(poll)
+    }
+
     /// A task checks itself on its way through cond_resched: the kernel's
     /// count of failed checks climbs within milliseconds of the start.
     #[test]
@@ -1266,19 +1289,7 @@ mod tests {
         let mut state = tracker();
         state.apply(patching_ms(0, 2, vec![]));
         let checked = |at_ms: u64, failing_since_ms: u64| {
-            let Observation::Poll(mut poll) = patching_ms(at_ms, 2, vec![]) else {
-                unreachable!("patching is a poll");
-            };
-            poll.pending = vec![pending_task(11, BlockReason::UnreliableStack)];
-            poll.verdicts = Some(vec![TaskVerdict {
-                failed_checks: 9,
-                ..verdict(
-                    11,
-                    BlockReason::UnreliableStack,
-                    failing_since_ms * 1_000_000,
-                )
-            }]);
-            Observation::Poll(poll)
+            unreliable_stack_checked(at_ms, 9, failing_since_ms)
         };
         let events = state.apply(checked(100, 90));
         assert!(
@@ -1304,17 +1315,8 @@ mod tests {
     fn one_failed_check_read_by_many_polls_is_no_blocker() {
         let mut state = tracker();
         state.apply(patching_ms(0, 2, vec![]));
-        let checked = |at_ms: u64, failed_checks: u32| {
-            let Observation::Poll(mut poll) = patching_ms(at_ms, 2, vec![]) else {
-                unreachable!("patching is a poll");
-            };
-            poll.pending = vec![pending_task(11, BlockReason::UnreliableStack)];
-            poll.verdicts = Some(vec![TaskVerdict {
-                failed_checks,
-                ..verdict(11, BlockReason::UnreliableStack, 10_000_000)
-            }]);
-            Observation::Poll(poll)
-        };
+        let checked =
+            |at_ms: u64, failed_checks: u32| unreliable_stack_checked(at_ms, failed_checks, 10);
         for at_ms in [20, 40, 300, 600, 900] {
             let events = state.apply(checked(at_ms, 1));
             assert!(
