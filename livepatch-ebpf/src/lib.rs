@@ -60,6 +60,13 @@ pub struct TaskCheck {
     pub first_failure_ns: u64,
     pub last_failure_ns: u64,
     pub failed_checks: u32,
+    /// In how many of the kernel's retry rounds the task failed a check,
+    /// in a row (a task is never checked again once it switched). A task
+    /// checks itself many times between rounds: only rounds tell a task
+    /// that goes on blocking from one that failed a check in passing.
+    pub failed_rounds: u32,
+    /// The last round a check of it failed in.
+    pub last_failed_round: u32,
     pub last_result: i32,
     pub tid: u32,
     pub tgid: u32,
@@ -81,8 +88,8 @@ pub enum EventKind {
     Check = 1,
     /// `klp_start_transition`.
     Start = 2,
-    /// One retry round ended; `result` is 1 when the transition completed and
-    /// `duration_ns` how long the round took.
+    /// A retry round began; `result` is its number in the transition (or
+    /// reversal) under way, from 1.
     Round = 3,
     /// A task switched itself (`klp_update_patch_state`).
     SelfSwitch = 4,
@@ -113,13 +120,13 @@ impl EventKind {
 #[derive(Clone, Copy, Debug)]
 pub struct TraceRecord {
     pub timestamp_ns: u64,
-    pub duration_ns: u64,
     pub kind: u32,
     pub tid: u32,
     pub tgid: u32,
     pub result: i32,
     pub kthread: u32,
     pub failed_checks: u32,
+    pub failed_rounds: u32,
     pub comm: [u8; TASK_COMM_LEN],
     pub function: [u8; FUNC_NAME_LEN],
 }

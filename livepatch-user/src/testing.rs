@@ -98,6 +98,7 @@ pub fn blocker(tid: u32, reason: BlockReason) -> Blocker {
         marked_frame: None,
         blocked_secs: None,
         failed_checks: None,
+        failed_rounds: None,
         source: VerdictSource::Inferred,
     }
 }

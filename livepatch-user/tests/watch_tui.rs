@@ -70,6 +70,7 @@ fn blockers(failing_since: u64) -> (Vec<Task>, Vec<TaskVerdict>) {
         reason: Some(reason),
         function: None,
         failed_checks,
+        failed_rounds: failed_checks,
         first_failure_ns: failing_since * SEC,
         last_failure_ns: failing_since * SEC,
     };
@@ -179,11 +180,10 @@ fn in_progress(feed: FeedCapabilities) -> App {
             timestamp_ns: 100 * SEC + SEC / 2,
         }));
     }
-    for _ in 0..if traced { 17 } else { 0 } {
+    for round in 1..=if traced { 17 } else { 0 } {
         observations.push(Observation::Trace(TraceEvent::Round {
             timestamp_ns: 0,
-            duration_ns: 0,
-            complete: false,
+            round,
         }));
     }
     observations.push(poll(101, vec![patch(true, true)], Some(212), false));

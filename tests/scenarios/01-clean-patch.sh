@@ -42,7 +42,7 @@ klpscope_patched() {
         }
         log "klpscope watch saw all $(wc -l < "$KS/tids-switched") switches"
     else
-        log "kernel $(uname -r): the tracer's check hook is off, switches not all seen"
+        log "kernel $(uname -r): no per-task check to hook, switches not all seen"
     fi
     ks_json status status --json || return 1
     # The object's patched file (not on 5.10): its value, else a reason.

@@ -70,7 +70,7 @@ said_ready() {
 }
 
 # ready_with_ebpf WAY MODE: its `ready` says the eBPF tracer is attached
-# (with the kernel's verdicts or not: the per-task hook is off before 6.12).
+# (with the kernel's verdicts or not: 5.10 has no per-task hook).
 ready_with_ebpf() {
     case $2 in
         plain) grep 'klpscope: ready' "$KS/$1.err" | grep -q eBPF ;;
@@ -243,7 +243,7 @@ klpscope_detached() {
     by_signal sigint json INT 2 130
     by_sigkill
     by_panic
-    # No ftrace user (fentry/fexit trampoline) left on any kernel function.
+    # No ftrace user (an fentry trampoline or a kprobe) left on any kernel function.
     cat "$ENABLED_FUNCTIONS" > "$KS/enabled-functions-after"
     cmp -s "$KS/enabled-functions-before" "$KS/enabled-functions-after" || {
         echo "---- enabled_functions after every watch ----"

@@ -270,15 +270,14 @@ as_nobody() {
 KS=/tmp/klpscope
 mkdir -p "$KS"
 
-# The kernel's own verdicts (fexit on klp_check_and_switch_task): klpscope
-# turns that hook off before 6.12, where its trampoline would make the
-# transition worker's own stack unreliable (probes/loader.rs).
+# The kernel's own verdicts (probes on klp_check_and_switch_task): the
+# function exists from 5.17 on (5.10 inlines it); klpscope then infers.
 kernel_verdicts() {
     _release=$(uname -r)
     _major=${_release%%.*}
     _minor=${_release#*.}
     _minor=${_minor%%[!0-9]*}
-    [ "$_major" -gt 6 ] || { [ "$_major" -eq 6 ] && [ "$_minor" -ge 12 ]; }
+    [ "$_major" -gt 5 ] || { [ "$_major" -eq 5 ] && [ "$_minor" -ge 17 ]; }
 }
 
 # jq_true FILE FILTER: FILTER holds on the JSON in FILE; otherwise print

@@ -50,8 +50,34 @@ pub fn run() -> Result<ExitCode> {
             format!("{}:/bin/{example}", binary.display())
         })
         .collect();
-    vm::run_script(vm::Series::V6_12, files, script)
+    let code = vm::run_script(vm::Series::V6_12, files, script)?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+
+    println!(
+        "bench: does klpscope disturb the transition it watches? The kernel's failed checks \
+         and each transition's duration, klpscope absent vs watch polling vs watch with eBPF \
+         (VM, every kernel of the lab)"
+    );
+    let script = build::target_dir().join("klpscope-bench/perturbation.sh");
+    std::fs::write(&script, PERTURBATION_SCRIPT)
+        .with_context(|| format!("cannot write {}", script.display()))?;
+    for kernel in [
+        vm::Series::V6_12,
+        vm::Series::V6_1,
+        vm::Series::V5_10,
+        vm::Series::V7,
+    ] {
+        let code = vm::run_script(kernel, Vec::new(), script.clone())?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What runs in the VM.
 const VM_SCRIPT: &str = include_str!("bench_vm.sh");
+/// The perturbation experiment, on each kernel.
+const PERTURBATION_SCRIPT: &str = include_str!("perturbation_vm.sh");

@@ -58,7 +58,23 @@ pub struct Blocker {
     /// How long the kernel has been failing to switch it, when known.
     pub blocked_secs: Option<f64>,
     pub failed_checks: Option<u32>,
+    /// In how many of the kernel's retry rounds in a row it failed, when
+    /// the kernel's verdicts are heard.
+    pub failed_rounds: Option<u32>,
     pub source: VerdictSource,
+}
+
+/// How many retry rounds in a row the kernel must fail a task before it is
+/// a blocker. One failed round is no proof: a task caught running, or a
+/// kthread caught in a patched function it is about to leave, passes the
+/// next round as a rule. Counted by the kernel's rounds (a second apart),
+/// not by checks: a task checks itself many times a millisecond in
+/// cond_resched.
+pub const BLOCKS_AFTER_ROUNDS: u32 = 2;
+
+/// Whether the kernel's verdict on a task says it goes on blocking.
+fn persists(verdict: &TaskVerdict) -> bool {
+    verdict.failed_rounds >= BLOCKS_AFTER_ROUNDS
 }
 
 impl Blocker {
@@ -210,7 +226,7 @@ pub fn find_blockers(
 fn idle_blockers(verdicts: &[TaskVerdict], now_ns: u64) -> Vec<Blocker> {
     let mut idle: Vec<&TaskVerdict> = verdicts
         .iter()
-        .filter(|v| v.tid == 0 && v.reason.is_some())
+        .filter(|v| v.tid == 0 && v.reason.is_some() && persists(v))
         .collect();
     idle.sort_by(|a, b| a.comm.cmp(&b.comm));
     idle.into_iter()
@@ -231,6 +247,7 @@ fn idle_blockers(verdicts: &[TaskVerdict], now_ns: u64) -> Vec<Blocker> {
                 marked_frame: None,
                 blocked_secs: Some(now_ns.saturating_sub(verdict.first_failure_ns) as f64 / 1e9),
                 failed_checks: Some(verdict.failed_checks),
+                failed_rounds: Some(verdict.failed_rounds),
                 source: VerdictSource::Kernel,
             })
         })
@@ -258,6 +275,7 @@ fn blocker(task: &Task, reason: BlockReason, code: &PatchedCode) -> Blocker {
         stack,
         blocked_secs: None,
         failed_checks: None,
+        failed_rounds: None,
         source: VerdictSource::Inferred,
     }
 }
@@ -294,7 +312,10 @@ fn from_kernel(
     verdicts: &[TaskVerdict],
     now_ns: u64,
 ) -> Option<Blocker> {
-    let verdict = verdicts.iter().find(|v| v.tid == task.tid)?;
+    let verdict = verdicts
+        .iter()
+        .find(|v| v.tid == task.tid)
+        .filter(|v| persists(v))?;
     let reason = verdict.reason?;
     let mut blocker = blocker(task, reason, code);
     // The kernel names the old function; the stack tells which version.
@@ -303,6 +324,7 @@ fn from_kernel(
     }
     blocker.blocked_secs = Some(now_ns.saturating_sub(verdict.first_failure_ns) as f64 / 1e9);
     blocker.failed_checks = Some(verdict.failed_checks);
+    blocker.failed_rounds = Some(verdict.failed_rounds);
     blocker.source = VerdictSource::Kernel;
     Some(blocker)
 }
@@ -410,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn kernel_verdicts_win_and_carry_their_age() {
+    fn kernel_verdicts_win_carry_their_age_and_need_two_failed_rounds() {
         let patch = patch();
         let code = PatchedCode {
             patch: &patch,
@@ -430,6 +452,7 @@ mod tests {
                 reason: Some(BlockReason::FunctionOnStack),
                 function: Some("klp_test_park_wait".into()),
                 failed_checks: 4,
+                failed_rounds: 3,
                 first_failure_ns: 1_000_000_000,
                 last_failure_ns: 4_000_000_000,
             },
@@ -441,15 +464,21 @@ mod tests {
                 reason: Some(BlockReason::UnreliableStack),
                 function: None,
                 failed_checks: 1,
+                failed_rounds: 1,
                 first_failure_ns: 4_000_000_000,
                 last_failure_ns: 4_000_000_000,
             },
         ];
         let blockers = find_blockers(&tasks, &code, Some(&verdicts), 5_500_000_000);
-        assert_eq!(blockers.len(), 2);
+        assert_eq!(blockers.len(), 1, "task 11 failed one round only: {blockers:?}");
         assert_eq!(blockers[0].source, VerdictSource::Kernel);
         assert_eq!(blockers[0].blocked_secs, Some(4.5));
         assert_eq!(blockers[0].failed_checks, Some(4));
+        assert_eq!(blockers[0].failed_rounds, Some(3));
+        let mut verdicts = verdicts;
+        verdicts[1].failed_rounds = BLOCKS_AFTER_ROUNDS;
+        let blockers = find_blockers(&tasks, &code, Some(&verdicts), 5_500_000_000);
+        assert_eq!(blockers.len(), 2);
         assert_eq!(blockers[1].reason, BlockReason::UnreliableStack);
     }
 
@@ -622,6 +651,7 @@ mod tests {
             reason,
             function: None,
             failed_checks: 3,
+            failed_rounds: 2,
             first_failure_ns: 1_000_000_000,
             last_failure_ns: 3_000_000_000,
         };

@@ -189,10 +189,9 @@ struct Candidate {
     first_seen_ns: u64,
 }
 
-/// How long a running task or an unreliable stack goes on blocking before
-/// it shows: a little less than the feed's poll interval (so that, polled
-/// alone, it shows at the second poll as it always did), and far more than
-/// a task caught running takes to switch itself on its way to user space.
+/// Where klpscope infers the verdicts: how long a running task or an
+/// unreliable stack goes on blocking before it shows. Far more than a task
+/// caught running takes to switch itself on its way to user space.
 const PERSISTS_AFTER_NS: u64 = 400_000_000;
 
 #[derive(Clone, Debug)]
@@ -218,6 +217,11 @@ pub struct TransitionTracker {
     switched: BTreeSet<u32>,
     /// A patch seen in transition whose direction no poll has told yet.
     unbegun: Option<String>,
+    /// Where the transition under way ended, as the tracer or the kernel
+    /// log told it since the last poll: sysfs is read before either, so a
+    /// poll may still show that transition, or already the patch's next
+    /// one (a disable right after it completed), which is no reversal.
+    completed: Option<Direction>,
     /// The kernel backed out of a patch it was setting up (refused in the
     /// log, cancelled by the tracer) since the last poll. That poll read
     /// sysfs before the log and the tracer: a patch it shows being set up
@@ -240,6 +244,7 @@ impl TransitionTracker {
             candidates: BTreeMap::new(),
             switched: BTreeSet::new(),
             unbegun: None,
+            completed: None,
             backed_out: false,
         }
     }
@@ -344,20 +349,36 @@ impl TransitionTracker {
                 .iter()
                 .any(|p| p.name == name && !p.gone && matches!(p.transition, Known::Unknown { .. }))
         };
+        let completed = self.completed.take();
         let continuing = match (&self.transition, &poll.transition) {
-            (Some(current), Some(seen)) => current.patch == seen.patch,
+            (Some(current), Some(seen)) => {
+                current.patch == seen.patch && completed.is_none_or(|d| d == seen.direction)
+            }
             (Some(current), None) => unreadable(&current.patch),
             (None, _) => false,
         };
-        if !continuing {
+        if continuing {
+            // Read before the completion: the next poll shows it.
+            self.completed = completed;
+        } else {
             let ended = self.transition.take().map(|ended| {
                 let name = ended.patch.clone();
-                self.end(ended, &poll.patches, events);
+                self.end(ended, completed, &poll.patches, events);
                 name
             });
             if let Some(seen) = &poll.transition {
                 self.begin(seen, events);
             } else if !first_poll {
+                // Where the transition ended is known: whatever its patch
+                // did since (disabled and gone within the poll interval)
+                // is a transition of its own.
+                let ended = match (ended, completed) {
+                    (Some(name), Some(direction)) => {
+                        self.settle(&name, direction);
+                        None
+                    }
+                    (ended, _) => ended,
+                };
                 self.quick_transitions(&poll, ended.as_deref(), events);
             }
         }
@@ -412,15 +433,18 @@ impl TransitionTracker {
         });
     }
 
+    /// Ends the transition under way. `completed` is where the tracer or
+    /// the log saw it end; without it, `enabled` names where it ended, even
+    /// if a reversal happened between polls, and a patch that left ended
+    /// disabled.
     fn end(
         &mut self,
         ended: TransitionProgress,
+        completed: Option<Direction>,
         patches: &[Patch],
         events: &mut Vec<TransitionEvent>,
     ) {
-        // `enabled` names where the transition ended, even if a reversal
-        // happened between polls; a patch that left ended disabled.
-        let direction = match patches
+        let settled = || match patches
             .iter()
             .find(|p| p.name == ended.patch && !p.gone)
             .map(|p| &p.enabled)
@@ -429,6 +453,7 @@ impl TransitionTracker {
             Some(Known::Value(false)) | None => Direction::Unpatching,
             Some(Known::Unknown { .. }) => ended.direction,
         };
+        let direction = completed.unwrap_or_else(settled);
         for blocker in &ended.blockers {
             events.push(cleared(blocker));
         }
@@ -442,6 +467,15 @@ impl TransitionTracker {
         };
         events.push(complete(&outcome));
         self.last_outcome = Some(outcome);
+    }
+
+    /// Records `patch` as its completed transition left it: the state the
+    /// next transition of it starts from.
+    fn settle(&mut self, patch: &str, direction: Direction) {
+        if let Some(before) = self.patches.iter_mut().find(|p| p.name == patch && !p.gone) {
+            before.enabled = Known::Value(direction == Direction::Patching);
+            before.transition = Known::Value(false);
+        }
     }
 
     /// A transition that began and ended between two polls (a few
@@ -590,14 +624,11 @@ impl TransitionTracker {
         }
     }
 
-    /// Which blockers to show. A function on the stack blocks for sure; a
-    /// running task or an unreliable stack is usually gone by the next
-    /// round, so it shows only once failing for `PERSISTS_AFTER_NS` by the
-    /// kernel's count (at least two failed checks), or, where klpscope
-    /// infers the verdicts, once seen in polls that far apart with no poll
-    /// between that missed it. By time, not by polls: the tracer wakes the
-    /// feed within milliseconds of a kernel check, when a task it caught
-    /// running has not yet switched on its way out.
+    /// Which blockers to show. The kernel's own verdicts come already
+    /// judged: a task it failed in two retry rounds in a row
+    /// (`find_blockers`). Where klpscope infers them, a function on the
+    /// stack blocks for sure, and a running task or an unreliable stack
+    /// shows once seen in polls `PERSISTS_AFTER_NS` apart.
     fn track_blockers(
         &mut self,
         blockers: Vec<Blocker>,
@@ -613,23 +644,9 @@ impl TransitionTracker {
             let candidate = self.candidates.remove(&key(&blocker)).unwrap_or(Candidate {
                 first_seen_ns: at_ns,
             });
-            // The kernel's count alone is no proof: a task checks itself
-            // on its way through cond_resched, many times a millisecond.
-            let failing_since_ns = blocker
-                .blocked_secs
-                .filter(|_| blocker.failed_checks.is_some_and(|checks| checks >= 2))
-                .map(|secs| (secs * 1e9) as u64);
-            // A kernel verdict stays as it is until the kernel checks that
-            // task again, a retry round (a second) later: polls that read
-            // it again learn nothing new, and a task that failed once
-            // passes that next check as a rule (a kworker caught with an
-            // unreliable stack in scenario 07 on 6.12). Only the kernel's
-            // own count tells that it goes on failing.
-            let seen_long_enough = blocker.source == VerdictSource::Inferred
-                && at_ns.saturating_sub(candidate.first_seen_ns) >= PERSISTS_AFTER_NS;
-            let persistent = blocker.reason == BlockReason::FunctionOnStack
-                || seen_long_enough
-                || failing_since_ns.is_some_and(|ns| ns >= PERSISTS_AFTER_NS);
+            let persistent = blocker.source == VerdictSource::Kernel
+                || blocker.reason == BlockReason::FunctionOnStack
+                || at_ns.saturating_sub(candidate.first_seen_ns) >= PERSISTS_AFTER_NS;
             if persistent {
                 blocker
                     .blocked_secs
@@ -692,13 +709,14 @@ impl TransitionTracker {
                 // then (or on kernels where that hook is off) estimated.
                 self.rounds = None;
             }
-            TraceEvent::Round { complete, .. } => {
+            // A round begins: every round before it failed to complete.
+            TraceEvent::Round { round, .. } => {
                 let rounds = self.rounds.get_or_insert_with(Rounds::default);
-                rounds.total += 1;
-                if !complete {
-                    rounds.failed += 1;
-                }
-                if rounds.failed >= SIGNALS_AFTER_ROUNDS {
+                rounds.total = round;
+                rounds.failed = round.saturating_sub(1);
+                // The kernel signals at the end of the round after
+                // SIGNALS_AFTER_ROUNDS failed ones (its count starts at 0).
+                if rounds.failed > SIGNALS_AFTER_ROUNDS {
                     self.signals(SignalsSeen::FailedRounds, events);
                 }
             }
@@ -726,8 +744,12 @@ impl TransitionTracker {
                 self.backed_out = true;
             }
             // The polls decide when a transition starts and ends: they know
-            // the patch, the tracer does not.
-            TraceEvent::Check { .. } | TraceEvent::Complete { .. } => {}
+            // the patch, the tracer does not. A completion says where the
+            // one under way ended.
+            TraceEvent::Complete { .. } => {
+                self.completed = self.transition.as_ref().map(|t| t.direction);
+            }
+            TraceEvent::Check { .. } => {}
         }
     }
 
@@ -761,9 +783,16 @@ impl TransitionTracker {
                 self.backed_out = true;
                 events.push(TransitionEvent::Refused { patch, why });
             }
-            LivepatchMessage::Enabling { .. }
-            | LivepatchMessage::Starting { .. }
-            | LivepatchMessage::Complete { .. } => {}
+            LivepatchMessage::Complete { patch, unpatching } => {
+                if self.transition.as_ref().is_some_and(|t| t.patch == patch) {
+                    self.completed = Some(if unpatching {
+                        Direction::Unpatching
+                    } else {
+                        Direction::Patching
+                    });
+                }
+            }
+            LivepatchMessage::Enabling { .. } | LivepatchMessage::Starting { .. } => {}
         }
     }
 
@@ -859,6 +888,7 @@ mod tests {
             reason: Some(reason),
             function: None,
             failed_checks: 1,
+            failed_rounds: 1,
             first_failure_ns: at_ns,
             last_failure_ns: at_ns,
         }
@@ -1076,6 +1106,7 @@ mod tests {
         let idle = |cpu: u32| TaskVerdict {
             comm: format!("swapper/{cpu}"),
             failed_checks: 2,
+            failed_rounds: 2,
             ..verdict(0, BlockReason::Running, 0)
         };
         let Observation::Poll(mut poll) = patching(1, 2, vec![]) else {
@@ -1161,6 +1192,120 @@ mod tests {
         racing.transition = Known::unknown("empty read");
         assert!(state.apply(poll(1, vec![racing], None, vec![])).is_empty());
         assert!(state.transition.is_some());
+    }
+
+    /// How the tracer or the kernel log tells that the transition of "p"
+    /// under way completed.
+    fn completed(told: &str, unpatching: bool) -> Observation {
+        match told {
+            "tracer" => Observation::Trace(TraceEvent::Complete { timestamp_ns: SEC }),
+            _ => Observation::KernelLog(LivepatchMessage::Complete {
+                patch: "p".into(),
+                unpatching,
+            }),
+        }
+    }
+
+    fn complete_event(events: &[TransitionEvent]) -> Option<(Direction, bool)> {
+        events.iter().find_map(|e| match e {
+            TransitionEvent::Complete {
+                direction,
+                reversed,
+                ..
+            } => Some((*direction, *reversed)),
+            _ => None,
+        })
+    }
+
+    /// The patching transition completed and a disable began unpatching
+    /// before the next poll: two transitions, no reversal (seen on 5.10
+    /// and 6.1, where a poll found the same patch in transition again).
+    #[test]
+    fn a_completion_then_a_disable_between_polls_is_no_reversal() {
+        for told in ["tracer", "log"] {
+            let mut state = tracker();
+            state.apply(patching(0, 5, vec![]));
+            state.apply(completed(told, false));
+            let unpatching = poll(
+                2,
+                vec![patch("p", false, true)],
+                Some((Direction::Unpatching, 5)),
+                vec![],
+            );
+            let events = state.apply(unpatching);
+            assert_eq!(names(&events)[..2], ["complete", "start"], "{told}: {events:?}");
+            assert_eq!(
+                complete_event(&events),
+                Some((Direction::Patching, false)),
+                "{told}"
+            );
+            assert!(matches!(
+                events[1],
+                TransitionEvent::Start {
+                    direction: Direction::Unpatching,
+                    ..
+                }
+            ));
+            let events = state.apply(poll(3, vec![], None, vec![]));
+            assert_eq!(
+                complete_event(&events),
+                Some((Direction::Unpatching, false)),
+                "{told}: {events:?}"
+            );
+        }
+    }
+
+    /// sysfs is read before the tracer and the log: a poll may still show
+    /// the transition the completion ended.
+    #[test]
+    fn a_poll_read_before_the_completion_keeps_the_transition() {
+        for told in ["tracer", "log"] {
+            let mut state = tracker();
+            state.apply(patching(0, 5, vec![]));
+            state.apply(completed(told, false));
+            let events = state.apply(patching(1, 1, vec![]));
+            assert_eq!(names(&events), ["progress"], "{told}");
+            let events = state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
+            assert_eq!(
+                complete_event(&events),
+                Some((Direction::Patching, false)),
+                "{told}: {events:?}"
+            );
+        }
+    }
+
+    /// Completed, then disabled and gone within one poll interval (7.x
+    /// unpatches in milliseconds): the patching completed, and the
+    /// unpatching came and went.
+    #[test]
+    fn a_completion_then_a_quick_unpatching_is_two_transitions() {
+        for told in ["tracer", "log"] {
+            let mut state = tracker();
+            state.apply(patching(0, 5, vec![]));
+            state.apply(completed(told, false));
+            let events = state.apply(poll(1, vec![], None, vec![]));
+            assert_eq!(
+                names(&events),
+                ["complete", "start", "complete", "gone"],
+                "{told}: {events:?}"
+            );
+            assert_eq!(
+                complete_event(&events),
+                Some((Direction::Patching, false)),
+                "{told}"
+            );
+            assert!(
+                matches!(
+                    events[2],
+                    TransitionEvent::Complete {
+                        direction: Direction::Unpatching,
+                        reversed: false,
+                        ..
+                    }
+                ),
+                "{told}: {events:?}"
+            );
+        }
     }
 
     #[test]
@@ -1260,79 +1405,51 @@ mod tests {
     }
 
     /// A poll at `at_ms` of a patching transition where task 11 is pending
-    /// and the kernel failed it `failed_checks` times for an unreliable
-    /// stack, first at `failing_since_ms`.
-    fn unreliable_stack_checked(
-        at_ms: u64,
-        failed_checks: u32,
-        failing_since_ms: u64,
-    ) -> Observation {
+    /// and the kernel failed it for an unreliable stack `failed_checks`
+    /// times in `failed_rounds` retry rounds in a row.
+    fn unreliable_stack_checked(at_ms: u64, failed_checks: u32, failed_rounds: u32) -> Observation {
         let Observation::Poll(mut poll) = patching_ms(at_ms, 2, vec![]) else {
             unreachable!("patching is a poll");
         };
         poll.pending = vec![pending_task(11, BlockReason::UnreliableStack)];
         poll.verdicts = Some(vec![TaskVerdict {
             failed_checks,
-            ..verdict(
-                11,
-                BlockReason::UnreliableStack,
-                failing_since_ms * 1_000_000,
-            )
+            failed_rounds,
+            ..verdict(11, BlockReason::UnreliableStack, 10_000_000)
         }]);
         Observation::Poll(poll)
     }
 
-    /// A task checks itself on its way through cond_resched: the kernel's
-    /// count of failed checks climbs within milliseconds of the start.
-    #[test]
-    fn many_failed_checks_in_a_moment_are_no_blocker_half_a_second_of_them_is() {
-        let mut state = tracker();
-        state.apply(patching_ms(0, 2, vec![]));
-        let checked = |at_ms: u64, failing_since_ms: u64| {
-            unreliable_stack_checked(at_ms, 9, failing_since_ms)
-        };
-        let events = state.apply(checked(100, 90));
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, TransitionEvent::Blocker { .. })),
-            "{events:?}"
-        );
-        let events = state.apply(checked(600, 90));
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, TransitionEvent::Blocker { tid: 11, .. })),
-            "{events:?}"
-        );
+    fn names_a_blocker(events: &[TransitionEvent]) -> bool {
+        events
+            .iter()
+            .any(|e| matches!(e, TransitionEvent::Blocker { tid: 11, .. }))
     }
 
-    /// The kernel's verdict on a task stays as it was until its next
-    /// check, a retry round later: read again and again by polls, one
-    /// failed check of a kworker's unreliable stack is still one. A second
-    /// failure makes it a blocker.
+    /// A task checks itself on its way through cond_resched, many times a
+    /// millisecond, and the tracer wakes the feed within milliseconds of a
+    /// check: neither the count of checks nor how often or how long polls
+    /// read a verdict tells a blocker from a kworker caught in passing.
+    /// Only the kernel's next round does.
     #[test]
-    fn one_failed_check_read_by_many_polls_is_no_blocker() {
+    fn failed_checks_in_one_round_are_no_blocker_however_long_they_are_read() {
         let mut state = tracker();
         state.apply(patching_ms(0, 2, vec![]));
-        let checked =
-            |at_ms: u64, failed_checks: u32| unreliable_stack_checked(at_ms, failed_checks, 10);
-        for at_ms in [20, 40, 300, 600, 900] {
-            let events = state.apply(checked(at_ms, 1));
-            assert!(
-                !events
-                    .iter()
-                    .any(|e| matches!(e, TransitionEvent::Blocker { .. })),
-                "at {at_ms} ms: {events:?}"
-            );
+        for at_ms in [20, 40, 300, 600, 900, 1500] {
+            let events = state.apply(unreliable_stack_checked(at_ms, 9, 1));
+            assert!(!names_a_blocker(&events), "at {at_ms} ms: {events:?}");
         }
-        let events = state.apply(checked(1010, 2));
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, TransitionEvent::Blocker { tid: 11, .. })),
-            "{events:?}"
-        );
+    }
+
+    #[test]
+    fn failing_the_next_round_too_makes_a_blocker_at_once() {
+        let mut state = tracker();
+        state.apply(patching_ms(0, 2, vec![]));
+        assert!(!names_a_blocker(
+            &state.apply(unreliable_stack_checked(20, 1, 1))
+        ));
+        let events = state.apply(unreliable_stack_checked(1010, 2, 2));
+        assert!(names_a_blocker(&events), "{events:?}");
     }
 
     /// A refused load: sysfs shows the patch being set up (in transition,
@@ -1406,22 +1523,23 @@ mod tests {
     }
 
     #[test]
-    fn signals_come_once_from_the_log_or_fifteen_failed_rounds() {
+    fn signals_come_once_from_the_log_or_the_kernels_count_of_failed_rounds() {
         let mut state = tracker();
         state.apply(Observation::Trace(TraceEvent::Start { timestamp_ns: 0 }));
         state.apply(patching(1, 1, vec![]));
-        let round = |complete| {
+        let round = |round| {
             Observation::Trace(TraceEvent::Round {
                 timestamp_ns: 0,
-                duration_ns: 0,
-                complete,
+                round,
             })
         };
-        for _ in 0..14 {
-            assert!(state.apply(round(false)).is_empty());
+        // The kernel's count of failed rounds starts at 0: it signals at the
+        // end of the 16th, seen when the 17th begins.
+        for number in 1..=16 {
+            assert!(state.apply(round(number)).is_empty());
         }
-        assert_eq!(state.retry_rounds(), Some((14, false)));
-        assert_eq!(names(&state.apply(round(false))), ["signals"]);
+        assert_eq!(state.retry_rounds(), Some((16, false)));
+        assert_eq!(names(&state.apply(round(17))), ["signals"]);
         assert!(
             state
                 .apply(Observation::KernelLog(LivepatchMessage::Signaling))
@@ -1506,6 +1624,7 @@ mod tests {
             reason,
             function: None,
             failed_checks: 0,
+            failed_rounds: 0,
         };
         let switched = |tid| check(tid, None);
         assert!(state.apply(Observation::Trace(switched(7))).is_empty());

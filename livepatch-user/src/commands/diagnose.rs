@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use crate::{
     analysis::{
-        blockers::{PatchedCode, find_blockers},
+        blockers::{BLOCKS_AFTER_ROUNDS, PatchedCode, find_blockers},
         diagnosis::{diagnose_idle, diagnose_transition},
         transition::transition,
     },
@@ -27,8 +27,9 @@ use crate::{
     },
 };
 
-/// Two of the kernel's retry rounds (one a second), with some slack.
-const OBSERVE_FOR: Duration = Duration::from_millis(2500);
+/// Long enough for the kernel to begin three retry rounds (one a second),
+/// with some slack: the first two then ran whole.
+const OBSERVE_FOR: Duration = Duration::from_millis(3500);
 
 /// The snapshot and its transition.
 fn read(root: &Path, tasks: &mut TaskSource) -> Result<(Snapshot, Option<Transition>)> {
@@ -136,8 +137,9 @@ pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
 /// Some pending task could not be explained (not root, unreadable state).
 const EXIT_INCOMPLETE: u8 = 3;
 
-/// Attaches the tracer and collects the kernel's verdicts over two retry
-/// rounds. Err is the one-line reason eBPF could not be used.
+/// Attaches the tracer and collects the kernel's verdicts over two whole
+/// retry rounds: a task blocks when it failed both (`BLOCKS_AFTER_ROUNDS`).
+/// Err is the one-line reason eBPF could not be used.
 fn observe(root: &Path) -> Result<Vec<TaskVerdict>, String> {
     let request = ProbeRequest {
         tracer: true,
@@ -152,8 +154,8 @@ fn observe(root: &Path) -> Result<Vec<TaskVerdict>, String> {
         return Err("the transition tracer did not load".into());
     };
     let started = Instant::now();
-    let mut rounds = 0;
-    while started.elapsed() < OBSERVE_FOR && rounds < 2 {
+    let mut rounds_begun = 0;
+    while started.elapsed() < OBSERVE_FOR && rounds_begun <= BLOCKS_AFTER_ROUNDS {
         thread::sleep(Duration::from_millis(100));
         probes.flush_log();
         let Some(tracer) = probes.tracer.as_mut() else {
@@ -162,10 +164,8 @@ fn observe(root: &Path) -> Result<Vec<TaskVerdict>, String> {
         for event in tracer.drain() {
             log::debug!("tracer: {event:?}");
             match event {
-                TraceEvent::Round { complete: true, .. } | TraceEvent::Complete { .. } => {
-                    return Ok(tracer.verdicts());
-                }
-                TraceEvent::Round { .. } => rounds += 1,
+                TraceEvent::Complete { .. } => return Ok(tracer.verdicts()),
+                TraceEvent::Round { .. } => rounds_begun += 1,
                 _ => {}
             }
         }

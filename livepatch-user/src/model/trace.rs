@@ -67,14 +67,17 @@ pub enum TraceEvent {
         reason: Option<BlockReason>,
         function: Option<String>,
         failed_checks: u32,
+        /// In how many of the kernel's retry rounds in a row it failed.
+        failed_rounds: u32,
     },
     Start {
         timestamp_ns: u64,
     },
+    /// A retry round began: the kernel tries every pending task once.
+    /// Counted from 1 in each transition, and again after a reversal.
     Round {
         timestamp_ns: u64,
-        duration_ns: u64,
-        complete: bool,
+        round: u32,
     },
     SelfSwitch {
         timestamp_ns: u64,

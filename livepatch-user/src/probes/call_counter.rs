@@ -20,7 +20,7 @@ use livepatch_ebpf::{
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::object::{Hook, KprobeSite, attach, attach_kprobe, map_named};
+use super::object::{KprobeSite, attach_fentry, attach_kprobe, map_named};
 use crate::{
     kernel::{SymbolTable, read_kallsyms},
     model::{Direction, FunctionState},
@@ -240,7 +240,7 @@ fn attach_slot(
 ) -> Result<Attachment, String> {
     let fentry = if function.object.is_none() && function.sympos <= 1 {
         let program = format!("count_calls_{slot}");
-        match attach(ebpf, btf, &program, &function.name, Hook::Entry) {
+        match attach_fentry(ebpf, btf, &program, &function.name) {
             Ok(()) => return Ok(Attachment::Fentry),
             Err(why) => Some(why),
         }

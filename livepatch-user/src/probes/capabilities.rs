@@ -146,15 +146,20 @@ impl Capabilities {
     }
 
     /// Why klpscope does not hear the kernel's own per-task verdicts (the
-    /// fexit on `klp_check_and_switch_task`), if it does not: blockers are
+    /// probes on `klp_check_and_switch_task`), if it does not: blockers are
     /// then inferred.
     pub fn verdicts_unavailable(&self) -> Option<String> {
         self.tracer_unavailable().or_else(|| {
-            match self.get(&Facility::Tracer(TracerProgram::CheckAndSwitchTask)) {
+            [
+                TracerProgram::CheckAndSwitchTaskEntry,
+                TracerProgram::CheckAndSwitchTaskExit,
+            ]
+            .into_iter()
+            .find_map(|program| match self.get(&Facility::Tracer(program)) {
                 Some(hook) if hook.available => None,
                 Some(hook) => Some(hook.reason.clone().unwrap_or_default()),
                 None => Some("the per-task verdict hook was not tried".into()),
-            }
+            })
         })
     }
 
@@ -249,8 +254,9 @@ mod tests {
     fn verdicts_come_from_the_check_hook() {
         let mut caps = working();
         caps.available(Facility::TracerMaps);
+        caps.available(Facility::Tracer(TracerProgram::CheckAndSwitchTaskEntry));
         caps.missing(
-            Facility::Tracer(TracerProgram::CheckAndSwitchTask),
+            Facility::Tracer(TracerProgram::CheckAndSwitchTaskExit),
             "klp_check_and_switch_task is not in the kernel's BTF",
         );
         assert_eq!(caps.tracer_unavailable(), None);
@@ -260,7 +266,8 @@ mod tests {
         );
         let mut caps = working();
         caps.available(Facility::TracerMaps);
-        caps.available(Facility::Tracer(TracerProgram::CheckAndSwitchTask));
+        caps.available(Facility::Tracer(TracerProgram::CheckAndSwitchTaskEntry));
+        caps.available(Facility::Tracer(TracerProgram::CheckAndSwitchTaskExit));
         assert_eq!(caps.verdicts_unavailable(), None);
     }
 

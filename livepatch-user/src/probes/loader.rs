@@ -9,11 +9,11 @@ use super::{
     btf::KernelBtf,
     call_counter::{CallCounter, CountedFunction, initial_slot_modes},
     capabilities::{Capabilities, Facility},
-    object::{Hook, attach, loads_here},
+    object::{KprobeSite, attach_fentry, attach_kprobe, fentry_loads_here},
     task_iterator::TaskIterator,
-    tracer::{TracerProgram, TransitionTracer},
+    tracer::{TracerHook, TracerProgram, TransitionTracer},
 };
-use crate::model::{FunctionState, KernelSeries};
+use crate::model::FunctionState;
 
 pub(super) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/livepatch.bpf.o"));
@@ -43,26 +43,6 @@ pub struct Probes {
     ebpf_log: Option<EbpfLogger<&'static dyn log::Log>>,
     /// Owns the attached programs: they stay attached while this lives.
     _ebpf: aya::Ebpf,
-}
-
-/// The first kernel series on which a task's reliable stack walk was seen to
-/// pass through BPF trampoline frames (6.12 in the VM lab; 6.1 fails).
-///
-/// Before it, the fexits on the checking task's own call chain stay off:
-/// their trampoline would sit on the stack of the task that checks itself
-/// (the transition worker), which that kernel cannot walk reliably, so it
-/// could never switch itself (seen on 6.1: a reversal hung). No run-time
-/// probe tells the two apart (the kernel's reliable unwinder cannot be
-/// asked from user space without a transition), so this is the one rule by
-/// release; kernels between 6.1 and 6.12 were not tried and are treated as
-/// 6.1.
-const RELIABLE_THROUGH_TRAMPOLINES: KernelSeries = KernelSeries::new(6, 12);
-
-/// Whether fexit hooks on the transition worker's own call chain are safe on
-/// this kernel release, e.g. "6.12.117+deb12-amd64". An unknown release
-/// stays on the safe side.
-fn exit_hooks_safe(release: &str) -> bool {
-    KernelSeries::of(release).is_some_and(|series| series >= RELIABLE_THROUGH_TRAMPOLINES)
 }
 
 fn is_root() -> bool {
@@ -232,13 +212,7 @@ fn try_load(
 
     // The floor program loaded and unloaded: klpscope attaches nothing it
     // does not need.
-    match loads_here(
-        &mut ebpf,
-        btf,
-        "count_calls_floor",
-        FENTRY_PROBE_FUNCTION,
-        Hook::Entry,
-    ) {
+    match fentry_loads_here(&mut ebpf, btf, "count_calls_floor", FENTRY_PROBE_FUNCTION) {
         Ok(()) => caps.available(Facility::Fentry),
         Err(reason) => {
             caps.missing(
@@ -249,50 +223,18 @@ fn try_load(
         }
     }
 
-    let release =
-        std::fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap_or_default();
-    let exit_hooks_safe = exit_hooks_safe(&release);
     let tracer = request.tracer.then(|| {
         for program in TracerProgram::ALL {
-            let facility = Facility::Tracer(program);
-            if !exit_hooks_safe && program.on_the_checkers_stack() {
-                // Where the kernel has no such function (5.10 inlines the
-                // check), that is the reason; else the release rule.
-                let loads = loads_here(
-                    &mut ebpf,
-                    btf,
-                    program.program(),
-                    program.function(),
-                    program.hook(),
-                );
-                if let Err(reason) = loads {
-                    caps.missing(facility, reason);
-                    continue;
+            let (name, function) = (program.program(), program.function());
+            let attached = match program.hook() {
+                TracerHook::Fentry => attach_fentry(&mut ebpf, btf, name, function),
+                TracerHook::Kprobe | TracerHook::Kretprobe => {
+                    attach_kprobe(&mut ebpf, name, function, KprobeSite::Symbol(function))
                 }
-                caps.missing(
-                    facility,
-                    format!(
-                        "the fexit on {} is off on kernel {}: its trampoline would sit on the \
-                         transition worker's own stack, which this kernel cannot walk \
-                         reliably, so the worker could never switch itself (seen on 6.1; fine \
-                         from {}.{}); verdicts are inferred instead",
-                        program.function(),
-                        release.trim(),
-                        RELIABLE_THROUGH_TRAMPOLINES.major,
-                        RELIABLE_THROUGH_TRAMPOLINES.minor
-                    ),
-                );
-                continue;
-            }
-            match attach(
-                &mut ebpf,
-                btf,
-                program.program(),
-                program.function(),
-                program.hook(),
-            ) {
-                Ok(()) => caps.available(facility),
-                Err(reason) => caps.missing(facility, reason),
+            };
+            match attached {
+                Ok(()) => caps.available(Facility::Tracer(program)),
+                Err(reason) => caps.missing(Facility::Tracer(program), reason),
             }
         }
         TransitionTracer::take(&mut ebpf)
@@ -351,21 +293,5 @@ impl Probes {
         if let Some(logger) = &mut self.ebpf_log {
             logger.flush();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::exit_hooks_safe;
-
-    #[test]
-    fn exit_hooks_on_the_checkers_stack_need_6_12() {
-        assert!(exit_hooks_safe("6.12.117+deb12-amd64"));
-        assert!(exit_hooks_safe("6.18.44-fc-v669\n"));
-        assert!(exit_hooks_safe("7.0.0"));
-        assert!(!exit_hooks_safe("6.1.0-56-amd64"));
-        assert!(!exit_hooks_safe("5.15.0"));
-        assert!(!exit_hooks_safe(""));
-        assert!(!exit_hooks_safe("garbage"));
     }
 }

@@ -4,17 +4,8 @@
 use aya::{
     Btf, Ebpf,
     maps::{Map, MapError},
-    programs::{FEntry, FExit, KProbe, ProgramError},
+    programs::{FEntry, KProbe, ProgramError},
 };
-
-/// How a program attaches to its kernel function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    /// fentry, by the function's name in the kernel's BTF.
-    Entry,
-    /// fexit, by the function's name in the kernel's BTF.
-    Exit,
-}
 
 /// Where a kprobe goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,23 +17,20 @@ pub enum KprobeSite<'a> {
     Address(u64),
 }
 
-/// Loads `program` against kernel function `function` (a vmlinux function
-/// the BTF describes) and attaches it.
-pub fn attach(
+/// Loads the fentry `program` against kernel function `function` (a vmlinux
+/// function the BTF describes) and attaches it. klpscope has no fexit: its
+/// trampoline would stay on the stack of the traced function's callers
+/// (see `TracerProgram::hook`).
+pub fn attach_fentry(
     ebpf: &mut Ebpf,
     btf: &Btf,
     program: &str,
     function: &str,
-    hook: Hook,
 ) -> Result<(), String> {
     let prog = ebpf.program_mut(program).ok_or_else(|| missing(program))?;
-    let result = match hook {
-        Hook::Entry => <&mut FEntry>::try_from(prog)
-            .and_then(|p| p.load(function, btf).and_then(|()| p.attach().map(drop))),
-        Hook::Exit => <&mut FExit>::try_from(prog)
-            .and_then(|p| p.load(function, btf).and_then(|()| p.attach().map(drop))),
-    };
-    result.map_err(|e| describe(function, &e))
+    <&mut FEntry>::try_from(prog)
+        .and_then(|p| p.load(function, btf).and_then(|()| p.attach().map(drop)))
+        .map_err(|e| describe(function, &e))
 }
 
 /// Loads the kprobe `program` and attaches it at `site`; `function` names
@@ -65,30 +53,20 @@ pub fn attach_kprobe(
     attached.map(drop).map_err(|e| describe(function, &e))
 }
 
-/// Loads and unloads `program` against `function`: learns whether the
-/// kernel has the function and accepts the program there, leaving nothing
-/// attached (no trampoline exists until a program attaches).
-pub fn loads_here(
+/// Loads and unloads the fentry `program` against `function`: learns
+/// whether the kernel has the function and accepts the program there,
+/// leaving nothing attached (no trampoline exists until a program attaches).
+pub fn fentry_loads_here(
     ebpf: &mut Ebpf,
     btf: &Btf,
     program: &str,
     function: &str,
-    hook: Hook,
 ) -> Result<(), String> {
     let describe = |e: ProgramError| describe(function, &e);
     let prog = ebpf.program_mut(program).ok_or_else(|| missing(program))?;
-    match hook {
-        Hook::Entry => {
-            let prog = <&mut FEntry>::try_from(prog).map_err(describe)?;
-            prog.load(function, btf).map_err(describe)?;
-            prog.unload().map_err(describe)
-        }
-        Hook::Exit => {
-            let prog = <&mut FExit>::try_from(prog).map_err(describe)?;
-            prog.load(function, btf).map_err(describe)?;
-            prog.unload().map_err(describe)
-        }
-    }
+    let prog = <&mut FEntry>::try_from(prog).map_err(describe)?;
+    prog.load(function, btf).map_err(describe)?;
+    prog.unload().map_err(describe)
 }
 
 /// A map of the object, typed.

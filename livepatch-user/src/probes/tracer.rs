@@ -13,17 +13,19 @@ use livepatch_ebpf::{
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
-use super::object::{Hook, map_named};
+use super::object::map_named;
 use crate::model::{BlockReason, TraceEvent};
 
 /// The transition tracer's programs, each on one kernel function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TracerProgram {
-    /// The kernel's verdict on each task it tries to switch.
-    CheckAndSwitchTask,
+    /// The kernel's verdict on each task it tries to switch: the call's
+    /// arguments, then its result.
+    CheckAndSwitchTaskEntry,
+    CheckAndSwitchTaskExit,
     StartTransition,
-    TryCompleteTransitionEntry,
-    TryCompleteTransitionExit,
+    /// A retry round begins.
+    TryCompleteTransition,
     UpdatePatchStateEntry,
     UpdatePatchStateExit,
     ReverseTransition,
@@ -34,10 +36,10 @@ pub enum TracerProgram {
 
 impl TracerProgram {
     pub const ALL: [Self; 10] = [
-        Self::CheckAndSwitchTask,
+        Self::CheckAndSwitchTaskEntry,
+        Self::CheckAndSwitchTaskExit,
         Self::StartTransition,
-        Self::TryCompleteTransitionEntry,
-        Self::TryCompleteTransitionExit,
+        Self::TryCompleteTransition,
         Self::UpdatePatchStateEntry,
         Self::UpdatePatchStateExit,
         Self::ReverseTransition,
@@ -49,10 +51,10 @@ impl TracerProgram {
     /// The program's name in klpscope's eBPF object.
     pub fn program(self) -> &'static str {
         match self {
-            Self::CheckAndSwitchTask => "klp_check_and_switch_task",
+            Self::CheckAndSwitchTaskEntry => "klp_check_and_switch_task_entry",
+            Self::CheckAndSwitchTaskExit => "klp_check_and_switch_task_exit",
             Self::StartTransition => "klp_start_transition",
-            Self::TryCompleteTransitionEntry => "klp_try_complete_transition_entry",
-            Self::TryCompleteTransitionExit => "klp_try_complete_transition_exit",
+            Self::TryCompleteTransition => "klp_try_complete_transition",
             Self::UpdatePatchStateEntry => "klp_update_patch_state_entry",
             Self::UpdatePatchStateExit => "klp_update_patch_state_exit",
             Self::ReverseTransition => "klp_reverse_transition",
@@ -65,11 +67,11 @@ impl TracerProgram {
     /// The kernel function it attaches to.
     pub fn function(self) -> &'static str {
         match self {
-            Self::CheckAndSwitchTask => "klp_check_and_switch_task",
-            Self::StartTransition => "klp_start_transition",
-            Self::TryCompleteTransitionEntry | Self::TryCompleteTransitionExit => {
-                "klp_try_complete_transition"
+            Self::CheckAndSwitchTaskEntry | Self::CheckAndSwitchTaskExit => {
+                "klp_check_and_switch_task"
             }
+            Self::StartTransition => "klp_start_transition",
+            Self::TryCompleteTransition => "klp_try_complete_transition",
             Self::UpdatePatchStateEntry | Self::UpdatePatchStateExit => "klp_update_patch_state",
             Self::ReverseTransition => "klp_reverse_transition",
             Self::ForceTransition => "klp_force_transition",
@@ -78,24 +80,26 @@ impl TracerProgram {
         }
     }
 
-    pub fn hook(self) -> Hook {
+    /// No hook is an fexit: an fexit's trampoline calls the function and
+    /// stays on the stack of whoever runs it, and the kernel's reliable
+    /// unwinder cannot walk BPF code, so a task checking itself would fail
+    /// the check. What needs a return value takes a kretprobe, whose return
+    /// address the unwinder recovers.
+    pub fn hook(self) -> TracerHook {
         match self {
-            Self::CheckAndSwitchTask
-            | Self::TryCompleteTransitionExit
-            | Self::UpdatePatchStateExit => Hook::Exit,
-            _ => Hook::Entry,
+            Self::CheckAndSwitchTaskEntry | Self::UpdatePatchStateEntry => TracerHook::Kprobe,
+            Self::CheckAndSwitchTaskExit | Self::UpdatePatchStateExit => TracerHook::Kretprobe,
+            _ => TracerHook::Fentry,
         }
     }
+}
 
-    /// An fexit whose trampoline frame is on the stack of the task that
-    /// runs the transition's checks while it checks itself (the transition
-    /// worker, or a task switching itself in the scheduler).
-    pub fn on_the_checkers_stack(self) -> bool {
-        matches!(
-            self,
-            Self::CheckAndSwitchTask | Self::TryCompleteTransitionExit
-        )
-    }
+/// How a tracer program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TracerHook {
+    Fentry,
+    Kprobe,
+    Kretprobe,
 }
 
 pub struct TransitionTracer {
@@ -120,6 +124,8 @@ pub struct TaskVerdict {
     pub reason: Option<BlockReason>,
     pub function: Option<String>,
     pub failed_checks: u32,
+    /// In how many of the kernel's retry rounds in a row it failed.
+    pub failed_rounds: u32,
     pub first_failure_ns: u64,
     pub last_failure_ns: u64,
 }
@@ -200,6 +206,7 @@ fn verdict(check: &TaskCheck) -> TaskVerdict {
         reason: block_reason(check.last_result),
         function: (!function.is_empty()).then_some(function),
         failed_checks: check.failed_checks,
+        failed_rounds: check.failed_rounds,
         first_failure_ns: check.first_failure_ns,
         last_failure_ns: check.last_failure_ns,
     }
@@ -231,13 +238,13 @@ pub fn decode(raw: &livepatch_ebpf::TraceRecord) -> Option<TraceEvent> {
                 reason: block_reason(raw.result),
                 function: (!function.is_empty()).then_some(function),
                 failed_checks: raw.failed_checks,
+                failed_rounds: raw.failed_rounds,
             }
         }
         EventKind::Start => TraceEvent::Start { timestamp_ns },
         EventKind::Round => TraceEvent::Round {
             timestamp_ns,
-            duration_ns: raw.duration_ns,
-            complete: raw.result != 0,
+            round: raw.result as u32,
         },
         EventKind::SelfSwitch => TraceEvent::SelfSwitch {
             timestamp_ns,
@@ -264,13 +271,13 @@ mod tests {
         comm[..3].copy_from_slice(b"cat");
         livepatch_ebpf::TraceRecord {
             timestamp_ns: 42,
-            duration_ns: 7,
             kind: kind as u32,
             tid: 100,
             tgid: 99,
             result,
             kthread: 0,
             failed_checks: 3,
+            failed_rounds: 2,
             comm,
             function,
         }
@@ -290,6 +297,7 @@ mod tests {
                 reason: Some(BlockReason::FunctionOnStack),
                 function: Some("cmdline_proc_show".into()),
                 failed_checks: 3,
+                failed_rounds: 2,
             }
         );
     }
@@ -312,13 +320,12 @@ mod tests {
     }
 
     #[test]
-    fn rounds_carry_duration_and_completion() {
+    fn rounds_carry_their_number() {
         assert_eq!(
-            decode(&raw(EventKind::Round, 1)),
+            decode(&raw(EventKind::Round, 3)),
             Some(TraceEvent::Round {
                 timestamp_ns: 42,
-                duration_ns: 7,
-                complete: true
+                round: 3
             })
         );
     }
