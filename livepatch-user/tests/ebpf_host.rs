@@ -2,10 +2,14 @@
 //! capability report. Needs root, as klpscope itself does for eBPF.
 use std::{os::unix::fs::MetadataExt, path::Path};
 
-use aya::{Ebpf, EbpfLoader, maps::Map, programs::Program};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::Map,
+    programs::{ProbeKind, Program},
+};
 use livepatch_user::{
     model::FunctionState,
-    probes::{self, CountedFunction, Facility, ProbeRequest},
+    probes::{self, CountedFunction, Facility, ProbeRequest, TracerHook, TracerProgram},
 };
 
 fn require_root() {
@@ -49,18 +53,32 @@ fn the_object_parses_and_lists_its_programs_and_maps() {
 
     let programs: Vec<(&str, &Program)> = ebpf.programs().collect();
     let find = |name: &str| programs.iter().find(|(n, _)| *n == name).map(|(_, p)| *p);
-    assert!(matches!(
-        find("klp_check_and_switch_task"),
-        Some(Program::FExit(_))
-    ));
-    assert!(matches!(
-        find("klp_start_transition"),
-        Some(Program::FEntry(_))
-    ));
-    assert!(matches!(
-        find("klp_try_complete_transition_exit"),
-        Some(Program::FExit(_))
-    ));
+    // Each tracer program is of the kind it attaches as; none is an fexit,
+    // whose trampoline would stay on the stack of every task that checks
+    // itself and make the kernel fail that check.
+    for program in TracerProgram::ALL {
+        let found = find(program.program());
+        let kind_matches = match program.hook() {
+            TracerHook::Fentry => matches!(found, Some(Program::FEntry(_))),
+            TracerHook::Kprobe => {
+                matches!(found, Some(Program::KProbe(p)) if matches!(p.kind(), ProbeKind::Entry))
+            }
+            TracerHook::Kretprobe => {
+                matches!(found, Some(Program::KProbe(p)) if matches!(p.kind(), ProbeKind::Return))
+            }
+        };
+        assert!(
+            kind_matches,
+            "{program:?}: {:?}",
+            found.map(|p| p.prog_type())
+        );
+    }
+    let fexits: Vec<&str> = programs
+        .iter()
+        .filter(|(_, p)| matches!(p, Program::FExit(_)))
+        .map(|(name, _)| *name)
+        .collect();
+    assert!(fexits.is_empty(), "fexit programs: {fexits:?}");
     for slot in 0..livepatch_ebpf::CALL_SLOTS {
         let name = format!("count_calls_{slot}");
         assert!(

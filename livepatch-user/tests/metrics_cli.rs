@@ -181,9 +181,15 @@ fn a_transition_in_progress_with_its_blockers() {
     assert_eq!(value(&text, "klpscope_transition_tasks_pending"), Some(2.0));
     let elapsed = value(&text, "klpscope_transition_elapsed_seconds").expect("elapsed");
     // Up to a minute later than logged: the time the test takes to get there.
-    assert!((ago..ago + 60.0).contains(&elapsed), "{elapsed} after {ago}");
+    assert!(
+        (ago..ago + 60.0).contains(&elapsed),
+        "{elapsed} after {ago}"
+    );
     let rounds = value(&text, "klpscope_transition_retry_rounds").expect("rounds");
-    assert!((ago.floor()..ago + 60.0).contains(&rounds), "{rounds} after {ago}");
+    assert!(
+        (ago.floor()..ago + 60.0).contains(&rounds),
+        "{rounds} after {ago}"
+    );
     assert_eq!(value(&text, "klpscope_transition_signals_sent"), Some(0.0));
     assert_eq!(value(&text, "klpscope_transition_reversed"), Some(0.0));
     let asleep = "klpscope_transition_blockers{kind=\"user_task_asleep_in_patched_function\",reason=\"function_on_stack\"}";

@@ -10,7 +10,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
-    sync::{Arc, Barrier, Mutex, MutexGuard},
+    sync::{
+        Arc, Barrier, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
     thread,
 };
 
@@ -37,9 +40,15 @@ impl SleepingThreads {
         let release = Arc::new(Barrier::new(count + 1));
         let started = Arc::new(Barrier::new(count + 1));
         let tids = Arc::new(Mutex::new(BTreeSet::new()));
+        let waiting = Arc::new(AtomicUsize::new(0));
         let handles = (0..count)
             .map(|_| {
-                let (release, started, tids) = (release.clone(), started.clone(), tids.clone());
+                let (release, started, tids, waiting) = (
+                    release.clone(),
+                    started.clone(),
+                    tids.clone(),
+                    waiting.clone(),
+                );
                 thread::Builder::new()
                     .name(EXTRA_COMM.into())
                     .stack_size(64 * 1024)
@@ -48,6 +57,7 @@ impl SleepingThreads {
                         let tid = unsafe { libc::gettid() };
                         tids.lock().unwrap().insert(tid as u32);
                         started.wait();
+                        waiting.fetch_add(1, Ordering::SeqCst);
                         release.wait();
                     })
                     .expect("spawn a sleeping thread (raise kernel.threads-max?)")
@@ -60,22 +70,28 @@ impl SleepingThreads {
             handles,
             tids,
         };
-        sleeping.settle();
+        sleeping.settle(&waiting);
         sleeping
     }
 
-    /// Waits until every thread is asleep in its barrier, as procfs shows:
-    /// just past the start they may still be on their way there.
-    fn settle(&self) {
+    /// Waits until every thread is asleep in its last barrier, as procfs
+    /// shows in two scans in a row. Asleep alone is not enough: on a busy
+    /// machine a thread also sleeps on the barrier's own lock on its way
+    /// there, and wakes again.
+    fn settle(&self, waiting: &AtomicUsize) {
+        let mut asleep_before = false;
         for _ in 0..200 {
-            let asleep = read_tasks(Path::new("/"), Stacks::Skip)
-                .expect("procfs lists every thread")
-                .iter()
-                .filter(|task| self.tids.contains(&task.tid) && task.state == 'S')
-                .count();
-            if asleep == self.tids.len() {
+            let asleep = waiting.load(Ordering::SeqCst) == self.tids.len()
+                && read_tasks(Path::new("/"), Stacks::Skip)
+                    .expect("procfs lists every thread")
+                    .iter()
+                    .filter(|task| self.tids.contains(&task.tid) && task.state == 'S')
+                    .count()
+                    == self.tids.len();
+            if asleep && asleep_before {
                 return;
             }
+            asleep_before = asleep;
             thread::sleep(std::time::Duration::from_millis(50));
         }
         panic!("the extra threads are not all asleep after 10 s");

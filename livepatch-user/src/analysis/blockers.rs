@@ -470,7 +470,11 @@ mod tests {
             },
         ];
         let blockers = find_blockers(&tasks, &code, Some(&verdicts), 5_500_000_000);
-        assert_eq!(blockers.len(), 1, "task 11 failed one round only: {blockers:?}");
+        assert_eq!(
+            blockers.len(),
+            1,
+            "task 11 failed one round only: {blockers:?}"
+        );
         assert_eq!(blockers[0].source, VerdictSource::Kernel);
         assert_eq!(blockers[0].blocked_secs, Some(4.5));
         assert_eq!(blockers[0].failed_checks, Some(4));

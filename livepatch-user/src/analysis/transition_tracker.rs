@@ -1233,7 +1233,11 @@ mod tests {
                 vec![],
             );
             let events = state.apply(unpatching);
-            assert_eq!(names(&events)[..2], ["complete", "start"], "{told}: {events:?}");
+            assert_eq!(
+                names(&events)[..2],
+                ["complete", "start"],
+                "{told}: {events:?}"
+            );
             assert_eq!(
                 complete_event(&events),
                 Some((Direction::Patching, false)),

@@ -18,4 +18,6 @@ pub use loader::{
 pub use stack_symbols::KernelSymbols;
 pub use task_iterator::TaskIterator;
 pub use task_source::{TASK_SOURCE_ENV, TaskSource, TaskSourceError};
-pub use tracer::{TaskVerdict, TracerProgram, TransitionTracer, block_reason, decode, parse_event};
+pub use tracer::{
+    TaskVerdict, TracerHook, TracerProgram, TransitionTracer, block_reason, decode, parse_event,
+};
