@@ -126,6 +126,7 @@ pub fn poll(
         .collect();
     Observation::Poll(KernelPoll {
         at_ns: at_secs * 1_000_000_000,
+        read_ns: at_secs * 1_000_000_000,
         patches,
         threads: Some(threads),
         pending: blocking,

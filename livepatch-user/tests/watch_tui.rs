@@ -126,6 +126,7 @@ fn poll_towards(
     };
     Observation::Poll(KernelPoll {
         at_ns: at * SEC,
+        read_ns: at * SEC,
         patches,
         threads: Some(threads),
         pending,

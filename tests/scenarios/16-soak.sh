@@ -1,7 +1,9 @@
 # Soak: many patch cycles in one boot, with one `klpscope watch` and one
 # `klpscope serve` across all of them. Each cycle parks a reader in the
 # patched function (the one true blocker), loads the patch, holds the
-# reader there a while, releases it, and disables and unloads the patch as
+# reader there past the kernel's second retry round (the first runs at
+# the load, the next one to two seconds later: a task that blocks through
+# two rounds is a blocker, one that leaves before is not), releases it, and disables and unloads the patch as
 # soon as the transition completed. The kernel's own truth comes first
 # (the reader is the only task left unswitched); then klpscope's account of
 # the whole run: every reader named a blocker soon after its transition
@@ -16,11 +18,18 @@ CYCLES=${SOAK_CYCLES:-8}
 METRICS=http://127.0.0.1:9757/metrics
 
 load klp_test_target
-watch_for 900 || fail "watch did not start"
+watch_launch --timeout 900 --log "$KS/watch.log" || fail "watch did not start"
+# The guest's loopback starts down.
+ip link set lo up || fail "cannot bring the loopback interface up"
 klpscope serve --listen 127.0.0.1:9757 > "$KS/serve.out" 2> "$KS/serve.err" &
 SERVE_PID=$!
 serving() { wget -q -O "$KS/serve.prom" "$METRICS" 2> /dev/null; }
-wait_until 60 "klpscope serve answers $METRICS" serving
+serve_up() {
+    serving && return 0
+    exited "$SERVE_PID" && { cat "$KS/serve.err"; fail "klpscope serve exited"; }
+    return 1
+}
+wait_until 60 "klpscope serve answers $METRICS" serve_up
 
 PARKED=
 cycle=0
@@ -30,9 +39,10 @@ while [ "$cycle" -lt "$CYCLES" ]; do
     PARKED="$PARKED${PARKED:+,}$PARKED_PID"
     load $P
     wait_for_sole_blocker "$PARKED_PID" 0
-    # Alternate how long the reader blocks: some cycles cross the kernel's
-    # retry rounds at other moments.
-    sleep $((1 + cycle % 3))
+    # 2.5 to 4.5 s from the load: past the second round, crossing later
+    # rounds at other moments.
+    sleep 2.5
+    sleep $((cycle % 3))
     on_stack "$PARKED_PID" klp_test_park_wait || fail "pid $PARKED_PID left klp_test_park_wait"
     release
     wait_for_transition $P 30
@@ -70,15 +80,21 @@ if [ "$false_blockers" != 0 ]; then
     jq -c "select(.event == \"blocker\" and ([.pid] | inside([$PARKED])) == false)" "$KS/watch.json"
     fail "$false_blockers false blocker events"
 fi
-[ "$missed" = 0 ] || { grep '"blocker' "$KS/watch.json"; fail "$missed parked readers never named"; }
-[ "$reversals" = 0 ] || fail "$reversals reversals reported; none happened"
+timeline() {
+    echo "---- watch's transitions and blockers (parked readers: $PARKED) ----"
+    grep -E '"event":"(start|complete|reverse|blocker|blocker_cleared)"' "$KS/watch.json" | cut -c1-200
+    echo "---- what watch read: sysfs, the tracer's lifecycle events, the kernel log ----"
+    grep -E 'sysfs:|kernel log:|hook: (Start|Complete|Reverse|Cancel|Round)' "$KS/watch.log" | cut -c1-220 | tail -150
+}
+[ "$missed" = 0 ] || { timeline; fail "$missed parked readers never named"; }
+[ "$reversals" = 0 ] || { timeline; fail "$reversals reversals reported; none happened"; }
 expected_starts=$(jq -n "[range($CYCLES) | \"patching\", \"unpatching\"]")
 expected_completes=$(jq -n "[range($CYCLES) | [\"patching\", false], [\"unpatching\", false]]")
 [ "$(echo "$starts" | jq -c .)" = "$(echo "$expected_starts" | jq -c .)" ] \
-    || { grep -E '"(start|complete)"' "$KS/watch.json"; fail "transitions started: $starts"; }
+    || { timeline; fail "transitions started: $starts"; }
 [ "$(echo "$completes" | jq -c .)" = "$(echo "$expected_completes" | jq -c .)" ] \
-    || { grep -E '"(start|complete)"' "$KS/watch.json"; fail "transitions completed: $completes"; }
-jq -e "$latency <= 3" -n > /dev/null || fail "a reader was named $latency s after its start"
+    || { timeline; fail "transitions completed: $completes"; }
+jq -e "$latency <= 3" -n > /dev/null || { timeline; fail "a reader was named $latency s after its start"; }
 
 completed=$(awk '/^klpscope_transitions_total\{outcome="completed"\}/ { print $2 }' "$KS/serve.prom")
 others=$(awk '/^klpscope_transitions_total\{outcome="(reversed|forced)"\}/ { n += $2 } END { print n + 0 }' "$KS/serve.prom")

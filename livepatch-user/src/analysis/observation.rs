@@ -21,6 +21,9 @@ pub enum Observation {
 #[derive(Clone, Debug, Default)]
 pub struct KernelPoll {
     pub at_ns: u64,
+    /// When the poll began reading sysfs (CLOCK_MONOTONIC): a traced event
+    /// before it shows in what the poll read, one after it does not.
+    pub read_ns: u64,
     /// Every loaded patch: the watched ones make transitions, all of them
     /// the func stack a transition is checked against.
     pub patches: Vec<Patch>,

@@ -17,7 +17,7 @@ use super::{
     transition::transition,
 };
 use crate::model::{
-    BlockReason, Direction, FeedCapabilities, Known, LivepatchMessage, Patch, TraceEvent,
+    BlockReason, Direction, FeedCapabilities, Known, LivepatchMessage, LogEntry, Patch, TraceEvent,
     Transition,
 };
 
@@ -137,6 +137,8 @@ pub enum SignalsSeen {
 /// blockers.
 struct Assessed {
     at_ns: u64,
+    read_ns: u64,
+    log: Option<Vec<LogEntry>>,
     patches: Vec<Patch>,
     transition: Option<Transition>,
     blockers: Vec<Blocker>,
@@ -217,11 +219,13 @@ pub struct TransitionTracker {
     switched: BTreeSet<u32>,
     /// A patch seen in transition whose direction no poll has told yet.
     unbegun: Option<String>,
-    /// Where the transition under way ended, as the tracer or the kernel
-    /// log told it since the last poll: sysfs is read before either, so a
-    /// poll may still show that transition, or already the patch's next
-    /// one (a disable right after it completed), which is no reversal.
-    completed: Option<Direction>,
+    /// When the tracer saw a transition complete, until a poll that read
+    /// sysfs after it: that poll may already show the patch's next
+    /// transition (a disable right after), which is no reversal.
+    completed_ns: Option<u64>,
+    /// Whether the tracer reports at all; without it, completions come
+    /// from the kernel log.
+    traced: bool,
     /// The kernel backed out of a patch it was setting up (refused in the
     /// log, cancelled by the tracer) since the last poll. That poll read
     /// sysfs before the log and the tracer: a patch it shows being set up
@@ -244,7 +248,8 @@ impl TransitionTracker {
             candidates: BTreeMap::new(),
             switched: BTreeSet::new(),
             unbegun: None,
-            completed: None,
+            completed_ns: None,
+            traced: false,
             backed_out: false,
         }
     }
@@ -328,6 +333,8 @@ impl TransitionTracker {
             .unwrap_or_default();
         Assessed {
             at_ns: poll.at_ns,
+            read_ns: poll.read_ns,
+            log: poll.log,
             threads: poll.threads.as_ref().map(Vec::len),
             patches: watched,
             transition,
@@ -336,6 +343,7 @@ impl TransitionTracker {
     }
 
     fn on_poll(&mut self, mut poll: Assessed, events: &mut Vec<TransitionEvent>) {
+        let completed_ahead = self.end_completed(&poll, events);
         self.settle_direction(&mut poll);
         self.backed_out = false;
         self.now_ns = self.now_ns.max(poll.at_ns);
@@ -349,36 +357,24 @@ impl TransitionTracker {
                 .iter()
                 .any(|p| p.name == name && !p.gone && matches!(p.transition, Known::Unknown { .. }))
         };
-        let completed = self.completed.take();
         let continuing = match (&self.transition, &poll.transition) {
-            (Some(current), Some(seen)) => {
-                current.patch == seen.patch && completed.is_none_or(|d| d == seen.direction)
-            }
+            (Some(current), Some(seen)) => current.patch == seen.patch,
             (Some(current), None) => unreadable(&current.patch),
             (None, _) => false,
         };
-        if continuing {
-            // Read before the completion: the next poll shows it.
-            self.completed = completed;
-        } else {
+        if !continuing {
             let ended = self.transition.take().map(|ended| {
                 let name = ended.patch.clone();
-                self.end(ended, completed, &poll.patches, events);
+                self.end(ended, None, &poll.patches, events);
                 name
             });
             if let Some(seen) = &poll.transition {
                 self.begin(seen, events);
             } else if !first_poll {
-                // Where the transition ended is known: whatever its patch
-                // did since (disabled and gone within the poll interval)
-                // is a transition of its own.
-                let ended = match (ended, completed) {
-                    (Some(name), Some(direction)) => {
-                        self.settle(&name, direction);
-                        None
-                    }
-                    (ended, _) => ended,
-                };
+                // A transition that ended by its completion left its patch
+                // settled: what the patch did since (disabled and gone
+                // within the poll interval) is a transition of its own.
+                let ended = ended.filter(|_| !completed_ahead);
                 self.quick_transitions(&poll, ended.as_deref(), events);
             }
         }
@@ -467,6 +463,33 @@ impl TransitionTracker {
         };
         events.push(complete(&outcome));
         self.last_outcome = Some(outcome);
+    }
+
+    /// Ends the transition under way if it completed before this poll read
+    /// sysfs, as the tracer timed it (or, without the tracer, as the
+    /// kernel log tells): whatever the poll shows of its patch then is a
+    /// transition of its own. True when it did.
+    fn end_completed(&mut self, poll: &Assessed, events: &mut Vec<TransitionEvent>) -> bool {
+        let traced = self.completed_ns.filter(|&at| at <= poll.read_ns);
+        if traced.is_some() {
+            self.completed_ns = None;
+        }
+        let Some(current) = &self.transition else {
+            return false;
+        };
+        let direction = if self.traced {
+            traced.map(|_| current.direction)
+        } else {
+            logged_completion(poll.log.as_deref(), current, poll.read_ns)
+        };
+        let Some(direction) = direction else {
+            return false;
+        };
+        let ended = self.transition.take().expect("checked above");
+        let name = ended.patch.clone();
+        self.end(ended, Some(direction), &poll.patches, events);
+        self.settle(&name, direction);
+        true
     }
 
     /// Records `patch` as its completed transition left it: the state the
@@ -702,6 +725,7 @@ impl TransitionTracker {
     }
 
     fn on_trace(&mut self, event: TraceEvent, events: &mut Vec<TransitionEvent>) {
+        self.traced = true;
         match event {
             TraceEvent::Start { timestamp_ns } => {
                 self.tracer_start_ns = Some(timestamp_ns);
@@ -746,9 +770,7 @@ impl TransitionTracker {
             // The polls decide when a transition starts and ends: they know
             // the patch, the tracer does not. A completion says where the
             // one under way ended.
-            TraceEvent::Complete { .. } => {
-                self.completed = self.transition.as_ref().map(|t| t.direction);
-            }
+            TraceEvent::Complete { timestamp_ns } => self.completed_ns = Some(timestamp_ns),
             TraceEvent::Check { .. } => {}
         }
     }
@@ -783,16 +805,9 @@ impl TransitionTracker {
                 self.backed_out = true;
                 events.push(TransitionEvent::Refused { patch, why });
             }
-            LivepatchMessage::Complete { patch, unpatching } => {
-                if self.transition.as_ref().is_some_and(|t| t.patch == patch) {
-                    self.completed = Some(if unpatching {
-                        Direction::Unpatching
-                    } else {
-                        Direction::Patching
-                    });
-                }
-            }
-            LivepatchMessage::Enabling { .. } | LivepatchMessage::Starting { .. } => {}
+            LivepatchMessage::Enabling { .. }
+            | LivepatchMessage::Starting { .. }
+            | LivepatchMessage::Complete { .. } => {}
         }
     }
 
@@ -817,6 +832,28 @@ impl TransitionTracker {
             });
         }
     }
+}
+
+/// Where the kernel log says `current` completed, if it logged that after
+/// the transition began and before `read_ns`.
+fn logged_completion(
+    log: Option<&[LogEntry]>,
+    current: &TransitionProgress,
+    read_ns: u64,
+) -> Option<Direction> {
+    log?.iter().rev().find_map(|entry| match &entry.message {
+        LivepatchMessage::Complete { patch, unpatching }
+            if *patch == current.patch
+                && (current.started_ns..=read_ns).contains(&(entry.timestamp_us * 1000)) =>
+        {
+            Some(if *unpatching {
+                Direction::Unpatching
+            } else {
+                Direction::Patching
+            })
+        }
+        _ => None,
+    })
 }
 
 pub(crate) fn secs_between(from_ns: u64, to_ns: u64) -> f64 {
@@ -940,6 +977,7 @@ mod tests {
             .any(|(_, reason)| *reason == BlockReason::UnreliableStack);
         Observation::Poll(KernelPoll {
             at_ns,
+            read_ns: at_ns,
             patches,
             threads: Some(threads),
             pending: blockers
@@ -1194,16 +1232,37 @@ mod tests {
         assert!(state.transition.is_some());
     }
 
-    /// How the tracer or the kernel log tells that the transition of "p"
-    /// under way completed.
-    fn completed(told: &str, unpatching: bool) -> Observation {
+    /// `poll`, read at `read_ms`, after the transition of "p" under way
+    /// completed at `completed_ms` (towards `direction`) as the tracer or
+    /// the kernel log `told`: the tracer's event comes before the poll that
+    /// read sysfs after it, the log is part of every poll.
+    fn after_completion(
+        state: &mut TransitionTracker,
+        told: &str,
+        completed_ms: u64,
+        direction: Direction,
+        read_ms: u64,
+        poll: Observation,
+    ) -> Vec<TransitionEvent> {
+        let Observation::Poll(mut poll) = poll else {
+            unreachable!("a poll")
+        };
+        poll.read_ns = read_ms * 1_000_000;
         match told {
-            "tracer" => Observation::Trace(TraceEvent::Complete { timestamp_ns: SEC }),
-            _ => Observation::KernelLog(LivepatchMessage::Complete {
-                patch: "p".into(),
-                unpatching,
+            "tracer" => {
+                state.apply(Observation::Trace(TraceEvent::Complete {
+                    timestamp_ns: completed_ms * 1_000_000,
+                }));
+            }
+            _ => poll.log.get_or_insert_with(Vec::new).push(LogEntry {
+                timestamp_us: completed_ms * 1000,
+                message: LivepatchMessage::Complete {
+                    patch: "p".into(),
+                    unpatching: direction == Direction::Unpatching,
+                },
             }),
         }
+        state.apply(Observation::Poll(poll))
     }
 
     fn complete_event(events: &[TransitionEvent]) -> Option<(Direction, bool)> {
@@ -1218,26 +1277,29 @@ mod tests {
     }
 
     /// The patching transition completed and a disable began unpatching
-    /// before the next poll: two transitions, no reversal (seen on 5.10
-    /// and 6.1, where a poll found the same patch in transition again).
+    /// before the next poll read sysfs: two transitions, no reversal (seen
+    /// on 5.10 and 6.1, where a poll found the same patch in transition
+    /// again).
     #[test]
     fn a_completion_then_a_disable_between_polls_is_no_reversal() {
         for told in ["tracer", "log"] {
             let mut state = tracker();
             state.apply(patching(0, 5, vec![]));
-            state.apply(completed(told, false));
             let unpatching = poll(
                 2,
                 vec![patch("p", false, true)],
                 Some((Direction::Unpatching, 5)),
                 vec![],
             );
-            let events = state.apply(unpatching);
-            assert_eq!(
-                names(&events)[..2],
-                ["complete", "start"],
-                "{told}: {events:?}"
+            let events = after_completion(
+                &mut state,
+                told,
+                1500,
+                Direction::Patching,
+                2000,
+                unpatching,
             );
+            assert_eq!(names(&events), ["complete", "start"], "{told}: {events:?}");
             assert_eq!(
                 complete_event(&events),
                 Some((Direction::Patching, false)),
@@ -1259,17 +1321,37 @@ mod tests {
         }
     }
 
-    /// sysfs is read before the tracer and the log: a poll may still show
-    /// the transition the completion ended.
+    /// A poll that read sysfs before the completion still shows the
+    /// transition it ended: the next one ends it.
     #[test]
     fn a_poll_read_before_the_completion_keeps_the_transition() {
         for told in ["tracer", "log"] {
             let mut state = tracker();
             state.apply(patching(0, 5, vec![]));
-            state.apply(completed(told, false));
-            let events = state.apply(patching(1, 1, vec![]));
+            let events = after_completion(
+                &mut state,
+                told,
+                1500,
+                Direction::Patching,
+                1000,
+                patching(2, 1, vec![]),
+            );
             assert_eq!(names(&events), ["progress"], "{told}");
-            let events = state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
+            let Observation::Poll(mut settled) =
+                poll(3, vec![patch("p", true, false)], None, vec![])
+            else {
+                unreachable!("a poll")
+            };
+            if told == "log" {
+                settled.log = Some(vec![LogEntry {
+                    timestamp_us: 1_500_000,
+                    message: LivepatchMessage::Complete {
+                        patch: "p".into(),
+                        unpatching: false,
+                    },
+                }]);
+            }
+            let events = state.apply(Observation::Poll(settled));
             assert_eq!(
                 complete_event(&events),
                 Some((Direction::Patching, false)),
@@ -1286,8 +1368,8 @@ mod tests {
         for told in ["tracer", "log"] {
             let mut state = tracker();
             state.apply(patching(0, 5, vec![]));
-            state.apply(completed(told, false));
-            let events = state.apply(poll(1, vec![], None, vec![]));
+            let gone = poll(1, vec![], None, vec![]);
+            let events = after_completion(&mut state, told, 500, Direction::Patching, 1000, gone);
             assert_eq!(
                 names(&events),
                 ["complete", "start", "complete", "gone"],

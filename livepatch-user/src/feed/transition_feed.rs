@@ -141,7 +141,16 @@ impl TransitionFeed {
             std::mem::replace(names, now) != *names
         };
         let scan = || tasks.patch_states();
+        let read_ns = monotonic_ns();
         let (patches, threads) = read_patches_and_threads(root, patches_changed, scan)?;
+        for patch in &patches {
+            log::debug!(
+                "sysfs: {} enabled {:?} transition {:?}",
+                patch.name,
+                patch.enabled,
+                patch.transition
+            );
+        }
         // The tracer after sysfs: every event of a transition this read saw
         // end is in by now, so none is left for a read that knows no
         // transition to put it under.
@@ -159,6 +168,7 @@ impl TransitionFeed {
         let calls = self.count_calls(&patches, at_ns);
         observations.push(Observation::Poll(KernelPoll {
             at_ns,
+            read_ns,
             patches,
             threads,
             pending,
@@ -187,7 +197,9 @@ impl TransitionFeed {
         let now = monotonic_ns();
         for event in &events {
             let after_ms = now.saturating_sub(event.timestamp_ns()) as f64 / 1e6;
-            log::debug!("tracer: an event read {after_ms:.3} ms after the kernel's hook");
+            log::debug!(
+                "tracer: an event read {after_ms:.3} ms after the kernel's hook: {event:?}"
+            );
         }
         observations.extend(events.into_iter().map(Observation::Trace));
         // Without the check hook the map stays empty: blockers are then
@@ -208,6 +220,7 @@ impl TransitionFeed {
             Some(seen) => entries
                 .iter()
                 .filter(|entry| entry.timestamp_us > seen)
+                .inspect(|entry| log::debug!("kernel log: {entry:?}"))
                 .map(|entry| Observation::KernelLog(entry.message.clone()))
                 .collect(),
         };
@@ -289,6 +302,14 @@ impl TransitionFeed {
             let attaching = thread::Builder::new()
                 .name("klpscope-counters".into())
                 .spawn(move || {
+                    // Loading the counters parses the kernel's BTF, a
+                    // second's work under TCG, just as a patch is being
+                    // loaded: at the lowest priority it waits for the
+                    // loading task and the transition's worker instead of
+                    // delaying them (Linux niceness is per thread).
+                    if let Err(error) = rustix::process::setpriority_process(None, 19) {
+                        log::debug!("the counters' thread keeps its priority: {error}");
+                    }
                     drop(previous.map(JoinHandle::join));
                     drop(old);
                     if request.count_calls.is_empty() {
