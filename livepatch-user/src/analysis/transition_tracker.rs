@@ -226,6 +226,10 @@ pub struct TransitionTracker {
     /// Whether the tracer reports at all; without it, completions come
     /// from the kernel log.
     traced: bool,
+    /// The patch and direction of a transition ended by its completion:
+    /// the tracer hears it as klp_complete_transition begins, and sysfs
+    /// shows the patch in transition until that function's end.
+    completing: Option<(String, Direction)>,
     /// The kernel backed out of a patch it was setting up (refused in the
     /// log, cancelled by the tracer) since the last poll. That poll read
     /// sysfs before the log and the tracer: a patch it shows being set up
@@ -250,6 +254,7 @@ impl TransitionTracker {
             unbegun: None,
             completed_ns: None,
             traced: false,
+            completing: None,
             backed_out: false,
         }
     }
@@ -344,6 +349,7 @@ impl TransitionTracker {
 
     fn on_poll(&mut self, mut poll: Assessed, events: &mut Vec<TransitionEvent>) {
         let completed_ahead = self.end_completed(&poll, events);
+        self.ignore_completion_tail(&mut poll);
         self.settle_direction(&mut poll);
         self.backed_out = false;
         self.now_ns = self.now_ns.max(poll.at_ns);
@@ -489,7 +495,27 @@ impl TransitionTracker {
         let name = ended.patch.clone();
         self.end(ended, Some(direction), &poll.patches, events);
         self.settle(&name, direction);
+        self.completing = Some((name, direction));
         true
+    }
+
+    /// A completed transition's patch, seen still in transition the same
+    /// way (or with no task left to tell the way), is that transition's
+    /// end under way, not a new one: a patch cannot go the same way twice
+    /// in a row.
+    fn ignore_completion_tail(&mut self, poll: &mut Assessed) {
+        let Some((patch, direction)) = &self.completing else {
+            return;
+        };
+        match &poll.transition {
+            Some(seen)
+                if seen.patch == *patch
+                    && (seen.direction == *direction || seen.tasks_pending == 0) =>
+            {
+                poll.transition = None;
+            }
+            _ => self.completing = None,
+        }
     }
 
     /// Records `patch` as its completed transition left it: the state the
@@ -1358,6 +1384,40 @@ mod tests {
                 "{told}: {events:?}"
             );
         }
+    }
+
+    /// The tracer hears a completion as klp_complete_transition begins;
+    /// sysfs shows the patch in transition until it ends. A poll between
+    /// sees the completed transition's tail, not a new one.
+    #[test]
+    fn the_tail_of_a_completed_transition_is_no_transition_of_its_own() {
+        let mut state = tracker();
+        let unpatching = |at, pending| {
+            poll(
+                at,
+                vec![patch("p", false, true)],
+                Some((Direction::Unpatching, pending)),
+                vec![],
+            )
+        };
+        state.apply(unpatching(0, 5));
+        let events = after_completion(
+            &mut state,
+            "tracer",
+            1500,
+            Direction::Unpatching,
+            2000,
+            unpatching(2, 0),
+        );
+        assert_eq!(
+            complete_event(&events),
+            Some((Direction::Unpatching, false)),
+            "{events:?}"
+        );
+        assert_eq!(names(&events), ["complete"], "{events:?}");
+        assert!(state.apply(unpatching(3, 0)).is_empty());
+        let events = state.apply(poll(4, vec![], None, vec![]));
+        assert_eq!(names(&events), ["gone"], "{events:?}");
     }
 
     /// Completed, then disabled and gone within one poll interval (7.x

@@ -18,7 +18,9 @@ use crate::{
         transition::transition_target,
     },
     kernel::{Stacks, ThreadId, clock::monotonic_ns, kernel_log::KernelLogFollower},
-    model::{FeedCapabilities, Known, LogEntry, Patch, PatchFunction, Task, ThreadPatchState},
+    model::{
+        FeedCapabilities, Known, LogEntry, Patch, PatchFunction, Task, ThreadPatchState, TraceEvent,
+    },
     probes::{
         self, Capabilities, CountedFunction, ProbeRequest, Probes, TaskSource, TaskSourceError,
         TaskVerdict,
@@ -43,6 +45,9 @@ pub struct TransitionFeed {
     /// Every thread's patch_state, and the pending ones' stacks: the task
     /// iterator, or procfs with descriptors kept open between polls.
     tasks: TaskSource,
+    /// Since when a poll has seen a patch in transition, and whether the
+    /// tracer has seen a retry round (or an end) of it since.
+    in_transition: Option<(u64, bool)>,
 }
 
 /// Call counters for the patched functions, reloaded when the patches
@@ -122,6 +127,7 @@ impl TransitionFeed {
             log_seen_us: None,
             patch_names: Vec::new(),
             tasks,
+            in_transition: None,
         })
     }
 
@@ -155,6 +161,7 @@ impl TransitionFeed {
         // end is in by now, so none is left for a read that knows no
         // transition to put it under.
         let verdicts = self.drain_tracer(&mut observations);
+        self.follow_set_up(&patches, read_ns, &observations);
         // After the scan: a switched task it saw is logged by then. Read on
         // every poll, patches or none: a refused load leaves only its
         // message behind.
@@ -263,9 +270,35 @@ impl TransitionFeed {
             })
     }
 
+    /// Notes whether the transition a poll sees is past its set-up: the
+    /// kernel begins a transition (callbacks, code patching, then
+    /// `klp_start_transition`, which rewrites cond_resched's static call)
+    /// before its first retry round.
+    fn follow_set_up(&mut self, patches: &[Patch], read_ns: u64, observations: &[Observation]) {
+        if !patches.iter().any(|p| p.transition == Known::Value(true)) {
+            self.in_transition = None;
+            return;
+        }
+        let (since, past_set_up) = self.in_transition.get_or_insert((read_ns, false));
+        *past_set_up |= observations.iter().any(|observation| {
+            matches!(
+                observation,
+                Observation::Trace(
+                    event @ (TraceEvent::Round { .. }
+                        | TraceEvent::Complete { .. }
+                        | TraceEvent::Cancel { .. })
+                ) if event.timestamp_ns() >= *since
+            )
+        });
+    }
+
     /// Calls per version of the patched functions, vmlinux and modules.
     fn count_calls(&mut self, patches: &[Patch], at_ns: u64) -> Option<CallSample> {
         self.tracer.as_ref()?;
+        // Arming counters patches kernel text, as the kernel's set-up of a
+        // transition does: side by side they wait on each other (the first
+        // round came up to 2 s late under TCG). The counters wait.
+        let setting_up = self.in_transition.is_some_and(|(_, past)| !past);
         let mut functions: Vec<CountedFunction> = patches
             .iter()
             .filter(|p| !p.gone)
@@ -275,7 +308,7 @@ impl TransitionFeed {
         functions.sort();
         functions.dedup();
         let counters = &mut self.counters;
-        if functions != counters.counted {
+        if functions != counters.counted && !setting_up {
             let request = ProbeRequest {
                 tracer: false,
                 count_calls: functions
