@@ -482,3 +482,91 @@ fn a_pending_task_whose_stack_cannot_be_read_is_unexplained_and_exit_3() {
     assert_eq!(blocker["forecast"], "unknown");
     assert!(blocker["unexplained"].as_str().unwrap().contains("stack"));
 }
+
+// Issue 28: files that are not what they should be
+
+/// Puts a FIFO where the fixture had a file: opening it to read would wait
+/// for a writer that never comes.
+fn plant_fifo(fixture: &Fixture, relative: &str) {
+    let path = fixture.path(relative);
+    let _ = std::fs::remove_file(&path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+}
+
+/// Runs `args` over `fixture` and fails the test if it hangs or panics.
+fn run_bounded(fixture: &Fixture, args: &[&str]) -> Output {
+    let child = klpscope(fixture.root())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_bounded(child, &args.join(" "));
+    assert_no_panic(&output);
+    output
+}
+
+#[test]
+fn a_fifo_anywhere_in_proc_or_sys_hangs_no_command() {
+    for planted in [
+        "sys/kernel/livepatch/klp_demo/enabled",
+        "sys/kernel/livepatch/klp_demo/transition",
+        "sys/kernel/livepatch/klp_demo/vmlinux/patched",
+        "proc/42/task/42/patch_state",
+        "proc/42/task/42/stat",
+        "proc/42/task/42/stack",
+        "proc/mounts",
+        "proc/sys/kernel/osrelease",
+        "dev/kmsg",
+    ] {
+        let fixture = blocked_transition();
+        plant_fifo(&fixture, planted);
+        for args in [
+            &["status"][..],
+            &["status", "--json"],
+            &["diagnose", "--no-ebpf"],
+            &["metrics"],
+        ] {
+            let output = run_bounded(&fixture, args);
+            assert!(
+                matches!(output.status.code(), Some(0 | 1 | 3)),
+                "{planted}, {args:?}: {output:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kernel_log_that_never_runs_dry_is_refused() {
+    let fixture = blocked_transition();
+    fixture.dir("dev");
+    std::os::unix::fs::symlink("/dev/zero", fixture.path("dev/kmsg")).unwrap();
+    for args in [&["metrics"][..], &["diagnose", "--no-ebpf", "--json"]] {
+        let output = run_bounded(&fixture, args);
+        assert!(
+            matches!(output.status.code(), Some(0 | 3)),
+            "{args:?}: {output:?}"
+        );
+    }
+    // Without the log, the transition's age is unknown and left out.
+    let metrics = run_bounded(&fixture, &["metrics"]);
+    assert!(!text(&metrics.stdout).contains("klpscope_transition_elapsed_seconds "));
+}
+
+#[test]
+fn a_device_as_a_thread_file_is_not_read_as_one() {
+    let fixture = blocked_transition();
+    let stack = fixture.path("proc/42/task/42/stack");
+    std::fs::remove_file(&stack).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &stack).unwrap();
+    let output = run_bounded(&fixture, &["diagnose", "--no-ebpf", "--json"]);
+    assert!(
+        text(&output.stdout).contains("not a regular file"),
+        "{}",
+        text(&output.stdout)
+    );
+}

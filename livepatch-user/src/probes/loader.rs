@@ -13,7 +13,10 @@ use super::{
     task_iterator::TaskIterator,
     tracer::{TracerProgram, TransitionTracer},
 };
-use crate::model::{FunctionState, KernelSeries};
+use crate::{
+    kernel::attr::{Attr, read_attr},
+    model::{FunctionState, KernelSeries},
+};
 
 pub(super) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/livepatch.bpf.o"));
@@ -249,8 +252,10 @@ fn try_load(
         }
     }
 
-    let release =
-        std::fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap_or_default();
+    let release = match read_attr(&root.join("proc/sys/kernel/osrelease")) {
+        Attr::Text(release) => release,
+        Attr::Missing | Attr::Unreadable(_) => String::new(),
+    };
     let exit_hooks_safe = exit_hooks_safe(&release);
     let tracer = request.tracer.then(|| {
         for program in TracerProgram::ALL {
