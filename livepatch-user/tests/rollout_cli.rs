@@ -369,3 +369,41 @@ fn a_stalled_revert_enables_the_patch_again() {
     assert_eq!(seen.last().unwrap()["end"], "backed_out");
     assert_eq!(exit_code(child), Some(5));
 }
+
+/// Issue 28: a patch folder that is a symlink is no patch to status, and
+/// revert agrees: nothing to revert, nothing written.
+#[test]
+fn a_symlinked_patch_folder_is_not_revertible() {
+    let fixture = kernel();
+    applied(&fixture);
+    let elsewhere = fixture.path("elsewhere");
+    fs::rename(fixture.path("sys/kernel/livepatch/klp_demo"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, fixture.path("sys/kernel/livepatch/klp_demo")).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_klpscope"))
+        .arg("--root")
+        .arg(fixture.root())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["patches"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+    let output = run(
+        fixture.root(),
+        &["revert", "klp_demo", "--json", "--dry-run"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no livepatch named 'klp_demo' is loaded"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        fs::read_to_string(elsewhere.join("enabled")).unwrap(),
+        "1\n"
+    );
+}
