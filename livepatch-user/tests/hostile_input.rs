@@ -570,3 +570,32 @@ fn a_device_as_a_thread_file_is_not_read_as_one() {
         text(&output.stdout)
     );
 }
+
+/// `--log FILE` as root: a symlink planted at FILE must not lead the
+/// truncation to its target, nor a FIFO hold the command up.
+#[test]
+fn the_log_file_is_never_a_symlink_or_a_fifo() {
+    let fixture = blocked_transition();
+    let victim = fixture.path("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = fixture.path("link.log");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    plant_fifo(&fixture, "fifo.log");
+    for log in [link, fixture.path("fifo.log")] {
+        let output = run_bounded(&fixture, &["--log", log.to_str().unwrap(), "status"]);
+        assert_eq!(output.status.code(), Some(1), "{log:?}: {output:?}");
+        assert!(text(&output.stderr).contains("cannot write the log file"));
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+    // A regular file is still emptied and written.
+    let log = fixture.path("klpscope.log");
+    std::fs::write(&log, "old run\n".repeat(1000)).unwrap();
+    let output = run_bounded(&fixture, &["--log", log.to_str().unwrap(), "status"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !written.contains("old run") && written.contains("started"),
+        "{written}"
+    );
+}

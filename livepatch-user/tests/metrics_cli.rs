@@ -271,3 +271,39 @@ fn an_output_that_cannot_be_written_is_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("/nonexistent/dir/klpscope.prom"), "{err}");
 }
+
+/// Issue 28: run as root from cron, `--output` must not replace a device
+/// (`--output /dev/null` would replace the real one), a FIFO or a symlink:
+/// only a regular file or nothing.
+#[test]
+fn an_output_that_is_not_a_regular_file_is_left_alone() {
+    use std::os::unix::fs::FileTypeExt;
+    let fixture = Fixture::livepatch_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let c_path = |name: &str| std::ffi::CString::new(path(name).to_str().unwrap()).unwrap();
+    // SAFETY: mknod and mkfifo on paths we own; 1:3 is /dev/null's number.
+    let made = unsafe {
+        libc::mknod(
+            c_path("null").as_ptr(),
+            libc::S_IFCHR | 0o600,
+            libc::makedev(1, 3),
+        )
+    };
+    assert_eq!(made, 0, "mknod needs root, which these tests run as");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::mkfifo(c_path("fifo").as_ptr(), 0o600) }, 0);
+    fs::write(path("target"), "kept\n").unwrap();
+    std::os::unix::fs::symlink(path("target"), path("link")).unwrap();
+    for name in ["null", "fifo", "link"] {
+        let out = metrics(fixture.root(), &["--output", path(name).to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("not a regular file"), "{name}: {err}");
+    }
+    let kind = |name: &str| fs::symlink_metadata(path(name)).unwrap().file_type();
+    assert!(kind("null").is_char_device());
+    assert!(kind("fifo").is_fifo());
+    assert!(kind("link").is_symlink());
+    assert_eq!(fs::read_to_string(path("target")).unwrap(), "kept\n");
+}

@@ -63,8 +63,8 @@ fn block_on(command: impl std::future::Future<Output = Result<ExitCode>>) -> Res
 /// terminal belongs to the output (or the TUI).
 fn start_log(path: &std::path::Path) -> Result<()> {
     use anyhow::Context as _;
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot write the log file {}", path.display()))?;
+    let file =
+        open_log(path).with_context(|| format!("cannot write the log file {}", path.display()))?;
     env_logger::Builder::new()
         // klpscope's own debug lines; the libraries' only from info up.
         .filter_level(log::LevelFilter::Info)
@@ -74,4 +74,26 @@ fn start_log(path: &std::path::Path) -> Result<()> {
         .init();
     log::info!("klpscope {} started", env!("CARGO_PKG_VERSION"));
     Ok(())
+}
+
+/// The log file, new or emptied, only if it is a regular file: klpscope
+/// runs as root, so a symlink planted at the path must not lead the
+/// truncation elsewhere (O_NOFOLLOW), nor a FIFO hold up the open
+/// (O_NONBLOCK), nor a device take the log. Emptied after the check, not
+/// by O_TRUNC at the open.
+fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    file.set_len(0)?;
+    Ok(file)
 }
