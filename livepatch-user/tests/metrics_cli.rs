@@ -226,11 +226,12 @@ fn an_unpatching_transition_with_an_unexplained_task() {
     assert_eq!(value(&text, unexplained), Some(1.0), "{text}");
 }
 
-/// Task names are the tasks' own: whatever they hold goes out escaped.
+/// Task names are the tasks' own: whatever they hold goes out escaped,
+/// control characters as the text views write them (issue 28).
 #[test]
 fn a_hostile_task_name_is_escaped() {
     let fixture = Fixture::livepatch_kernel();
-    let comm = "a\"b\\c} d=\u{1b}";
+    let comm = "a\"b\\c} d=\u{1b}]2;PWN\u{7}";
     thread(&fixture, 42, comm, 'S', "0", READER_STACK);
     demo_patch(&fixture, "1", "1");
     let text = exposition(&fixture);
@@ -238,7 +239,31 @@ fn a_hostile_task_name_is_escaped() {
         .lines()
         .find(|l| l.starts_with("klpscope_transition_blocker_info{"))
         .expect("the blocker");
-    assert!(line.contains("comm=\"a\\\"b\\\\c} d=\u{1b}\""), "{line}");
+    assert!(
+        line.contains(r#"comm="a\"b\\c} d=\\x1b]2;PWN\\x07""#),
+        "{line}"
+    );
+    assert_no_control_bytes(&text);
+}
+
+/// Patch names are sysfs folders, which a module names: a patch and an
+/// object named with escape sequences and a C1 control.
+#[test]
+fn no_control_byte_reaches_the_exposition() {
+    let fixture = Fixture::livepatch_kernel();
+    let patch = "klp\u{1b}[2J\u{9b}x";
+    fixture
+        .patch(patch, "1", "1", None)
+        .object(patch, "vmlinux", "1", &["cmdline_proc_show,1"]);
+    thread(&fixture, 42, "reader", 'S', "0", READER_STACK);
+    let text = exposition(&fixture);
+    assert!(text.contains(r#"patch="klp\\x1b[2J\\x9bx""#), "{text}");
+    assert_no_control_bytes(&text);
+}
+
+fn assert_no_control_bytes(text: &str) {
+    let control = text.chars().find(|&c| c.is_control() && c != '\n');
+    assert_eq!(control, None, "{text:?}");
 }
 
 #[test]
