@@ -254,7 +254,7 @@ const SYMBOL_NAME_MAX: usize = 511;
 
 /// A module or patch name as the kernel allows it. It becomes a path under
 /// /sys/kernel/livepatch, so `/`, `.` and `..` must never get through.
-fn module_name(text: &str) -> Result<String, String> {
+pub(crate) fn module_name(text: &str) -> Result<String, String> {
     let valid = !text.is_empty()
         && text.len() <= MODULE_NAME_MAX
         && text
@@ -271,7 +271,7 @@ fn module_name(text: &str) -> Result<String, String> {
 
 /// `NAME` or `NAME,SYMPOS`, NAME a kernel symbol (letters, digits, `_`,
 /// `.`, `$`; compilers add suffixes such as `.isra.0` and `.cold`).
-fn function_spec(text: &str) -> Result<String, String> {
+pub(crate) fn function_spec(text: &str) -> Result<String, String> {
     let name = text.split_once(',').map_or(text, |(name, _)| name);
     let valid = !name.is_empty()
         && name.len() <= SYMBOL_NAME_MAX

@@ -56,11 +56,18 @@ fn kernel() -> Fixture {
 }
 
 fn fake_ko(dir: &Path) -> PathBuf {
+    fake_ko_with(dir, &[])
+}
+
+/// The test module built with these `-D` definitions.
+fn fake_ko_with(dir: &Path, defines: &[&str]) -> PathBuf {
     let out = dir.join("fake_livepatch.ko");
     let source =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check/fake_livepatch.c");
     let status = Command::new("gcc")
-        .args(["-c", "-O2", "-fno-pic", "-mcmodel=kernel", "-o"])
+        .args(["-c", "-O2", "-fno-pic", "-mcmodel=kernel"])
+        .args(defines)
+        .arg("-o")
         .arg(&out)
         .arg(source)
         .status()
@@ -406,4 +413,31 @@ fn a_symlinked_patch_folder_is_not_revertible() {
         fs::read_to_string(elsewhere.join("enabled")).unwrap(),
         "1\n"
     );
+}
+
+/// Issue 28: the name a module's .modinfo gives becomes sysfs paths (the
+/// back-out, the unload): it passes the command line's own name check
+/// before anything, a dry run included.
+#[test]
+fn a_module_whose_name_leaves_sysfs_is_refused_before_anything() {
+    let fixture = kernel();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["../../../../../x/victim", "klp\x1b[2J"] {
+        let ko = fake_ko_with(dir.path(), &[&format!("-DMODULE_NAME=\"{name}\"")]);
+        let output = run(
+            fixture.root(),
+            &[
+                "apply",
+                ko.to_str().unwrap(),
+                "--json",
+                "--yes",
+                "--dry-run",
+            ],
+        );
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{name:?}: {err}");
+        assert!(err.contains("not a module or patch name"), "{err}");
+        assert!(!err.contains('\x1b'), "escaped: {err}");
+        assert!(output.stdout.is_empty(), "no step taken");
+    }
 }
