@@ -4,6 +4,7 @@ pub mod completions;
 mod diagnose;
 mod event_lines;
 mod metrics;
+mod metrics_listener;
 pub mod output;
 mod rollout;
 mod serve;
