@@ -599,3 +599,25 @@ fn the_log_file_is_never_a_symlink_or_a_fifo() {
         "{written}"
     );
 }
+
+/// A path is the user's, or a script's that took it from elsewhere: its
+/// escape sequences are escaped in the error line like any name.
+#[test]
+fn a_path_with_escape_sequences_is_escaped_on_stderr() {
+    let fixture = blocked_transition();
+    let hostile = fixture.path("x\x1b]2;owned\x07\x1b[2J.ko");
+    std::fs::write(&hostile, "not an ELF file").unwrap();
+    let missing = fixture.path("gone\x1b[31m.ko");
+    for path in [&hostile, &missing] {
+        for args in [
+            vec!["check", "--module", path.to_str().unwrap()],
+            vec!["apply", path.to_str().unwrap(), "--dry-run"],
+        ] {
+            let output = run_bounded(&fixture, &args);
+            let err = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
+            assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+            assert!(err.contains("\\x1b"), "{err:?}");
+        }
+    }
+}

@@ -4,6 +4,8 @@
 //! with `EXIT_OUTPUT_CLOSED`, as a shell tool killed by SIGPIPE would.
 use std::io::{self, Write};
 
+use crate::views::printable::printable;
+
 /// 128 + SIGPIPE: what a shell reports for a tool whose reader went away.
 pub const EXIT_OUTPUT_CLOSED: u8 = 128 + libc::SIGPIPE as u8;
 
@@ -32,7 +34,9 @@ pub fn stdout_error(error: io::Error) -> anyhow::Error {
     }
 }
 
-/// One line on stderr. If stderr itself is gone there is nobody to tell.
+/// One line on stderr, escaped: it may carry a path, a module's name or
+/// a kernel reader's reason, none of them ours. If stderr itself is gone
+/// there is nobody to tell.
 pub fn note(line: &str) {
-    let _ = writeln!(io::stderr().lock(), "klpscope: {line}");
+    let _ = writeln!(io::stderr().lock(), "klpscope: {}", printable(line));
 }

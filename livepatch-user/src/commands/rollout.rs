@@ -43,7 +43,6 @@ use crate::{
     views::{
         check_report::render_text,
         json_output::{CheckEvent, CheckStep},
-        printable::printable,
         rollout_lines::describe_step,
         style::Color,
         tui::{
@@ -96,13 +95,8 @@ pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> 
 /// paths of the back-out and the unload, so they pass the checks that the
 /// same names given on the command line pass, before anything is done.
 fn names_as_on_the_command_line(module: &LivepatchModule, image: &ModuleImage) -> Result<()> {
-    let refuse = |what: &str, name: &str, why: String| {
-        anyhow!(
-            "{}: {what} {:?} is {why}",
-            printable(&image.path),
-            printable(name)
-        )
-    };
+    let refuse =
+        |what: &str, name: &str, why: String| anyhow!("{}: {what} {name:?} is {why}", image.path);
     cli::module_name(&module.name).map_err(|why| refuse("its name", &module.name, why))?;
     for object in &module.objects {
         if let Some(name) = &object.name {
