@@ -621,3 +621,33 @@ fn a_path_with_escape_sequences_is_escaped_on_stderr() {
         }
     }
 }
+
+/// JSON escapes C0 controls itself; C1 controls (U+009B is a CSI to many
+/// terminals) went out raw. Now escaped, and the text reads back the same.
+#[test]
+fn json_escapes_c1_controls_and_reads_back_the_same() {
+    let comm = "csi\u{9b}2J";
+    let fixture = pending_reader(
+        comm,
+        Some("[<0>] cmdline_proc_show+0x3c/0x80\n[<0>] vfs_read+0x1c0/0x360\n"),
+    );
+    for args in [
+        &["diagnose", "--no-ebpf", "--json"][..],
+        &["status", "--json"],
+    ] {
+        let output = run_bounded(&fixture, args);
+        let json = text(&output.stdout);
+        assert!(!json.contains('\u{9b}'), "{args:?}: {json}");
+        let _: serde_json::Value = serde_json::from_str(&json).expect("still JSON");
+    }
+    let diagnose = run_bounded(&fixture, &["diagnose", "--no-ebpf", "--json"]);
+    let json = text(&diagnose.stdout);
+    assert!(json.contains("csi\\u009b2J"), "{json}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&json)
+            .unwrap()
+            .to_string()
+            .contains(comm),
+        "the same name read back"
+    );
+}
