@@ -651,3 +651,22 @@ fn json_escapes_c1_controls_and_reads_back_the_same() {
         "the same name read back"
     );
 }
+
+/// Help and version are output like any other: a full disk is a failure.
+#[test]
+fn help_that_cannot_be_written_is_a_failure() {
+    let fixture = blocked_transition();
+    for args in [&["--help"][..], &["--version"], &["status", "--help"]] {
+        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let output = klpscope(fixture.root())
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(text(&output.stderr).contains("No space left"), "{args:?}");
+        let written = run(fixture.root(), args);
+        assert_eq!(written.status.code(), Some(0), "{args:?}");
+        assert!(!written.stdout.is_empty());
+    }
+}

@@ -23,6 +23,29 @@ use crate::{
 
 pub const EXIT_ERROR: u8 = 1;
 
+/// The command line, or the exit code once clap has answered it: a usage
+/// error on stderr (2), or help and version on stdout, which can fail like
+/// any output (clap's own exit said 0 whatever became of the text).
+pub fn parse_command_line() -> Result<Cli, ExitCode> {
+    use clap::Parser as _;
+    use std::io::Write as _;
+    let answer = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(answer) if answer.use_stderr() => answer.exit(),
+        Err(answer) => answer,
+    };
+    match answer.print().and_then(|()| std::io::stdout().flush()) {
+        Ok(()) => Err(ExitCode::SUCCESS),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(output::EXIT_OUTPUT_CLOSED.into())
+        }
+        Err(error) => {
+            output::note(&format!("writing to stdout: {error}"));
+            Err(EXIT_ERROR.into())
+        }
+    }
+}
+
 /// The command's exit code; errors come back as one line for stderr. A
 /// closed stdout is not an error: the command ends quietly.
 pub fn run(cli: Cli) -> Result<ExitCode> {
