@@ -670,3 +670,24 @@ fn help_that_cannot_be_written_is_a_failure() {
         assert!(!written.stdout.is_empty());
     }
 }
+
+/// `watch --json | head -c 10` on a quiet kernel: the reader is gone after
+/// the first line, and watch must notice without waiting for an event that
+/// may come hours later.
+#[test]
+fn watch_notices_a_closed_pipe_without_an_event() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture.patch("klp_demo", "1", "0", None);
+    let mut child = klpscope(fixture.root())
+        .args(["watch", "--no-ebpf", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let output = wait_bounded(child, "watch --json after its reader went away");
+    assert_eq!(output.status.code(), Some(EXIT_OUTPUT_CLOSED));
+}
