@@ -265,6 +265,11 @@ fn listening_beyond_loopback_says_there_is_no_authentication() {
     assert!(open.answers_within(PATIENCE));
     assert_eq!(local.said(words), 0, "{}", local.stderr());
     assert_eq!(open.said(words), 1, "{}", open.stderr());
+    assert!(
+        !open.stderr().contains("  "),
+        "one sentence: {}",
+        open.stderr()
+    );
 }
 
 #[test]

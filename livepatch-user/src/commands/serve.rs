@@ -61,7 +61,9 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
     output::note(&format!("serving metrics on http://{address}/metrics"));
     if !address.ip().is_loopback() {
         output::note(&format!(
-            "{address} is reachable beyond this host, without TLS or authentication:              anyone who can connect reads the metrics (see Fleet metrics in the README              for a reverse proxy)"
+            "{address} is reachable beyond this host, without TLS or authentication: \
+             anyone who can connect reads the metrics (see Fleet metrics in the README \
+             for a reverse proxy)"
         ));
     }
 
