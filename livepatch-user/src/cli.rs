@@ -244,6 +244,15 @@ pub struct ServeArgs {
     /// Do not load eBPF programs; poll /proc and /sys only.
     #[arg(long)]
     pub no_ebpf: bool,
+    /// Connections held at once; more are closed as soon as they are
+    /// accepted (said once on stderr).
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_connections: u16,
+    /// A client must send a request's headers within this many seconds of
+    /// connecting or of the last response, or its connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = timeout_seconds)]
+    pub header_timeout: f64,
 }
 
 /// The kernel's MODULE_NAME_LEN less its NUL: a patch is named after its
@@ -254,7 +263,7 @@ const SYMBOL_NAME_MAX: usize = 511;
 
 /// A module or patch name as the kernel allows it. It becomes a path under
 /// /sys/kernel/livepatch, so `/`, `.` and `..` must never get through.
-fn module_name(text: &str) -> Result<String, String> {
+pub(crate) fn module_name(text: &str) -> Result<String, String> {
     let valid = !text.is_empty()
         && text.len() <= MODULE_NAME_MAX
         && text
@@ -271,7 +280,7 @@ fn module_name(text: &str) -> Result<String, String> {
 
 /// `NAME` or `NAME,SYMPOS`, NAME a kernel symbol (letters, digits, `_`,
 /// `.`, `$`; compilers add suffixes such as `.isra.0` and `.cold`).
-fn function_spec(text: &str) -> Result<String, String> {
+pub(crate) fn function_spec(text: &str) -> Result<String, String> {
     let name = text.split_once(',').map_or(text, |(name, _)| name);
     let valid = !name.is_empty()
         && name.len() <= SYMBOL_NAME_MAX
@@ -295,6 +304,14 @@ fn seconds<const MAX: u32>(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(secs) if secs.is_finite() && (0.0..=f64::from(MAX)).contains(&secs) => Ok(secs),
         _ => Err(format!("not a number of seconds from 0 to {MAX}")),
+    }
+}
+
+/// Seconds for a timeout: 0 would close every connection at once.
+fn timeout_seconds(text: &str) -> Result<f64, String> {
+    match seconds::<3600>(text) {
+        Ok(secs) if secs > 0.0 => Ok(secs),
+        _ => Err("not a number of seconds above 0, up to 3600".to_owned()),
     }
 }
 

@@ -1,11 +1,13 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use livepatch_user::{cli, commands, probes};
+use livepatch_user::{commands, probes};
 
 fn main() -> ExitCode {
     probes::return_freed_memory_promptly();
-    let cli = cli::Cli::parse();
+    let cli = match commands::parse_command_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match commands::run(cli) {
         Ok(code) => code,
         Err(error) => {

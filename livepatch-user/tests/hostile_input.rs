@@ -482,3 +482,212 @@ fn a_pending_task_whose_stack_cannot_be_read_is_unexplained_and_exit_3() {
     assert_eq!(blocker["forecast"], "unknown");
     assert!(blocker["unexplained"].as_str().unwrap().contains("stack"));
 }
+
+// Issue 28: files that are not what they should be
+
+/// Puts a FIFO where the fixture had a file: opening it to read would wait
+/// for a writer that never comes.
+fn plant_fifo(fixture: &Fixture, relative: &str) {
+    let path = fixture.path(relative);
+    let _ = std::fs::remove_file(&path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+}
+
+/// Runs `args` over `fixture` and fails the test if it hangs or panics.
+fn run_bounded(fixture: &Fixture, args: &[&str]) -> Output {
+    let child = klpscope(fixture.root())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_bounded(child, &args.join(" "));
+    assert_no_panic(&output);
+    output
+}
+
+#[test]
+fn a_fifo_anywhere_in_proc_or_sys_hangs_no_command() {
+    for planted in [
+        "sys/kernel/livepatch/klp_demo/enabled",
+        "sys/kernel/livepatch/klp_demo/transition",
+        "sys/kernel/livepatch/klp_demo/vmlinux/patched",
+        "proc/42/task/42/patch_state",
+        "proc/42/task/42/stat",
+        "proc/42/task/42/stack",
+        "proc/mounts",
+        "proc/sys/kernel/osrelease",
+        "dev/kmsg",
+    ] {
+        let fixture = blocked_transition();
+        plant_fifo(&fixture, planted);
+        for args in [
+            &["status"][..],
+            &["status", "--json"],
+            &["diagnose", "--no-ebpf"],
+            &["metrics"],
+        ] {
+            let output = run_bounded(&fixture, args);
+            assert!(
+                matches!(output.status.code(), Some(0 | 1 | 3)),
+                "{planted}, {args:?}: {output:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kernel_log_that_never_runs_dry_is_refused() {
+    let fixture = blocked_transition();
+    fixture.dir("dev");
+    std::os::unix::fs::symlink("/dev/zero", fixture.path("dev/kmsg")).unwrap();
+    for args in [&["metrics"][..], &["diagnose", "--no-ebpf", "--json"]] {
+        let output = run_bounded(&fixture, args);
+        assert!(
+            matches!(output.status.code(), Some(0 | 3)),
+            "{args:?}: {output:?}"
+        );
+    }
+    // Without the log, the transition's age is unknown and left out.
+    let metrics = run_bounded(&fixture, &["metrics"]);
+    assert!(!text(&metrics.stdout).contains("klpscope_transition_elapsed_seconds "));
+}
+
+#[test]
+fn a_device_as_a_thread_file_is_not_read_as_one() {
+    let fixture = blocked_transition();
+    let stack = fixture.path("proc/42/task/42/stack");
+    std::fs::remove_file(&stack).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &stack).unwrap();
+    let output = run_bounded(&fixture, &["diagnose", "--no-ebpf", "--json"]);
+    assert!(
+        text(&output.stdout).contains("not a regular file"),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
+/// `--log FILE` as root: a symlink planted at FILE must not lead the
+/// truncation to its target, nor a FIFO hold the command up.
+#[test]
+fn the_log_file_is_never_a_symlink_or_a_fifo() {
+    let fixture = blocked_transition();
+    let victim = fixture.path("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = fixture.path("link.log");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    plant_fifo(&fixture, "fifo.log");
+    for log in [link, fixture.path("fifo.log")] {
+        let output = run_bounded(&fixture, &["--log", log.to_str().unwrap(), "status"]);
+        assert_eq!(output.status.code(), Some(1), "{log:?}: {output:?}");
+        assert!(text(&output.stderr).contains("cannot write the log file"));
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+    // A regular file is still emptied and written.
+    let log = fixture.path("klpscope.log");
+    std::fs::write(&log, "old run\n".repeat(1000)).unwrap();
+    let output = run_bounded(&fixture, &["--log", log.to_str().unwrap(), "status"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !written.contains("old run") && written.contains("started"),
+        "{written}"
+    );
+}
+
+/// A path is the user's, or a script's that took it from elsewhere: its
+/// escape sequences are escaped in the error line like any name.
+#[test]
+fn a_path_with_escape_sequences_is_escaped_on_stderr() {
+    let fixture = blocked_transition();
+    let hostile = fixture.path("x\x1b]2;owned\x07\x1b[2J.ko");
+    std::fs::write(&hostile, "not an ELF file").unwrap();
+    let missing = fixture.path("gone\x1b[31m.ko");
+    for path in [&hostile, &missing] {
+        for args in [
+            vec!["check", "--module", path.to_str().unwrap()],
+            vec!["apply", path.to_str().unwrap(), "--dry-run"],
+        ] {
+            let output = run_bounded(&fixture, &args);
+            let err = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
+            assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+            assert!(err.contains("\\x1b"), "{err:?}");
+        }
+    }
+}
+
+/// JSON escapes C0 controls itself; C1 controls (U+009B is a CSI to many
+/// terminals) went out raw. Now escaped, and the text reads back the same.
+#[test]
+fn json_escapes_c1_controls_and_reads_back_the_same() {
+    let comm = "csi\u{9b}2J";
+    let fixture = pending_reader(
+        comm,
+        Some("[<0>] cmdline_proc_show+0x3c/0x80\n[<0>] vfs_read+0x1c0/0x360\n"),
+    );
+    for args in [
+        &["diagnose", "--no-ebpf", "--json"][..],
+        &["status", "--json"],
+    ] {
+        let output = run_bounded(&fixture, args);
+        let json = text(&output.stdout);
+        assert!(!json.contains('\u{9b}'), "{args:?}: {json}");
+        let _: serde_json::Value = serde_json::from_str(&json).expect("still JSON");
+    }
+    let diagnose = run_bounded(&fixture, &["diagnose", "--no-ebpf", "--json"]);
+    let json = text(&diagnose.stdout);
+    assert!(json.contains("csi\\u009b2J"), "{json}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&json)
+            .unwrap()
+            .to_string()
+            .contains(comm),
+        "the same name read back"
+    );
+}
+
+/// Help and version are output like any other: a full disk is a failure.
+#[test]
+fn help_that_cannot_be_written_is_a_failure() {
+    let fixture = blocked_transition();
+    for args in [&["--help"][..], &["--version"], &["status", "--help"]] {
+        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let output = klpscope(fixture.root())
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(text(&output.stderr).contains("No space left"), "{args:?}");
+        let written = run(fixture.root(), args);
+        assert_eq!(written.status.code(), Some(0), "{args:?}");
+        assert!(!written.stdout.is_empty());
+    }
+}
+
+/// `watch --json | head -c 10` on a quiet kernel: the reader is gone after
+/// the first line, and watch must notice without waiting for an event that
+/// may come hours later.
+#[test]
+fn watch_notices_a_closed_pipe_without_an_event() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture.patch("klp_demo", "1", "0", None);
+    let mut child = klpscope(fixture.root())
+        .args(["watch", "--no-ebpf", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let output = wait_bounded(child, "watch --json after its reader went away");
+    assert_eq!(output.status.code(), Some(EXIT_OUTPUT_CLOSED));
+}

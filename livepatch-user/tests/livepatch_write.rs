@@ -93,3 +93,69 @@ fn force_writes_one_only_in_the_confirmed_transition() {
     write_confirmed(fixture.root(), &force).unwrap();
     assert_eq!(read(&fixture, "force"), "1");
 }
+
+/// Issue 28: a write goes to the patch's own attribute, never through a
+/// symlink (in the folder, or the folder itself) to a file elsewhere.
+#[test]
+fn a_symlinked_attribute_or_patch_folder_is_never_written_through() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture.patch("klp_demo", "1", "1", None);
+    let victim = fixture.path("victim");
+    fs::write(&victim, "untouched\n").unwrap();
+    let force = fixture.path("sys/kernel/livepatch/klp_demo/force");
+    fs::remove_file(&force).unwrap();
+    std::os::unix::fs::symlink(&victim, &force).unwrap();
+    let write = TransitionWrite::Force {
+        patch: "klp_demo".into(),
+        direction: Direction::Patching,
+    };
+    let refused = write_confirmed(fixture.root(), &write).unwrap_err();
+    assert!(matches!(refused, WriteRefused::Io { .. }), "{refused:?}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched\n");
+
+    // The whole folder a symlink to one elsewhere: no patch of the kernel's.
+    let elsewhere = fixture.path("elsewhere");
+    fs::rename(fixture.path("sys/kernel/livepatch/klp_demo"), &elsewhere).unwrap();
+    fs::remove_file(elsewhere.join("force")).unwrap();
+    fs::write(elsewhere.join("force"), "0\n").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, fixture.path("sys/kernel/livepatch/klp_demo")).unwrap();
+    for write in [write, reverse(Direction::Patching)] {
+        let refused = write_confirmed(fixture.root(), &write).unwrap_err();
+        assert!(
+            matches!(refused, WriteRefused::PatchGone { .. }),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(fs::read_to_string(elsewhere.join("force")).unwrap(), "0\n");
+    assert_eq!(
+        fs::read_to_string(elsewhere.join("enabled")).unwrap(),
+        "1\n"
+    );
+}
+
+/// A FIFO as `force` (which the reader takes as write-only, as sysfs has
+/// it): opening it to write would wait for a reader that never comes.
+#[test]
+fn a_fifo_as_an_attribute_is_refused_without_waiting() {
+    let fixture = Fixture::livepatch_kernel();
+    fixture.patch("klp_demo", "1", "1", None);
+    let force = fixture.path("sys/kernel/livepatch/klp_demo/force");
+    fs::remove_file(&force).unwrap();
+    let c_path = std::ffi::CString::new(force.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let root = fixture.root().to_owned();
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let write = TransitionWrite::Force {
+            patch: "klp_demo".into(),
+            direction: Direction::Patching,
+        };
+        let _ = done.send(write_confirmed(&root, &write));
+    });
+    let refused = result
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the write returns instead of waiting for a reader")
+        .unwrap_err();
+    assert!(matches!(refused, WriteRefused::Io { .. }), "{refused:?}");
+}

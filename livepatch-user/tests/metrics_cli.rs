@@ -237,11 +237,12 @@ fn an_unpatching_transition_with_an_unexplained_task() {
     assert_eq!(value(&text, unexplained), Some(1.0), "{text}");
 }
 
-/// Task names are the tasks' own: whatever they hold goes out escaped.
+/// Task names are the tasks' own: whatever they hold goes out escaped,
+/// control characters as the text views write them (issue 28).
 #[test]
 fn a_hostile_task_name_is_escaped() {
     let fixture = Fixture::livepatch_kernel();
-    let comm = "a\"b\\c} d=\u{1b}";
+    let comm = "a\"b\\c} d=\u{1b}]2;PWN\u{7}";
     thread(&fixture, 42, comm, 'S', "0", READER_STACK);
     demo_patch(&fixture, "1", "1");
     let text = exposition(&fixture);
@@ -249,7 +250,31 @@ fn a_hostile_task_name_is_escaped() {
         .lines()
         .find(|l| l.starts_with("klpscope_transition_blocker_info{"))
         .expect("the blocker");
-    assert!(line.contains("comm=\"a\\\"b\\\\c} d=\u{1b}\""), "{line}");
+    assert!(
+        line.contains(r#"comm="a\"b\\c} d=\\x1b]2;PWN\\x07""#),
+        "{line}"
+    );
+    assert_no_control_bytes(&text);
+}
+
+/// Patch names are sysfs folders, which a module names: a patch and an
+/// object named with escape sequences and a C1 control.
+#[test]
+fn no_control_byte_reaches_the_exposition() {
+    let fixture = Fixture::livepatch_kernel();
+    let patch = "klp\u{1b}[2J\u{9b}x";
+    fixture
+        .patch(patch, "1", "1", None)
+        .object(patch, "vmlinux", "1", &["cmdline_proc_show,1"]);
+    thread(&fixture, 42, "reader", 'S', "0", READER_STACK);
+    let text = exposition(&fixture);
+    assert!(text.contains(r#"patch="klp\\x1b[2J\\x9bx""#), "{text}");
+    assert_no_control_bytes(&text);
+}
+
+fn assert_no_control_bytes(text: &str) {
+    let control = text.chars().find(|&c| c.is_control() && c != '\n');
+    assert_eq!(control, None, "{text:?}");
 }
 
 #[test]
@@ -281,4 +306,40 @@ fn an_output_that_cannot_be_written_is_one_line() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("/nonexistent/dir/klpscope.prom"), "{err}");
+}
+
+/// Issue 28: run as root from cron, `--output` must not replace a device
+/// (`--output /dev/null` would replace the real one), a FIFO or a symlink:
+/// only a regular file or nothing.
+#[test]
+fn an_output_that_is_not_a_regular_file_is_left_alone() {
+    use std::os::unix::fs::FileTypeExt;
+    let fixture = Fixture::livepatch_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let c_path = |name: &str| std::ffi::CString::new(path(name).to_str().unwrap()).unwrap();
+    // SAFETY: mknod and mkfifo on paths we own; 1:3 is /dev/null's number.
+    let made = unsafe {
+        libc::mknod(
+            c_path("null").as_ptr(),
+            libc::S_IFCHR | 0o600,
+            libc::makedev(1, 3),
+        )
+    };
+    assert_eq!(made, 0, "mknod needs root, which these tests run as");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::mkfifo(c_path("fifo").as_ptr(), 0o600) }, 0);
+    fs::write(path("target"), "kept\n").unwrap();
+    std::os::unix::fs::symlink(path("target"), path("link")).unwrap();
+    for name in ["null", "fifo", "link"] {
+        let out = metrics(fixture.root(), &["--output", path(name).to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("not a regular file"), "{name}: {err}");
+    }
+    let kind = |name: &str| fs::symlink_metadata(path(name)).unwrap().file_type();
+    assert!(kind("null").is_char_device());
+    assert!(kind("fifo").is_fifo());
+    assert!(kind("link").is_symlink());
+    assert_eq!(fs::read_to_string(path("target")).unwrap(), "kept\n");
 }

@@ -56,11 +56,18 @@ fn kernel() -> Fixture {
 }
 
 fn fake_ko(dir: &Path) -> PathBuf {
+    fake_ko_with(dir, &[])
+}
+
+/// The test module built with these `-D` definitions.
+fn fake_ko_with(dir: &Path, defines: &[&str]) -> PathBuf {
     let out = dir.join("fake_livepatch.ko");
     let source =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check/fake_livepatch.c");
     let status = Command::new("gcc")
-        .args(["-c", "-O2", "-fno-pic", "-mcmodel=kernel", "-o"])
+        .args(["-c", "-O2", "-fno-pic", "-mcmodel=kernel"])
+        .args(defines)
+        .arg("-o")
         .arg(&out)
         .arg(source)
         .status()
@@ -368,4 +375,69 @@ fn a_stalled_revert_enables_the_patch_again() {
     assert!(!names(&seen).contains(&"unloaded"), "{seen:#?}");
     assert_eq!(seen.last().unwrap()["end"], "backed_out");
     assert_eq!(exit_code(child), Some(5));
+}
+
+/// Issue 28: a patch folder that is a symlink is no patch to status, and
+/// revert agrees: nothing to revert, nothing written.
+#[test]
+fn a_symlinked_patch_folder_is_not_revertible() {
+    let fixture = kernel();
+    applied(&fixture);
+    let elsewhere = fixture.path("elsewhere");
+    fs::rename(fixture.path("sys/kernel/livepatch/klp_demo"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, fixture.path("sys/kernel/livepatch/klp_demo")).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_klpscope"))
+        .arg("--root")
+        .arg(fixture.root())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["patches"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+    let output = run(
+        fixture.root(),
+        &["revert", "klp_demo", "--json", "--dry-run"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no livepatch named 'klp_demo' is loaded"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        fs::read_to_string(elsewhere.join("enabled")).unwrap(),
+        "1\n"
+    );
+}
+
+/// Issue 28: the name a module's .modinfo gives becomes sysfs paths (the
+/// back-out, the unload): it passes the command line's own name check
+/// before anything, a dry run included.
+#[test]
+fn a_module_whose_name_leaves_sysfs_is_refused_before_anything() {
+    let fixture = kernel();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["../../../../../x/victim", "klp\x1b[2J"] {
+        let ko = fake_ko_with(dir.path(), &[&format!("-DMODULE_NAME=\"{name}\"")]);
+        let output = run(
+            fixture.root(),
+            &[
+                "apply",
+                ko.to_str().unwrap(),
+                "--json",
+                "--yes",
+                "--dry-run",
+            ],
+        );
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{name:?}: {err}");
+        assert!(err.contains("not a module or patch name"), "{err}");
+        assert!(!err.contains('\x1b'), "escaped: {err}");
+        assert!(output.stdout.is_empty(), "no step taken");
+    }
 }

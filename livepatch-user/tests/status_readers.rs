@@ -380,7 +380,8 @@ fn a_thread_that_exits_mid_scan_is_skipped() {
 }
 
 /// Root ignores permission bits, so EACCES cannot be made here with chmod:
-/// a folder in place of the file gives EISDIR, which takes the same path
+/// a folder in place of the file is refused as not a regular file (sysfs
+/// attributes) or gives EISDIR (thread files), which take the same path
 /// (any error other than "not found" is an unknown with its reason).
 /// status_cli.rs makes a real EACCES by running the binary as nobody.
 #[test]
@@ -395,7 +396,7 @@ fn unreadable_files_are_unknown_with_the_reason() {
     let patch = read_patch(fixture.root(), "klp_b");
     assert!(!patch.gone);
     assert!(
-        reason(&patch.enabled).contains("Is a directory"),
+        reason(&patch.enabled).contains("not a regular file"),
         "{:?}",
         patch.enabled
     );

@@ -32,6 +32,9 @@ const FILES: &[&str] = &[
     "/usr/share/klpscope/schemas/diagnose.schema.json",
     "/usr/share/klpscope/schemas/watch.schema.json",
     "/usr/share/klpscope/schemas/rollout.schema.json",
+    "/usr/lib/systemd/system/klpscope-serve.service",
+    "/usr/lib/systemd/system/klpscope-metrics.service",
+    "/usr/lib/systemd/system/klpscope-metrics.timer",
 ];
 /// Another run may hold dpkg's lock (apt installing the VM lab's tools).
 const DPKG_LOCK_WAIT: Duration = Duration::from_secs(300);

@@ -1,7 +1,7 @@
 //! `cargo xtask lint` and `cargo xtask test`.
 use std::process::{Command, ExitCode};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::{build, cache, setup};
 
@@ -31,6 +31,9 @@ pub fn all() -> Result<ExitCode> {
     // The alert rules, and promtool, prometheus and node_exporter for the
     // metrics tests below.
     crate::prometheus::test_rules()?;
+    // systemd-analyze, for the tests of the packaged units.
+    crate::vm::apt::ensure_installed(&["systemd"])
+        .context("the unit tests need systemd-analyze from Debian's systemd package")?;
     build::checked(
         build::user_cargo("test").args(["--workspace"]),
         "unit and integration tests",

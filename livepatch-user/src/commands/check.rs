@@ -26,7 +26,6 @@ use crate::{
         livepatch_module::{LivepatchModule, read_livepatch_module},
         loaded_modules::read_loaded_modules,
         read_filter_functions, read_kallsyms_with_extents, read_kernel, read_patch, read_patches,
-        sysfs_livepatch::livepatch_dir,
     },
     model::Known,
     probes::{self, Capabilities, CountedFunction, Facility, ProbeRequest, TaskSource},
@@ -266,10 +265,10 @@ fn targets(root: &Path, request: &CheckRequest) -> Result<(Plan, Vec<Target>)> {
         return Ok((plan, targets));
     }
     if let Some(name) = request.patch {
-        if !livepatch_dir(root).join(name).is_dir() {
+        let patch = read_patch(root, name);
+        if patch.gone {
             bail!("no livepatch named '{name}' is loaded (see `klpscope status` for the list)");
         }
-        let patch = read_patch(root, name);
         let targets = patch
             .objects
             .iter()

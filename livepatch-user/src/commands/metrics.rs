@@ -3,13 +3,13 @@
 //! collector.
 use std::{
     fs::{self, Permissions},
-    io::Write,
+    io::{self, Write},
     os::unix::fs::PermissionsExt,
     path::Path,
     process::ExitCode,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tempfile::NamedTempFile;
 
 use crate::{
@@ -56,13 +56,27 @@ fn read(root: &Path) -> Result<Snapshot> {
 /// A temporary file beside `path`, renamed over it: the textfile collector
 /// never reads half a file. Its name does not end in `.prom`, so the
 /// collector skips it; it is made readable to all (the collector runs as
-/// its own user) before the rename.
+/// its own user) before the rename. Only a regular file is replaced: run
+/// as root, the rename would as well replace /dev/null, a device or a
+/// symlink to anything.
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     let cannot = || format!("cannot write {}", path.display());
+    match fs::symlink_metadata(path) {
+        Ok(existing) if !existing.is_file() => {
+            bail!(
+                "cannot write {}: not a regular file, left as it is",
+                path.display()
+            )
+        }
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            return Err(error).with_context(cannot);
+        }
+        _ => {}
+    }
     let mut file = NamedTempFile::new_in(dir).with_context(cannot)?;
     file.write_all(text.as_bytes()).with_context(cannot)?;
     file.as_file().sync_all().with_context(cannot)?;

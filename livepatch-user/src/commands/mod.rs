@@ -4,6 +4,7 @@ pub mod completions;
 mod diagnose;
 mod event_lines;
 mod metrics;
+mod metrics_listener;
 pub mod output;
 mod rollout;
 mod serve;
@@ -21,6 +22,29 @@ use crate::{
 };
 
 pub const EXIT_ERROR: u8 = 1;
+
+/// The command line, or the exit code once clap has answered it: a usage
+/// error on stderr (2), or help and version on stdout, which can fail like
+/// any output (clap's own exit said 0 whatever became of the text).
+pub fn parse_command_line() -> Result<Cli, ExitCode> {
+    use clap::Parser as _;
+    use std::io::Write as _;
+    let answer = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(answer) if answer.use_stderr() => answer.exit(),
+        Err(answer) => answer,
+    };
+    match answer.print().and_then(|()| std::io::stdout().flush()) {
+        Ok(()) => Err(ExitCode::SUCCESS),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(output::EXIT_OUTPUT_CLOSED.into())
+        }
+        Err(error) => {
+            output::note(&format!("writing to stdout: {error}"));
+            Err(EXIT_ERROR.into())
+        }
+    }
+}
 
 /// The command's exit code; errors come back as one line for stderr. A
 /// closed stdout is not an error: the command ends quietly.
@@ -63,8 +87,8 @@ fn block_on(command: impl std::future::Future<Output = Result<ExitCode>>) -> Res
 /// terminal belongs to the output (or the TUI).
 fn start_log(path: &std::path::Path) -> Result<()> {
     use anyhow::Context as _;
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot write the log file {}", path.display()))?;
+    let file =
+        open_log(path).with_context(|| format!("cannot write the log file {}", path.display()))?;
     env_logger::Builder::new()
         // klpscope's own debug lines; the libraries' only from info up.
         .filter_level(log::LevelFilter::Info)
@@ -74,4 +98,26 @@ fn start_log(path: &std::path::Path) -> Result<()> {
         .init();
     log::info!("klpscope {} started", env!("CARGO_PKG_VERSION"));
     Ok(())
+}
+
+/// The log file, new or emptied, only if it is a regular file: klpscope
+/// runs as root, so a symlink planted at the path must not lead the
+/// truncation elsewhere (O_NOFOLLOW), nor a FIFO hold up the open
+/// (O_NONBLOCK), nor a device take the log. Emptied after the check, not
+/// by O_TRUNC at the open.
+fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    file.set_len(0)?;
+    Ok(file)
 }

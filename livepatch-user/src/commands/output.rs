@@ -2,7 +2,14 @@
 //! Both can fail (a closed pipe, a full disk); neither may panic. A reader
 //! that went away (`klpscope diagnose | head -3`) ends the command quietly
 //! with `EXIT_OUTPUT_CLOSED`, as a shell tool killed by SIGPIPE would.
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    time::Duration,
+};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+
+use crate::views::printable::printable;
 
 /// 128 + SIGPIPE: what a shell reports for a tool whose reader went away.
 pub const EXIT_OUTPUT_CLOSED: u8 = 128 + libc::SIGPIPE as u8;
@@ -32,7 +39,31 @@ pub fn stdout_error(error: io::Error) -> anyhow::Error {
     }
 }
 
-/// One line on stderr. If stderr itself is gone there is nobody to tell.
+/// One line on stderr, escaped: it may carry a path, a module's name or
+/// a kernel reader's reason, none of them ours. If stderr itself is gone
+/// there is nobody to tell.
 pub fn note(line: &str) {
-    let _ = writeln!(io::stderr().lock(), "klpscope: {line}");
+    let _ = writeln!(io::stderr().lock(), "klpscope: {}", printable(line));
+}
+
+/// How often `stdout_closed` looks.
+const STDOUT_CHECK: Duration = Duration::from_millis(250);
+
+/// Resolves once the reader of stdout is gone (a pipe's reader closed, a
+/// terminal hung up). A command that prints only when something happens
+/// would otherwise learn it at its next line, maybe hours later.
+pub async fn stdout_closed() {
+    let mut every = tokio::time::interval(STDOUT_CHECK);
+    loop {
+        every.tick().await;
+        // No events asked: poll reports only the error and hang-up states.
+        let stdout = io::stdout();
+        let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+        let now = Timespec::default();
+        if rustix::event::poll(&mut fds, Some(&now)).is_ok_and(|ready| ready > 0)
+            && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
+        {
+            return;
+        }
+    }
 }

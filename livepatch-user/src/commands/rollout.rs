@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use crossterm::event::{Event, EventStream};
 use futures_util::StreamExt;
 use tokio::time::{Instant, interval, sleep};
@@ -23,7 +23,7 @@ use crate::{
         rollout::{Rollout, RolloutAction, RolloutEnd, RolloutKind, RolloutStep},
         transition_tracker::TransitionEvent,
     },
-    cli::{ApplyArgs, RevertArgs, RolloutArgs},
+    cli::{self, ApplyArgs, RevertArgs, RolloutArgs},
     commands::{
         check::{CheckRequest, Checked, check},
         event_lines::EventLines,
@@ -66,6 +66,7 @@ enum Change {
 pub fn apply(root: &Path, args: &ApplyArgs, color: Color) -> Result<ExitCode> {
     supported(root, "apply")?;
     let (module, image) = open_livepatch_module(&args.module)?;
+    names_as_on_the_command_line(&module, &image)?;
     let patch = module.name.clone();
     let checked = check(root, check_request(Some(module), None, &args.rollout))?;
     let (kind, change) = (RolloutKind::Apply, Change::Load { image });
@@ -88,6 +89,25 @@ pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> 
         color,
     );
     super::block_on(rollout)
+}
+
+/// The module's names are its author's: the patch's name builds the sysfs
+/// paths of the back-out and the unload, so they pass the checks that the
+/// same names given on the command line pass, before anything is done.
+fn names_as_on_the_command_line(module: &LivepatchModule, image: &ModuleImage) -> Result<()> {
+    let refuse =
+        |what: &str, name: &str, why: String| anyhow!("{}: {what} {name:?} is {why}", image.path);
+    cli::module_name(&module.name).map_err(|why| refuse("its name", &module.name, why))?;
+    for object in &module.objects {
+        if let Some(name) = &object.name {
+            cli::module_name(name).map_err(|why| refuse("the object", name, why))?;
+        }
+        for function in &object.functions {
+            cli::function_spec(&function.name)
+                .map_err(|why| refuse("the function", &function.name, why))?;
+        }
+    }
+    Ok(())
 }
 
 /// The check before the change: of the module to load, or of the patch to

@@ -2,7 +2,7 @@
 //! them that answers Prometheus's scrapes of `/metrics`. The feed keeps
 //! running between scrapes, so that a transition that comes and goes, or a
 //! reversal, is counted even when no scrape saw it.
-use std::{future::IntoFuture, path::Path, process::ExitCode, sync::Arc};
+use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use axum::{
@@ -17,8 +17,15 @@ use tokio::{net::TcpListener, sync::watch};
 use crate::{
     analysis::fleet_metrics::{FleetMetrics, LiveExport},
     cli::ServeArgs,
-    commands::{output, stop_signals::StopSignals},
-    feed::{feed_thread::FeedThread, transition_feed::TransitionFeed},
+    commands::{
+        metrics_listener::{self, ConnectionLimits},
+        output,
+        stop_signals::StopSignals,
+    },
+    feed::{
+        feed_thread::{FeedThread, out_of_descriptors},
+        transition_feed::TransitionFeed,
+    },
     kernel::read_kernel,
     views::exposition,
 };
@@ -44,21 +51,32 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
     let router = Router::new()
         .route("/metrics", get(scrape))
         .with_state(exported);
-    let server = axum::serve(listener, router).into_future();
+    let limits = ConnectionLimits {
+        connections: usize::from(args.max_connections),
+        header_timeout: Duration::from_secs_f64(args.header_timeout),
+    };
+    let server = metrics_listener::answer(listener, router, limits);
     tokio::pin!(server);
     let mut signals = StopSignals::new().context("installing signal handlers")?;
     output::note(&format!("serving metrics on http://{address}/metrics"));
+    if !address.ip().is_loopback() {
+        output::note(&format!(
+            "{address} is reachable beyond this host, without TLS or authentication: \
+             anyone who can connect reads the metrics (see Fleet metrics in the README \
+             for a reverse proxy)"
+        ));
+    }
 
     let kernel = read_kernel(root);
     if !kernel.livepatch_supported {
         // No transition can ever come: the support metric is the news.
         let unsupported = FleetMetrics::without_transition(&kernel, None, &[]);
         publish.send_replace(Some(Arc::new(unsupported)));
-        return tokio::select! {
-            result = &mut server => result.context("serving HTTP"),
-            _ = signals.recv() => Ok(()),
+        tokio::select! {
+            () = &mut server => {}
+            _ = signals.recv() => {}
         }
-        .map(|()| ExitCode::SUCCESS);
+        return Ok(ExitCode::SUCCESS);
     }
 
     let mut feed = FeedThread::start(TransitionFeed::open(root, args.no_ebpf)?)?;
@@ -68,16 +86,29 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
         ));
     }
     let mut export = LiveExport::new(kernel);
+    let mut said_out_of_descriptors = false;
     loop {
         tokio::select! {
             round = feed.next() => {
-                export.apply(round?);
+                let round = match round {
+                    Ok(round) => round,
+                    // The feed skips a round it had no descriptor for and
+                    // goes on: the exporter must outlive a flood.
+                    Err(error) if out_of_descriptors(&error) => {
+                        if !std::mem::replace(&mut said_out_of_descriptors, true) {
+                            output::note(&format!(
+                                "a reading was skipped: {error:#}; the metrics are those of \
+                                 the last one until descriptors are free again"
+                            ));
+                        }
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
+                export.apply(round);
                 publish.send_replace(Some(Arc::new(export.metrics(&feed.capabilities))));
             }
-            result = &mut server => {
-                result.context("serving HTTP")?;
-                return Ok(ExitCode::SUCCESS);
-            }
+            () = &mut server => return Ok(ExitCode::SUCCESS),
             // A service stopped the usual way: not a failure.
             _ = signals.recv() => return Ok(ExitCode::SUCCESS),
         }

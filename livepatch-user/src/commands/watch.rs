@@ -117,8 +117,11 @@ async fn run_lines(
     }
     let mut lines = EventLines::new(args.json, color);
     let mut announced = false;
+    let closed = output::stdout_closed();
+    tokio::pin!(closed);
     loop {
         tokio::select! {
+            () = &mut closed => return Ok(ExitCode::from(output::EXIT_OUTPUT_CLOSED)),
             round = feed.next() => {
                 let events = live.apply_all(round?);
                 if !announced {

@@ -89,7 +89,9 @@ impl FeedThread {
                 loop {
                     let started = Instant::now();
                     let round = feed.read_round();
-                    let failed = round.is_err();
+                    let failed = round
+                        .as_ref()
+                        .is_err_and(|error| !out_of_descriptors(error));
                     if send_round.send(round).is_err() || failed {
                         return;
                     }
@@ -107,11 +109,24 @@ impl FeedThread {
         })
     }
 
-    /// The next round; cancel-safe, for `select!`.
+    /// The next round; cancel-safe, for `select!`. A round that failed
+    /// for want of descriptors (`out_of_descriptors`) is followed by the
+    /// next one; any other failure is the last.
     pub async fn next(&mut self) -> Result<Vec<Observation>> {
         match self.rounds.recv().await {
             Some(round) => round,
             None => anyhow::bail!("the feed thread stopped unexpectedly"),
         }
     }
+}
+
+/// A round failed because the process or the system had no descriptor left
+/// (EMFILE, ENFILE): another round may well succeed once some are closed.
+pub fn out_of_descriptors(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|errno| matches!(errno, libc::EMFILE | libc::ENFILE))
+    })
 }

@@ -1,9 +1,12 @@
-//! Reading the one-value files of sysfs and procfs, where a missing file and
-//! a refused read mean different things: the object vanished, or the value is
-//! unknown to us.
+//! Reading the files of sysfs and procfs. Every reader opens them here, so
+//! that what stands at a path is never trusted: a FIFO cannot hold up the
+//! open, a device cannot stream forever, and no file is read past a cap.
+//! For the one-value files, a missing file and a refused read mean different
+//! things: the object vanished, or the value is unknown to us.
 use std::{
-    fs::File,
+    fs::{File, OpenOptions},
     io::{self, Read},
+    os::unix::fs::OpenOptionsExt,
     path::Path,
 };
 
@@ -25,18 +28,44 @@ pub enum Attr {
 /// not what we expect and is cut, not trusted.
 const ATTR_MAX: u64 = 4096;
 
+/// Opens a kernel file to read. O_NONBLOCK: opening a FIFO would wait for
+/// a writer. Only a regular file is kept (what sysfs and procfs files are),
+/// so that a FIFO or a device such as /dev/zero planted at the path is
+/// refused before any read.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if file.metadata()?.file_type().is_file() {
+        Ok(file)
+    } else {
+        Err(not_regular())
+    }
+}
+
+/// The reason given for a path that holds something other than a regular
+/// file.
+pub fn not_regular() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
+}
+
+/// A whole kernel file, cut at `cap` bytes.
+pub fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_regular(path)?.take(cap).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A whole kernel text file, cut at `cap` bytes; bytes that are not UTF-8
+/// become U+FFFD, for the parser to reject rather than an I/O error.
+pub fn read_text_capped(path: &Path, cap: u64) -> io::Result<String> {
+    read_capped(path, cap).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
 pub fn read_attr(path: &Path) -> Attr {
-    let mut text = String::new();
-    let result = File::open(path).and_then(|file| {
-        // Bytes, not `read_to_string`: garbage must reach the parser as text
-        // it can reject, not as an I/O error.
-        let mut bytes = Vec::new();
-        file.take(ATTR_MAX).read_to_end(&mut bytes)?;
-        text = String::from_utf8_lossy(&bytes).trim().to_owned();
-        Ok(())
-    });
-    match result {
-        Ok(()) => Attr::Text(text),
+    match read_text_capped(path, ATTR_MAX) {
+        Ok(text) => Attr::Text(text.trim().to_owned()),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Attr::Missing,
         Err(error) => Attr::Unreadable(format!("{}: {error}", path.display())),
     }

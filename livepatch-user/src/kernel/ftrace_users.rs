@@ -6,12 +6,12 @@
 //! `[module]` after the name for module functions. The flags (6.x): R saves
 //! registers, I modifies the IP (livepatch, some kprobes), D a direct
 //! trampoline (BPF fentry/fexit), O call ops, M modified.
-use std::{collections::HashSet, fs, path::Path};
+use std::{collections::HashSet, path::Path};
 
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::tracefs_mount;
+use super::{attr::read_text_capped, tracefs_mount};
 use crate::model::Known;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
@@ -33,7 +33,8 @@ pub fn read_ftrace_users(root: &Path, names: &[&str]) -> Known<Vec<FtraceUse>> {
     let path = root
         .join(tracefs.trim_start_matches('/'))
         .join("enabled_functions");
-    match fs::read_to_string(&path) {
+    // A line per enabled site: every function of the kernel at worst.
+    match read_text_capped(&path, 64 << 20) {
         Ok(text) => Known::Value(parse_enabled_functions(&text, names)),
         Err(error) => Known::unknown(format!("{}: {error}", path.display())),
     }

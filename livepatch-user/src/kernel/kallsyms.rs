@@ -13,12 +13,11 @@
 //! may come first), the ftrace lists once.
 use std::{
     collections::{HashMap, HashSet},
-    fs::File,
-    io::{self, BufRead, BufReader},
+    io::{self, BufRead, BufReader, Read},
     path::Path,
 };
 
-use super::kernel_facts::tracefs_mount;
+use super::{attr::open_regular, kernel_facts::tracefs_mount};
 use crate::model::Known;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -293,10 +292,14 @@ fn module_name(field: &str) -> Option<&str> {
     field.strip_prefix('[')?.strip_suffix(']')
 }
 
+/// kallsyms is about 10 MB under Debian 6.12, available_filter_functions
+/// less: a symbol file past this is not the kernel's.
+pub(crate) const SYMBOL_FILE_MAX: u64 = 256 << 20;
+
 /// One reused line buffer for the whole file; lines that are not UTF-8 are
 /// skipped, not fatal.
 pub(super) fn for_each_line(path: &Path, mut visit: impl FnMut(&str)) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(1 << 16, File::open(path)?);
+    let mut reader = BufReader::with_capacity(1 << 16, open_regular(path)?.take(SYMBOL_FILE_MAX));
     let mut line = Vec::new();
     loop {
         line.clear();

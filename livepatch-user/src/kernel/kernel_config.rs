@@ -3,12 +3,13 @@
 //! /boot/config-<release>, /usr/lib/modules/<release>/config.
 use std::{
     collections::HashMap,
-    fs::File,
     io::{self, Read},
     path::Path,
 };
 
 use flate2::read::GzDecoder;
+
+use super::attr::{open_regular, read_capped};
 
 #[derive(Debug)]
 pub struct KernelConfig {
@@ -60,7 +61,7 @@ pub fn read_kernel_config(root: &Path, release: Option<&str>) -> Result<KernelCo
         ]
     });
     for source in installed {
-        match std::fs::read(root.join(source.trim_start_matches('/'))) {
+        match read_capped(&root.join(source.trim_start_matches('/')), CONFIG_MAX) {
             Ok(bytes) => {
                 return Ok(KernelConfig::parse(
                     source,
@@ -73,9 +74,14 @@ pub fn read_kernel_config(root: &Path, release: Option<&str>) -> Result<KernelCo
     Err(format!("no kernel config found ({})", tried.join("; ")))
 }
 
+/// A kernel config is some 300 kB; a gzip bomb or a device stops here.
+const CONFIG_MAX: u64 = 16 << 20;
+
 fn read_gz(path: &Path) -> io::Result<String> {
     let mut bytes = Vec::new();
-    GzDecoder::new(File::open(path)?).read_to_end(&mut bytes)?;
+    GzDecoder::new(open_regular(path)?.take(CONFIG_MAX))
+        .take(CONFIG_MAX)
+        .read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 

@@ -1,10 +1,10 @@
 //! What the running kernel offers livepatching and klpscope: release,
 //! livepatch support, ftrace, lockdown, taint, BTF, module signatures and
 //! tracefs. Each missing piece becomes one line in `problems`.
-use std::{fs, path::Path};
+use std::path::Path;
 
 use super::{
-    attr::{Attr, read_attr},
+    attr::{Attr, read_attr, read_text_capped},
     kernel_config::{KernelConfig, read_kernel_config},
     sysfs_livepatch::livepatch_dir,
     taint::decode_taint,
@@ -161,7 +161,8 @@ fn read_lockdown(root: &Path) -> Option<String> {
 /// Where tracefs is mounted, from /proc/mounts: its own mount, or the
 /// `tracing` folder of a debugfs mount on older setups.
 pub fn tracefs_mount(root: &Path) -> Option<String> {
-    let mounts = fs::read_to_string(root.join("proc/mounts")).ok()?;
+    // A host with many containers has thousands of mounts, not millions.
+    let mounts = read_text_capped(&root.join("proc/mounts"), 16 << 20).ok()?;
     let mut debugfs = None;
     for line in mounts.lines() {
         let mut fields = line.split_ascii_whitespace();

@@ -8,7 +8,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, ErrorKind, Read},
-    os::unix::fs::{FileTypeExt, OpenOptionsExt},
+    os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
@@ -71,27 +71,53 @@ impl KernelLogFollower {
     }
 }
 
+/// The kernel's own /dev/kmsg, character device 1:11 (drivers/char/mem.c).
+const KMSG_DEVICE: (u32, u32) = (1, 11);
+
+/// /dev/kmsg, or a fixture's regular file standing in for it. Any other
+/// device (/dev/zero would never run dry) or a FIFO is refused.
 fn open_kmsg(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    let kind = metadata.file_type();
+    let rdev = metadata.rdev();
+    let device = (libc::major(rdev), libc::minor(rdev));
+    if kind.is_file() || (kind.is_char_device() && device == KMSG_DEVICE) {
+        Ok(file)
+    } else {
+        Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "neither the kernel log device (1:11) nor a regular file",
+        ))
+    }
 }
+
+/// More than the largest ring buffer (log_buf_len) holds: a poll reads no
+/// further, and a follower goes on from there at the next one.
+const KMSG_READ_MAX: usize = 64 << 20;
 
 /// Appends the livepatch records up to the end of the buffer.
 fn read_records(file: &mut File, entries: &mut Vec<LogEntry>) -> io::Result<()> {
     // One read returns one record; EAGAIN marks the end of the buffer.
     let mut record = vec![0u8; 8192];
-    loop {
+    let mut total = 0;
+    while total < KMSG_READ_MAX {
         match file.read(&mut record) {
             Ok(0) => return Ok(()),
-            Ok(n) => entries.extend(parse_record(&String::from_utf8_lossy(&record[..n]))),
+            Ok(n) => {
+                total += n;
+                entries.extend(parse_record(&String::from_utf8_lossy(&record[..n])));
+            }
             // Records overwritten while reading: kmsg skips ahead.
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
 /// The name in `...<marker><name>'...`.

@@ -9,13 +9,16 @@
 use std::{
     ffi::CString,
     fmt,
-    fs::OpenOptions,
+    fs::File,
     io::{self, Write},
     os::unix::fs::FileExt,
     path::Path,
 };
 
+use rustix::fs::{Mode, OFlags};
+
 use super::{
+    attr::not_regular,
     livepatch_module::ModuleImage,
     sysfs_livepatch::{livepatch_dir, read_patch},
 };
@@ -171,12 +174,9 @@ fn write_attribute(
     file: &str,
     value: &'static str,
 ) -> Result<Written, WriteRefused> {
-    let path = livepatch_dir(root).join(patch).join(file);
-    // No create, no truncate: a sysfs attribute takes one write; a file
-    // that is not there must not be made.
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
+    let dir = livepatch_dir(root).join(patch);
+    let path = dir.join(file);
+    open_attribute(&dir, file)
         .and_then(|mut attribute| attribute.write_all(value.as_bytes()))
         .map_err(|error| WriteRefused::Io {
             value,
@@ -184,6 +184,27 @@ fn write_attribute(
             error: error.to_string(),
         })?;
     Ok(Written(format!("wrote {value} to {}", path.display())))
+}
+
+/// Opens `file` of the patch folder `dir` to write, as sysfs has them: the
+/// folder itself (no symlink to elsewhere), then a regular file in it (no
+/// symlink, FIFO or device). No create, no truncate: a sysfs attribute takes
+/// one write; a file that is not there must not be made.
+fn open_attribute(dir: &Path, file: &str) -> io::Result<File> {
+    let flags = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = rustix::fs::open(dir, flags | OFlags::DIRECTORY, Mode::empty())?;
+    // NONBLOCK: opening a FIFO to write would wait for a reader.
+    let attribute = File::from(rustix::fs::openat(
+        &dir,
+        file,
+        flags | OFlags::WRONLY | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
+    )?);
+    if attribute.metadata()?.file_type().is_file() {
+        Ok(attribute)
+    } else {
+        Err(not_regular())
+    }
 }
 
 /// Why the kernel did not load a module: the errno, said as its cause and

@@ -335,11 +335,14 @@ fn open_at(
     fds: &mut Fds,
     processes: &mut HashMap<u32, Process>,
 ) -> Result<OwnedFd, Errno> {
+    // NONBLOCK: a FIFO at the path would hold up the open until a writer
+    // came; pread on one then fails (ESPIPE), and a device is read no
+    // further than the caller's buffer.
     let open = || {
         rustix::fs::openat(
             dir,
             path,
-            flags | OFlags::RDONLY | OFlags::CLOEXEC,
+            flags | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
         )
     };

@@ -7,11 +7,13 @@
 //! which is costly and needs root: read it only for the threads that matter.
 use std::{
     fmt::Write as _,
-    fs::{self, File},
+    fs::{self, OpenOptions},
     io::{self, Read},
+    os::unix::fs::OpenOptionsExt,
     path::Path,
 };
 
+use super::attr::not_regular;
 use crate::model::{Known, PatchState, StackFrame, Task, ThreadPatchState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,12 +100,18 @@ impl ThreadFileReader {
             self.proc_dir, thread.pid, thread.tid
         );
         let buf = &mut self.buf;
-        let result = File::open(&self.path).and_then(|mut handle| {
+        // O_NONBLOCK: a FIFO at the path would hold up the open until a
+        // writer came, and its reads after.
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&self.path);
+        let result = opened.and_then(|mut handle| {
             let mut len = 0;
-            loop {
+            let len = loop {
                 if len == buf.len() {
                     if len >= THREAD_FILE_MAX {
-                        return Ok(len);
+                        break len;
                     }
                     buf.resize(len * 2, 0);
                 }
@@ -113,9 +121,15 @@ impl ThreadFileReader {
                 // when it fits: a short read is the end, and skipping the
                 // read that would return 0 keeps the scan at 3 syscalls.
                 if read == 0 || len < buf.len() {
-                    return Ok(len);
+                    break len;
                 }
+            };
+            // A thread file is never empty nor that long: only then is the
+            // file's type worth a syscall, to refuse a FIFO or a device.
+            if (len == 0 || len >= THREAD_FILE_MAX) && !handle.metadata()?.file_type().is_file() {
+                return Err(not_regular());
             }
+            Ok(len)
         });
         match result {
             Ok(len) => ThreadFile::Content(&self.buf[..len]),

@@ -72,7 +72,8 @@ pub fn read_patch(root: &Path, name: &str) -> Patch {
         stack_order,
         objects,
         // Checked last: a directory that vanished at any point above is gone.
-        gone: !dir.is_dir(),
+        // A symlink is no patch of the kernel's, as the listing has it.
+        gone: !fs::symlink_metadata(&dir).is_ok_and(|dir| dir.is_dir()),
     }
 }
 

@@ -7,6 +7,8 @@ use std::{collections::HashMap, path::Path};
 use livepatch_ebpf::{TaskIterOffsets, TaskOffsets};
 use thiserror::Error;
 
+use crate::kernel::attr::read_capped;
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BtfError {
     #[error("not BTF data (bad magic or header)")]
@@ -24,6 +26,8 @@ pub enum BtfError {
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+/// vmlinux's BTF is 5 to 6 MB on distribution kernels.
+const BTF_MAX: u64 = 256 << 20;
 
 /// task_struct offsets, except `patch_state`, which exists only with
 /// CONFIG_LIVEPATCH.
@@ -205,7 +209,7 @@ impl KernelBtf {
     /// Reads `<root>/sys/kernel/btf/vmlinux`. Err is why not, in one line.
     pub fn read(root: &Path) -> Result<Self, String> {
         let path = root.join("sys/kernel/btf/vmlinux");
-        let raw = std::fs::read(&path).map_err(|e| {
+        let raw = read_capped(&path, BTF_MAX).map_err(|e| {
             format!(
                 "no kernel BTF at {} ({e}): the kernel needs CONFIG_DEBUG_INFO_BTF",
                 path.display()

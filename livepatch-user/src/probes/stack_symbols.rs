@@ -12,12 +12,14 @@
 //! them is not named here, and the caller asks /proc for that task's stack.
 use std::{
     collections::HashMap,
-    fs::File,
-    io::{self, BufRead, BufReader},
+    io::{self, BufRead, BufReader, Read},
     path::Path,
 };
 
-use crate::model::StackFrame;
+use crate::{
+    kernel::{attr::open_regular, kallsyms::SYMBOL_FILE_MAX},
+    model::StackFrame,
+};
 
 /// The core kernel's text symbols sorted by address.
 pub struct KernelSymbols {
@@ -44,8 +46,10 @@ impl KernelSymbols {
     /// Line by line: the whole file is about 10 MB, twice what is kept,
     /// and it is read just as a transition starts, when other loads run.
     pub fn read(root: &Path) -> io::Result<Self> {
-        let mut kallsyms =
-            BufReader::with_capacity(READ_CHUNK, File::open(root.join("proc/kallsyms"))?);
+        let mut kallsyms = BufReader::with_capacity(
+            READ_CHUNK,
+            open_regular(&root.join("proc/kallsyms"))?.take(SYMBOL_FILE_MAX),
+        );
         let mut symbols = KernelSymbols {
             symbols: Vec::new(),
             names: String::new(),

@@ -9,7 +9,10 @@ use prometheus::{
 };
 use serde::Serialize;
 
-use crate::analysis::fleet_metrics::{FleetMetrics, PatchFlags, TransitionsEnded};
+use crate::{
+    analysis::fleet_metrics::{FleetMetrics, PatchFlags, TransitionsEnded},
+    views::printable::printable,
+};
 
 /// The Content-Type of `render`'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -324,7 +327,7 @@ impl Families<'_> {
         for calls in &metrics.calls {
             for (version, total) in [("old", calls.old_total), ("new", calls.new_total)] {
                 family
-                    .get_metric_with_label_values(&[calls.function.as_str(), version])?
+                    .get_metric_with_label_values(&[&printable(&calls.function), version])?
                     .inc_by(total);
             }
         }
@@ -332,12 +335,21 @@ impl Families<'_> {
     }
 }
 
+/// Label values come from task names any user sets and from names a .ko
+/// carries: control characters are escaped as the text views escape them
+/// (`\x1b`), for the encoder escapes only quotes, backslashes and line
+/// feeds, and a terminal showing the exposition would obey the rest.
 fn set<V: AsRef<str> + std::fmt::Debug>(
     family: &IntGaugeVec,
     labels: &[V],
     value: i64,
 ) -> prometheus::Result<()> {
-    family.get_metric_with_label_values(labels)?.set(value);
+    let labels: Vec<_> = labels
+        .iter()
+        .map(|value| printable(value.as_ref()))
+        .collect();
+    let labels: Vec<&str> = labels.iter().map(AsRef::as_ref).collect();
+    family.get_metric_with_label_values(&labels)?.set(value);
     Ok(())
 }
 

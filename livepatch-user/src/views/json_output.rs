@@ -6,7 +6,10 @@
 use schemars::{JsonSchema, Schema, generate::SchemaSettings};
 use serde::Serialize;
 
-use crate::analysis::{rollout::RolloutStep, transition_tracker::TransitionEvent};
+use crate::{
+    analysis::{rollout::RolloutStep, transition_tracker::TransitionEvent},
+    views::printable::json_escaped,
+};
 
 /// The version of every JSON output's schema.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -30,7 +33,9 @@ impl<T: Serialize> Document<T> {
     /// Pretty-printed, with a final newline.
     pub fn render(&self) -> String {
         // Plain data with string keys: serialisation cannot fail.
-        serde_json::to_string_pretty(self).expect("a document of plain data serialises") + "\n"
+        json_escaped(
+            serde_json::to_string_pretty(self).expect("a document of plain data serialises"),
+        ) + "\n"
     }
 }
 
@@ -55,7 +60,7 @@ impl<T: Serialize> Line<T> {
 
     /// On one line.
     pub fn render(&self) -> String {
-        serde_json::to_string(self).expect("a line of plain data serialises")
+        json_escaped(serde_json::to_string(self).expect("a line of plain data serialises"))
     }
 }
 

@@ -4,7 +4,7 @@ pub mod check_report;
 pub mod diagnose_report;
 pub mod exposition;
 pub mod json_output;
-mod printable;
+pub(crate) mod printable;
 pub mod rollout_lines;
 pub mod status;
 pub mod style;

@@ -1,8 +1,8 @@
 //! Untrusted text made safe for a terminal. Any local user can name a task
 //! (comm) with escape sequences, and a crafted .ko can carry any bytes in
 //! its names: printed raw, they retitle windows, move the cursor or forge
-//! lines. Every text view escapes control characters; JSON needs nothing
-//! more than its own escaping.
+//! lines. Every text view escapes control characters; JSON escapes those
+//! its encoder leaves raw.
 use std::{borrow::Cow, fmt::Write as _};
 
 /// One field: every control character escaped, newlines included, so that
@@ -34,6 +34,26 @@ fn escape(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// JSON as serde_json writes it, with the controls it leaves raw (DEL, the
+/// C1 controls such as U+009B, a CSI to many terminals, and the
+/// bidirectional overrides) as `\u` escapes: a parser reads the same text
+/// back, a terminal showing the JSON has nothing to obey. They can only be
+/// in strings, JSON's own syntax being ASCII.
+pub fn json_escaped(json: String) -> String {
+    if !json.chars().any(is_terminal_control) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c != '\n' && is_terminal_control(c) {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// C0, DEL and C1 controls, and the bidirectional overrides that reorder
 /// what a reader sees.
 fn is_terminal_control(c: char) -> bool {
@@ -52,5 +72,17 @@ mod tests {
         assert_eq!(printable("evil\u{202e}txt"), "evil\\u{202e}txt");
         assert_eq!(printable_lines("one\x1b[2J\ntwo\n"), "one\\x1b[2J\ntwo\n");
         assert_eq!(printable("ünïcode"), "ünïcode");
+    }
+
+    #[test]
+    fn json_keeps_its_text_and_loses_its_controls() {
+        let text = "csi\u{9b}2J del\u{7f} rlo\u{202e} esc\u{1b} ünï";
+        let json = json_escaped(serde_json::to_string_pretty(&[text]).unwrap());
+        assert_eq!(
+            json,
+            "[\n  \"csi\\u009b2J del\\u007f rlo\\u202e esc\\u001b ünï\"\n]"
+        );
+        let back: Vec<String> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, [text]);
     }
 }
