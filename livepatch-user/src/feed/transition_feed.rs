@@ -335,14 +335,6 @@ impl TransitionFeed {
             let attaching = thread::Builder::new()
                 .name("klpscope-counters".into())
                 .spawn(move || {
-                    // Loading the counters parses the kernel's BTF, a
-                    // second's work under TCG, just as a patch is being
-                    // loaded: at the lowest priority it waits for the
-                    // loading task and the transition's worker instead of
-                    // delaying them (Linux niceness is per thread).
-                    if let Err(error) = rustix::process::setpriority_process(None, 19) {
-                        log::debug!("the counters' thread keeps its priority: {error}");
-                    }
                     drop(previous.map(JoinHandle::join));
                     drop(old);
                     if request.count_calls.is_empty() {
