@@ -177,6 +177,13 @@ pub struct Rounds {
     pub failed: u32,
 }
 
+/// A transition's start or completion, as the tracer hears it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Start,
+    Complete,
+}
+
 /// Which task a blocker is: the per-CPU idle tasks all have tid 0, and
 /// tell themselves apart by name (swapper/N).
 type TaskKey = (u32, String);
@@ -219,10 +226,12 @@ pub struct TransitionTracker {
     switched: BTreeSet<u32>,
     /// A patch seen in transition whose direction no poll has told yet.
     unbegun: Option<String>,
-    /// When the tracer saw a transition complete, until a poll that read
-    /// sysfs after it: that poll may already show the patch's next
-    /// transition (a disable right after), which is no reversal.
-    completed_ns: Option<u64>,
+    /// Transitions starting and completing as the tracer timed them, until
+    /// a poll that read sysfs after them: that poll may already show the
+    /// patch's next transition (a disable right after), or nothing of
+    /// one that came and went between (an unpatching of a few
+    /// milliseconds, the module unloaded and loaded again).
+    lifecycle: Vec<(u64, Lifecycle)>,
     /// Whether the tracer reports at all; without it, completions come
     /// from the kernel log.
     traced: bool,
@@ -252,7 +261,7 @@ impl TransitionTracker {
             candidates: BTreeMap::new(),
             switched: BTreeSet::new(),
             unbegun: None,
-            completed_ns: None,
+            lifecycle: Vec::new(),
             traced: false,
             completing: None,
             backed_out: false,
@@ -471,32 +480,82 @@ impl TransitionTracker {
         self.last_outcome = Some(outcome);
     }
 
-    /// Ends the transition under way if it completed before this poll read
-    /// sysfs, as the tracer timed it (or, without the tracer, as the
-    /// kernel log tells): whatever the poll shows of its patch then is a
-    /// transition of its own. True when it did.
+    /// Ends what completed before this poll read sysfs, in the order the
+    /// tracer timed it (or, without the tracer, as the kernel log tells):
+    /// the transition under way, then any transition of its patch that
+    /// started and completed after it (its direction the opposite of the
+    /// one before). Whatever the poll shows of the patch then is a
+    /// transition of its own. True when a transition ended.
     fn end_completed(&mut self, poll: &Assessed, events: &mut Vec<TransitionEvent>) -> bool {
-        let traced = self.completed_ns.filter(|&at| at <= poll.read_ns);
-        if traced.is_some() {
-            self.completed_ns = None;
+        if !self.traced {
+            let logged = self
+                .transition
+                .as_ref()
+                .and_then(|current| logged_completion(poll.log.as_deref(), current, poll.read_ns));
+            let Some(direction) = logged else {
+                return false;
+            };
+            let ended = self.transition.take().expect("completed above");
+            let name = ended.patch.clone();
+            self.end(ended, Some(direction), &poll.patches, events);
+            self.settle(&name, direction);
+            self.completing = Some((name, direction));
+            return true;
         }
-        let Some(current) = &self.transition else {
-            return false;
-        };
-        let direction = if self.traced {
-            traced.map(|_| current.direction)
-        } else {
-            logged_completion(poll.log.as_deref(), current, poll.read_ns)
-        };
-        let Some(direction) = direction else {
-            return false;
-        };
-        let ended = self.transition.take().expect("checked above");
-        let name = ended.patch.clone();
-        self.end(ended, Some(direction), &poll.patches, events);
-        self.settle(&name, direction);
-        self.completing = Some((name, direction));
-        true
+        let (mut before, after): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lifecycle)
+            .into_iter()
+            .partition(|&(at, _)| at <= poll.read_ns);
+        self.lifecycle = after;
+        before.sort_by_key(|&(at, _)| at);
+        let (mut ended_any, mut started_since) = (false, false);
+        // The transition that ended last: one completing after it without
+        // a poll seeing it went the other way.
+        let mut last = self
+            .last_outcome
+            .as_ref()
+            .map(|outcome| (outcome.patch.clone(), outcome.direction));
+        for (_, what) in before {
+            match what {
+                Lifecycle::Start => started_since = true,
+                Lifecycle::Complete => {
+                    if let Some(ended) = self.transition.take() {
+                        let (name, direction) = (ended.patch.clone(), ended.direction);
+                        self.end(ended, Some(direction), &poll.patches, events);
+                        last = Some((name, direction));
+                    } else if let Some((name, previous)) = last.take().filter(|_| started_since) {
+                        let direction = previous.opposite();
+                        let outcome = Outcome {
+                            patch: name.clone(),
+                            direction,
+                            reversed: false,
+                            forced: false,
+                            secs: None,
+                        };
+                        events.push(TransitionEvent::Start {
+                            patch: name.clone(),
+                            direction,
+                            tasks_total: poll.threads.unwrap_or(0),
+                        });
+                        events.push(complete(&outcome));
+                        self.last_outcome = Some(outcome);
+                        last = Some((name, direction));
+                    } else {
+                        continue;
+                    }
+                    ended_any = true;
+                    started_since = false;
+                    if let Some((name, direction)) = &last {
+                        self.settle(name, *direction);
+                    }
+                }
+            }
+        }
+        // The tail of a completion is no new transition, unless one
+        // started since.
+        if ended_any || started_since {
+            self.completing = last.filter(|_| ended_any && !started_since);
+        }
+        ended_any
     }
 
     /// A completed transition's patch, seen still in transition the same
@@ -521,7 +580,11 @@ impl TransitionTracker {
     /// Records `patch` as its completed transition left it: the state the
     /// next transition of it starts from.
     fn settle(&mut self, patch: &str, direction: Direction) {
-        if let Some(before) = self.patches.iter_mut().find(|p| p.name == patch && !p.gone) {
+        let record = self.patches.iter().position(|p| p.name == patch && !p.gone);
+        let record = record.or_else(|| self.patches.iter().position(|p| p.name == patch));
+        if let Some(before) = record.map(|i| &mut self.patches[i]) {
+            // A patch unpatched is freed: the next poll finds it gone.
+            before.gone = false;
             before.enabled = Known::Value(direction == Direction::Patching);
             before.transition = Known::Value(false);
         }
@@ -754,6 +817,7 @@ impl TransitionTracker {
         self.traced = true;
         match event {
             TraceEvent::Start { timestamp_ns } => {
+                self.lifecycle.push((timestamp_ns, Lifecycle::Start));
                 self.tracer_start_ns = Some(timestamp_ns);
                 // Counted from the first round the tracer reports; until
                 // then (or on kernels where that hook is off) estimated.
@@ -796,7 +860,9 @@ impl TransitionTracker {
             // The polls decide when a transition starts and ends: they know
             // the patch, the tracer does not. A completion says where the
             // one under way ended.
-            TraceEvent::Complete { timestamp_ns } => self.completed_ns = Some(timestamp_ns),
+            TraceEvent::Complete { timestamp_ns } => {
+                self.lifecycle.push((timestamp_ns, Lifecycle::Complete));
+            }
             TraceEvent::Check { .. } => {}
         }
     }
@@ -1418,6 +1484,55 @@ mod tests {
         assert!(state.apply(unpatching(3, 0)).is_empty());
         let events = state.apply(poll(4, vec![], None, vec![]));
         assert_eq!(names(&events), ["gone"], "{events:?}");
+    }
+
+    /// 7.x unpatches in milliseconds: between two polls the patch was
+    /// disabled, unpatched, unloaded, loaded again and is patching anew.
+    /// The tracer's starts and completions, in order, tell each one.
+    #[test]
+    fn transitions_that_came_and_went_between_polls_are_told_by_the_tracer() {
+        let mut state = tracker();
+        let traced = |state: &mut TransitionTracker, event| {
+            state.apply(Observation::Trace(event));
+        };
+        traced(&mut state, TraceEvent::Start { timestamp_ns: 0 });
+        state.apply(patching(0, 5, vec![]));
+        traced(&mut state, TraceEvent::Complete { timestamp_ns: SEC });
+        let events = state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
+        assert_eq!(complete_event(&events), Some((Direction::Patching, false)));
+        for (at_ms, event) in [(2100, "start"), (2105, "complete"), (2600, "start")] {
+            let timestamp_ns = at_ms * 1_000_000;
+            traced(
+                &mut state,
+                match event {
+                    "start" => TraceEvent::Start { timestamp_ns },
+                    _ => TraceEvent::Complete { timestamp_ns },
+                },
+            );
+        }
+        let events = state.apply(patching(3, 5, vec![]));
+        assert_eq!(names(&events), ["start", "complete", "start"], "{events:?}");
+        assert!(
+            matches!(
+                &events[..],
+                [
+                    TransitionEvent::Start {
+                        direction: Direction::Unpatching,
+                        ..
+                    },
+                    TransitionEvent::Complete {
+                        direction: Direction::Unpatching,
+                        reversed: false,
+                        ..
+                    },
+                    TransitionEvent::Start {
+                        direction: Direction::Patching,
+                        ..
+                    },
+                ]
+            ),
+            "{events:?}"
+        );
     }
 
     /// Completed, then disabled and gone within one poll interval (7.x
