@@ -17,8 +17,8 @@ use std::{
 
 use livepatch_user::{
     kernel::livepatch_module::{
-        Failure, LivepatchModule, ModuleError, ModuleObject, parse_livepatch_module,
-        read_livepatch_module,
+        Callback, Failure, Hook, LivepatchModule, ModuleError, ModuleObject, Producer, Replace,
+        parse_livepatch_module, read_livepatch_module,
     },
     model::PatchFunction,
 };
@@ -52,22 +52,33 @@ fn func(name: &str, sympos: u32) -> PatchFunction {
     }
 }
 
+fn callback(hook: Hook, function: &str) -> Callback {
+    Callback {
+        hook,
+        function: function.into(),
+    }
+}
+
 fn expected() -> LivepatchModule {
     LivepatchModule {
         name: "fake_livepatch".into(),
-        replace: true,
+        producer: Producer::Samples,
+        replace: Replace::InFile { on: true },
         signed: false,
         vermagic: Some("6.12.0-fixture SMP preempt mod_unload modversions".into()),
         objects: vec![
             ModuleObject {
                 name: None,
                 functions: vec![func("cmdline_proc_show", 2), func("meminfo_proc_show", 0)],
+                callbacks: vec![],
             },
             ModuleObject {
                 name: Some("klp_test_target".into()),
                 functions: vec![func("klp_test_park_wait", 0)],
+                callbacks: vec![callback(Hook::PostPatch, "post_patch")],
             },
         ],
+        references: vec![],
     }
 }
 
@@ -89,6 +100,7 @@ fn a_callbacks_only_object_decodes_with_no_functions() {
     want.objects.push(ModuleObject {
         name: Some("klp_callbacks_only".into()),
         functions: vec![],
+        callbacks: vec![callback(Hook::PrePatch, "post_patch")],
     });
     assert_eq!(read_livepatch_module(&ko).unwrap(), want);
 }

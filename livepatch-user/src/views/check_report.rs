@@ -10,7 +10,7 @@ use crate::{
         blockers::CodeVersion,
         readiness::{PredictedBlocker, Readiness, Status, Verdict},
     },
-    kernel::livepatch_module::LivepatchModule,
+    kernel::livepatch_module::{LivepatchModule, Replace},
     probes::Capability,
     views::{
         json_output::Document,
@@ -57,12 +57,13 @@ fn write_text(out: &mut Text, view: &CheckView) -> std::fmt::Result {
     let readiness = view.readiness;
     let what = match (view.module, view.patch) {
         (Some(module), _) => format!(
-            "livepatch module {}{}",
+            "livepatch module {} ({} layout{})",
             printable(&module.name),
-            if module.replace {
-                " (atomic replace)"
-            } else {
-                ""
+            module.producer.name(),
+            match module.replace {
+                Replace::InFile { on: true } => ", atomic replace".to_owned(),
+                Replace::InFile { on: false } => String::new(),
+                Replace::SetAtLoad { default } => format!(", atomic replace set at load: {default}"),
             }
         ),
         (_, Some(patch)) => format!("disabling loaded patch {patch}"),
