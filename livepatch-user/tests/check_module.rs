@@ -974,7 +974,7 @@ fn kernel_check<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Val
 
 #[test]
 fn check_names_the_producer_and_what_only_init_code_sets() {
-    for (file, _, series, producer) in PRODUCER_FIXTURES {
+    for (file, name, series, producer) in PRODUCER_FIXTURES {
         let fixture = producer_kernel(&fixture_release(series));
         let ko = producers_dir().join(file);
         let (_, doc) = check_json(fixture.root(), &ko);
@@ -1038,6 +1038,12 @@ fn check_names_the_producer_and_what_only_init_code_sets() {
             )),
             "{file}: {first}"
         );
+        assert!(
+            text.contains(&format!(
+                "\n  callback post_patch of klp_test_target: {name}_post_patch\n"
+            )),
+            "{file}: {text}"
+        );
     }
 }
 
@@ -1061,6 +1067,15 @@ fn a_reference_missing_from_kallsyms_is_a_load_that_will_fail() {
             ".klp.sym.vmlinux.saved_command_line,0",
             ".klp.sym.vmlinux.klp_test_no_such_symbol,0",
         ],
+    );
+    let output = klpscope(
+        fixture.root(),
+        &["check", "--no-ebpf", "--duration", "0", "--module", missing.to_str().unwrap()],
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("\n  needs vmlinux:klp_test_no_such_symbol,0 (resolved at load)\n"),
+        "{text}"
     );
     let (code, doc) = check_json(fixture.root(), &missing);
     assert_eq!(code, 4, "not ready: {doc}");

@@ -75,6 +75,10 @@ fn write_text(out: &mut Text, view: &CheckView) -> std::fmt::Result {
         view.stack_samples, view.duration_secs
     )?;
 
+    if let Some(module) = view.module {
+        write_module(out, module)?;
+    }
+
     heading(out, "kernel")?;
     for check in &readiness.kernel_checks {
         write!(out, "  ")?;
@@ -140,6 +144,43 @@ fn write_text(out: &mut Text, view: &CheckView) -> std::fmt::Result {
     };
     out.paint(tone, verdict_line(readiness))?;
     writeln!(out)
+}
+
+/// What the module file holds beyond its functions (listed with the
+/// checks below): the callbacks the kernel will run and the symbols it
+/// must resolve at load. Nothing when it has neither.
+fn write_module(out: &mut Text, module: &LivepatchModule) -> std::fmt::Result {
+    let callbacks: Vec<_> = module
+        .objects
+        .iter()
+        .flat_map(|object| {
+            let name = object.name.as_deref().unwrap_or("vmlinux");
+            object.callbacks.iter().map(move |c| (name, c))
+        })
+        .collect();
+    if callbacks.is_empty() && module.references.is_empty() {
+        return Ok(());
+    }
+    heading(out, "module")?;
+    for (object, callback) in callbacks {
+        writeln!(
+            out,
+            "  callback {} of {}: {}",
+            callback.hook.name(),
+            printable(object),
+            printable(&callback.function)
+        )?;
+    }
+    for reference in &module.references {
+        writeln!(
+            out,
+            "  needs {}:{},{} (resolved at load)",
+            printable(reference.object.as_deref().unwrap_or("vmlinux")),
+            printable(&reference.name),
+            reference.sympos
+        )?;
+    }
+    Ok(())
 }
 
 /// A section's name, after a blank line.
