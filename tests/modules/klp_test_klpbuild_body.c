@@ -14,9 +14,9 @@
  * module is linked with scripts/livepatch/init.c, which builds the
  * klp_patch at init (replace on unless built with KLP_NO_REPLACE, as
  * klp-build --no-replace does), taken from Debian's linux-source package
- * by xtask at build time (not part of this repository). Only kernels whose
- * livepatch.h declares klp_find_section_by_name (7.2+) build it. It is not
- * output of klp-build.
+ * by xtask at build time (not part of this repository). That init code
+ * needs the kernel's klp_find_section_by_name and kzalloc_obj, so only
+ * kernels that have both (7.3) build it. It is not output of klp-build.
  */
 #include <linux/livepatch.h>
 #include <linux/module.h>
