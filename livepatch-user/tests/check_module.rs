@@ -20,8 +20,7 @@ use std::{
 use livepatch_user::{
     kernel::livepatch_module::{
         Callback, Failure, Hook, LivepatchModule, ModuleError, ModuleObject, Producer, Reference,
-        Replace,
-        parse_livepatch_module, read_livepatch_module,
+        Replace, parse_livepatch_module, read_livepatch_module,
     },
     model::PatchFunction,
 };
@@ -722,10 +721,7 @@ fn fixture_release(series: &str) -> String {
 }
 
 fn target_functions() -> Vec<PatchFunction> {
-    vec![
-        func("klp_test_park_wait", 0),
-        func("klp_test_busy_loop", 0),
-    ]
+    vec![func("klp_test_park_wait", 0), func("klp_test_busy_loop", 0)]
 }
 
 /// The module each fixture must decode to, but for its vermagic.
@@ -760,11 +756,31 @@ fn producer_module(name: &str, producer: Producer) -> LivepatchModule {
 }
 
 const PRODUCER_FIXTURES: [(&str, &str, &str, Producer); 4] = [
-    ("klp_test_kpatch-6.12.ko", "klp_test_kpatch", "6.12", Producer::KpatchBuild),
-    ("klp_test_kpatch-7.ko", "klp_test_kpatch", "7", Producer::KpatchBuild),
-    ("klp_test_klpbuild-7.ko", "klp_test_klpbuild", "7", Producer::KlpBuild),
+    (
+        "klp_test_kpatch-6.12.ko",
+        "klp_test_kpatch",
+        "6.12",
+        Producer::KpatchBuild,
+    ),
+    (
+        "klp_test_kpatch-7.ko",
+        "klp_test_kpatch",
+        "7",
+        Producer::KpatchBuild,
+    ),
+    (
+        "klp_test_klpbuild-7.ko",
+        "klp_test_klpbuild",
+        "7",
+        Producer::KlpBuild,
+    ),
     // 6.19's section names: __klp_objects and __klp_funcs.
-    ("klp_test_klpbuild-6.19-names.ko", "klp_test_klpbuild", "7", Producer::KlpBuild),
+    (
+        "klp_test_klpbuild-6.19-names.ko",
+        "klp_test_klpbuild",
+        "7",
+        Producer::KlpBuild,
+    ),
 ];
 
 #[test]
@@ -790,7 +806,10 @@ fn the_6_19_names_are_those_the_layout_is_found_by() {
     use object::{Object, ObjectSection};
     let names: Vec<&str> = elf.sections().filter_map(|s| s.name().ok()).collect();
     assert!(names.contains(&"__klp_objects"), "{names:?}");
-    assert!(!names.iter().any(|n| n.starts_with(".init.klp")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with(".init.klp")),
+        "{names:?}"
+    );
 }
 
 /// Cut short inside their tables, the producers' modules are refused in
@@ -1070,7 +1089,14 @@ fn a_reference_missing_from_kallsyms_is_a_load_that_will_fail() {
     );
     let output = klpscope(
         fixture.root(),
-        &["check", "--no-ebpf", "--duration", "0", "--module", missing.to_str().unwrap()],
+        &[
+            "check",
+            "--no-ebpf",
+            "--duration",
+            "0",
+            "--module",
+            missing.to_str().unwrap(),
+        ],
     );
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(

@@ -10,9 +10,7 @@ use serde::Serialize;
 
 use super::blockers::{CodeVersion, PatchedCode};
 use crate::{
-    kernel::{
-        FilterFunctions, SymbolTable, ftrace_users::FtraceUse, livepatch_module::Replace,
-    },
+    kernel::{FilterFunctions, SymbolTable, ftrace_users::FtraceUse, livepatch_module::Replace},
     model::{
         Direction, Kernel, KernelSeries, Known, Patch, PatchFunction, PatchObject, StackFrame, Task,
     },

@@ -63,7 +63,8 @@ fn write_text(out: &mut Text, view: &CheckView) -> std::fmt::Result {
             match module.replace {
                 Replace::InFile { on: true } => ", atomic replace".to_owned(),
                 Replace::InFile { on: false } => String::new(),
-                Replace::SetAtLoad { default } => format!(", atomic replace set at load: {default}"),
+                Replace::SetAtLoad { default } =>
+                    format!(", atomic replace set at load: {default}"),
             }
         ),
         (_, Some(patch)) => format!("disabling loaded patch {patch}"),

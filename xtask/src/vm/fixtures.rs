@@ -29,8 +29,17 @@ pub fn run() -> Result<()> {
             let module = built
                 .iter()
                 .find(|m| m.file_stem().is_some_and(|s| s == *name))
-                .with_context(|| format!("no {name}.ko among the modules built for {}", kernel.release()))?;
-            strip_debug(module, &out.join(format!("{name}-{}.ko", series.name())), &[])?;
+                .with_context(|| {
+                    format!(
+                        "no {name}.ko among the modules built for {}",
+                        kernel.release()
+                    )
+                })?;
+            strip_debug(
+                module,
+                &out.join(format!("{name}-{}.ko", series.name())),
+                &[],
+            )?;
         }
         kernels.push_str(&format!("{} {}\n", series.name(), kernel.release()));
     }

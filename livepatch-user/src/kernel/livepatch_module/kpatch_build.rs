@@ -53,7 +53,11 @@ pub fn decode(elf: &Elf) -> Result<(Vec<ModuleObject>, Replace), Failure> {
                 "kpatch_patch_func.sympos",
             )?,
         };
-        let objname = elf.string(field_of(entry, OBJNAME_OFFSET, "kpatch_patch_func.objname")?)?;
+        let objname = elf.string(field_of(
+            entry,
+            OBJNAME_OFFSET,
+            "kpatch_patch_func.objname",
+        )?)?;
         object_named(&mut objects, objname).functions.push(function);
     }
     for hook in Hook::ALL {

@@ -379,4 +379,3 @@ fn read_modinfo(file: &ObjectFile) -> Result<HashMap<String, String>, Failure> {
         })
         .collect())
 }
-
