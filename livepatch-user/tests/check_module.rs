@@ -1148,3 +1148,30 @@ fn apply_dry_run_reads_each_producer_layout() {
         assert_eq!(steps[2]["end"], "dry_run", "{file}");
     }
 }
+
+/// A callback may be a kernel function rather than one of the module's:
+/// it is named by its symbol, and the rest decodes as before.
+#[test]
+fn a_callback_outside_the_module_is_named_by_its_symbol() {
+    let module = parse_source(
+        "int fn(void) { return 0; }\n\
+         extern int kernel_pre_patch(void *);\n\
+         struct func { const char *old_name; void *new_func; unsigned long sympos; char pad[24]; };\n\
+         struct obj { const char *name; struct func *funcs; void *cb[4]; char pad[16]; };\n\
+         struct func funcs[] = { { \"f\", fn }, {} };\n\
+         struct obj objs[] = { { \"m\", funcs, { kernel_pre_patch } }, {} };\n\
+         struct { struct module *mod; struct obj *objs; void *states; _Bool replace; } \
+         patch = { &__this_module, objs };\n",
+    )
+    .unwrap();
+    assert_eq!(module.producer, Producer::Samples);
+    assert_eq!(
+        module.objects,
+        [ModuleObject {
+            name: Some("m".into()),
+            functions: vec![func("f", 0)],
+            callbacks: vec![callback(Hook::PrePatch, "kernel_pre_patch")],
+        }]
+    );
+    assert_eq!(module.replace, Replace::InFile { on: false });
+}

@@ -26,7 +26,8 @@ pub enum Target {
     Stray,
     /// At `__this_module`, the samples layout's anchor.
     ThisModule,
-    /// At another symbol outside this file.
+    /// At another symbol outside this file (its name in
+    /// [`Elf::external_names`]).
     External,
 }
 
@@ -70,11 +71,15 @@ pub struct Elf<'a> {
     pub kinds: HashMap<SectionIndex, SectionKind>,
     /// Functions by where they start: what a callback pointer names.
     functions: HashMap<Place, String>,
+    /// The symbol each pointer to outside the file names, by where the
+    /// pointer is.
+    external_names: HashMap<Place, String>,
 }
 
 impl<'a> Elf<'a> {
     pub fn new(file: &'a ObjectFile<'a>) -> Result<Self, Failure> {
         let mut pointers: HashMap<SectionIndex, BTreeMap<u64, Target>> = HashMap::new();
+        let mut external_names = HashMap::new();
         for section in file.sections() {
             let size = section.size();
             for (offset, relocation) in section.relocations() {
@@ -106,7 +111,11 @@ impl<'a> Elf<'a> {
                             .address()
                             .checked_add_signed(relocation.addend())
                             .map_or(Target::Stray, |offset| Target::Local(section, offset)),
-                        None => Target::External,
+                        None => {
+                            let name = symbol.name().unwrap_or_default();
+                            external_names.insert((section.index(), offset), name.to_owned());
+                            Target::External
+                        }
                     }
                 };
                 pointers
@@ -135,6 +144,7 @@ impl<'a> Elf<'a> {
             sizes,
             kinds,
             functions,
+            external_names,
         })
     }
 
@@ -171,7 +181,8 @@ impl<'a> Elf<'a> {
 
     /// The function a code pointer at `place` names: None for a NULL
     /// pointer (no relocation, zero bytes). A pointer into code where no
-    /// function symbol starts is named by its section and offset.
+    /// function symbol starts is named by its section and offset; one to a
+    /// symbol outside the module (a kernel function) by that symbol.
     pub fn function(&self, place: Place, what: &str) -> Result<Option<String>, Failure> {
         match self.pointer(place) {
             None => {
@@ -197,8 +208,11 @@ impl<'a> Elf<'a> {
                         format!("{name}+{offset:#x}")
                     }),
             )),
+            Some(Target::External) => Ok(Some(
+                self.external_names.get(&place).cloned().unwrap_or_default(),
+            )),
             Some(_) => Err(Failure::Layout(format!(
-                "{what} at {:#x} does not point at code in this module",
+                "{what} at {:#x} does not point at code",
                 place.1
             ))),
         }

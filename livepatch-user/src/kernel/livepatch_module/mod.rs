@@ -147,7 +147,7 @@ impl Hook {
 
 /// A symbol the patch's code needs from an object, resolved by the kernel
 /// at load.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 pub struct Reference {
     /// None: vmlinux.
     pub object: Option<String>,

@@ -5,6 +5,8 @@
 //! SHN_LIVEPATCH, used by `.klp.rela.OBJNAME.SECTION` sections
 //! (Documentation/livepatch/module-elf-format.rst). One that the kernel
 //! cannot find fails the load.
+use std::collections::HashSet;
+
 use object::read::elf::Sym;
 use object::{Object, ObjectSymbol};
 
@@ -18,6 +20,8 @@ pub fn read(file: &object::read::File) -> Result<Vec<Reference>, Failure> {
         return Ok(Vec::new());
     };
     let mut references = Vec::new();
+    // A file may repeat a symbol; a hostile one, millions of times.
+    let mut seen = HashSet::new();
     for symbol in elf.symbols() {
         if symbol.elf_symbol().st_shndx(elf.endian()) != SHN_LIVEPATCH {
             continue;
@@ -31,7 +35,7 @@ pub fn read(file: &object::read::File) -> Result<Vec<Reference>, Failure> {
                 name.chars().take(NAME_MAX).collect::<String>()
             ))
         })?;
-        if !references.contains(&reference) {
+        if seen.insert(reference.clone()) {
             references.push(reference);
         }
     }
