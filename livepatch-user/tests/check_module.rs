@@ -1175,3 +1175,22 @@ fn a_callback_outside_the_module_is_named_by_its_symbol() {
     );
     assert_eq!(module.replace, Replace::InFile { on: false });
 }
+
+/// A producer's module on a kernel of another release is not ready, naming
+/// both releases, as a samples-layout module is.
+#[test]
+fn a_producer_module_for_another_release_is_not_ready() {
+    let fixture = producer_kernel("6.12.999+other-amd64");
+    let (code, doc) = check_json(
+        fixture.root(),
+        &producers_dir().join("klp_test_kpatch-6.12.ko"),
+    );
+    assert_eq!(code, 4, "{doc}");
+    let check = kernel_check(&doc, "vermagic");
+    assert_eq!(check["status"], "fail", "{check}");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&fixture_release("6.12")) && detail.contains("6.12.999+other-amd64"),
+        "{detail}"
+    );
+}
