@@ -15,6 +15,7 @@ mod klp_build;
 mod kpatch_build;
 mod references;
 mod samples;
+
 use std::{
     collections::HashMap,
     fs::{File, FileType, OpenOptions},
