@@ -29,7 +29,7 @@ for M in $MODULES; do
     esac
 
     # check --module decodes the layout before anything is loaded.
-    ks_json "check-$M" check --module "$KLP_TEST_DIR/$M.ko" --duration 1 \
+    ks_json "check-$M" check --json --module "$KLP_TEST_DIR/$M.ko" --duration 1 \
         || fail "check --module $M"
     jq_true "$KS/check-$M.json" "
         .module.producer == \"$PRODUCER\"
