@@ -63,12 +63,12 @@ pub fn entry_of(start: Place, index: u64, stride: u64, what: &str) -> Result<Pla
 }
 
 pub struct Elf<'a> {
-    pub file: &'a ObjectFile<'a>,
+    file: &'a ObjectFile<'a>,
     /// Per section, its 64-bit absolute relocations by offset.
     pub pointers: HashMap<SectionIndex, BTreeMap<u64, Target>>,
     /// Sized data symbols: (section, start) to size.
     pub sizes: HashMap<Place, u64>,
-    pub kinds: HashMap<SectionIndex, SectionKind>,
+    kinds: HashMap<SectionIndex, SectionKind>,
     /// Functions by where they start: what a callback pointer names.
     functions: HashMap<Place, String>,
     /// The symbol each pointer to outside the file names, by where the

@@ -88,17 +88,6 @@ pub enum Replace {
     SetAtLoad { default: &'static str },
 }
 
-impl Replace {
-    /// What the kernel will most likely do: the file's value, or the init
-    /// code's default (on, for both producers that set it at load).
-    pub fn expected(self) -> bool {
-        match self {
-            Replace::InFile { on } => on,
-            Replace::SetAtLoad { .. } => true,
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ModuleObject {
     /// None: vmlinux.
