@@ -43,11 +43,14 @@ pub fn read(file: &object::read::File) -> Result<Vec<Reference>, Failure> {
 }
 
 /// `.klp.sym.OBJNAME.NAME,SYMPOS`: object names have no dot, symbol names
-/// may (`foo.constprop.0`), positions have no comma.
+/// may (`foo.constprop.0`), positions have no comma. Kernel symbol and
+/// module names are printable ASCII: anything else (a terminal escape in a
+/// crafted file) is no reference, and never reaches a report.
 fn parse(symbol: &str) -> Option<Reference> {
     let (object, rest) = symbol.strip_prefix(PREFIX)?.split_once('.')?;
     let (name, sympos) = rest.rsplit_once(',')?;
-    if object.is_empty() || name.is_empty() || name.len() >= NAME_MAX {
+    let printable = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+    if !printable(object) || !printable(name) || name.len() >= NAME_MAX {
         return None;
     }
     Some(Reference {
@@ -86,6 +89,8 @@ mod tests {
             ".klp.sym..name,0",
             ".klp.sym.vmlinux.,0",
             "klp.sym.vmlinux.name,0",
+            ".klp.sym.vmlinux.na\x1b[2Jme,0",
+            ".klp.sym.vmlinux.na me,0",
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
