@@ -16,7 +16,8 @@
  * klp-build --no-replace does), taken from Debian's linux-source package
  * by xtask at build time (not part of this repository). That init code
  * needs the kernel's klp_find_section_by_name and kzalloc_obj, so only
- * kernels that have both (7.3) build it. It is not output of klp-build.
+ * kernels that have both (Debian's 7.2 and 7.3) build it. It is not output
+ * of klp-build.
  */
 #include <linux/livepatch.h>
 #include <linux/module.h>

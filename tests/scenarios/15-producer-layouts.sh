@@ -1,8 +1,9 @@
 # Scenario 15: klpscope apply and revert of livepatch modules in the layouts
 # of the real producers, built from each one's own init code (not by the
 # tools): klp_test_kpatch (kpatch-build's .kpatch.funcs, every kernel) and
-# klp_test_klpbuild (klp-build's .init.klp_objects, 7.3 only: its init code
-# needs the kernel's klp_find_section_by_name). Each patches
+# klp_test_klpbuild (klp-build's .init.klp_objects, on Debian's 7.2 and 7.3:
+# its init code needs the kernel's klp_find_section_by_name and
+# kzalloc_obj). Each patches
 # klp_test_park_wait and klp_test_busy_loop of klp_test_target and vmlinux
 # cmdline_proc_show, with a post-patch callback that logs a line. With a
 # reader parked in klp_test_park_wait, apply names it as the blocker, the
@@ -15,8 +16,8 @@ if [ -e "$KLP_TEST_DIR/klp_test_klpbuild.ko" ]; then
     MODULES="$MODULES klp_test_klpbuild"
 else
     case "$(uname -r)" in
-        7.3*|7.[4-9]*) fail "klp_test_klpbuild.ko was not built for $(uname -r)" ;;
-        *) log "no klp_test_klpbuild on $(uname -r) (klp-build's init code needs 7.3): kpatch layout only" ;;
+        7.[2-9]*) fail "klp_test_klpbuild.ko was not built for $(uname -r)" ;;
+        *) log "no klp_test_klpbuild on $(uname -r) (klp-build's init code needs 7.2+): kpatch layout only" ;;
     esac
 fi
 
