@@ -7,6 +7,8 @@
 //! builds with edited relocations, made by `craft` below), files that are
 //! not regular or too large, and a file that makes the klp_patch search
 //! expensive. Each must give one error line, promptly, never a panic.
+mod common;
+
 use std::{
     ffi::CString,
     path::{Path, PathBuf},
@@ -17,8 +19,8 @@ use std::{
 
 use livepatch_user::{
     kernel::livepatch_module::{
-        Failure, LivepatchModule, ModuleError, ModuleObject, parse_livepatch_module,
-        read_livepatch_module,
+        Callback, Failure, Hook, LivepatchModule, ModuleError, ModuleObject, Producer, Reference,
+        Replace, parse_livepatch_module, read_livepatch_module,
     },
     model::PatchFunction,
 };
@@ -52,22 +54,33 @@ fn func(name: &str, sympos: u32) -> PatchFunction {
     }
 }
 
+fn callback(hook: Hook, function: &str) -> Callback {
+    Callback {
+        hook,
+        function: function.into(),
+    }
+}
+
 fn expected() -> LivepatchModule {
     LivepatchModule {
         name: "fake_livepatch".into(),
-        replace: true,
+        producer: Producer::Samples,
+        replace: Replace::InFile { on: true },
         signed: false,
         vermagic: Some("6.12.0-fixture SMP preempt mod_unload modversions".into()),
         objects: vec![
             ModuleObject {
                 name: None,
                 functions: vec![func("cmdline_proc_show", 2), func("meminfo_proc_show", 0)],
+                callbacks: vec![],
             },
             ModuleObject {
                 name: Some("klp_test_target".into()),
                 functions: vec![func("klp_test_park_wait", 0)],
+                callbacks: vec![callback(Hook::PostPatch, "post_patch")],
             },
         ],
+        references: vec![],
     }
 }
 
@@ -89,6 +102,7 @@ fn a_callbacks_only_object_decodes_with_no_functions() {
     want.objects.push(ModuleObject {
         name: Some("klp_callbacks_only".into()),
         functions: vec![],
+        callbacks: vec![callback(Hook::PrePatch, "post_patch")],
     });
     assert_eq!(read_livepatch_module(&ko).unwrap(), want);
 }
@@ -681,5 +695,502 @@ fn many_candidate_patches_into_one_long_array_hit_the_step_budget() {
     assert!(
         matches!(&result, Err(Failure::Layout(why)) if why.contains("gave up")),
         "{result:?}"
+    );
+}
+
+// ---- Modules in the real producers' layouts ----
+//
+// tests/fixtures/producers: klp_test_kpatch and klp_test_klpbuild, built
+// from kpatch-build's and klp-build's own init code (not by those tools)
+// by `cargo xtask fixtures`; see the README there.
+
+fn producers_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/producers")
+}
+
+/// The release the fixtures of kernel `series` were built for.
+fn fixture_release(series: &str) -> String {
+    let kernels = std::fs::read_to_string(producers_dir().join("kernels.txt")).unwrap();
+    kernels
+        .lines()
+        .find_map(|line| {
+            let (name, release) = line.split_once(' ')?;
+            (name == series).then(|| release.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {series} in kernels.txt"))
+}
+
+fn target_functions() -> Vec<PatchFunction> {
+    vec![func("klp_test_park_wait", 0), func("klp_test_busy_loop", 0)]
+}
+
+/// The module each fixture must decode to, but for its vermagic.
+fn producer_module(name: &str, producer: Producer) -> LivepatchModule {
+    let target = ModuleObject {
+        name: Some("klp_test_target".into()),
+        functions: target_functions(),
+        callbacks: vec![callback(Hook::PostPatch, &format!("{name}_post_patch"))],
+    };
+    let vmlinux = ModuleObject {
+        name: None,
+        functions: vec![func("cmdline_proc_show", 0)],
+        callbacks: vec![],
+    };
+    let (objects, default) = match producer {
+        // In the order of .init.klp_objects.
+        Producer::KlpBuild => (vec![vmlinux, target], "on unless built with --no-replace"),
+        // Grouped by objname in order of first appearance, as kpatch's hook
+        // does: klp_test_park_wait (klp_test_target) comes first.
+        Producer::KpatchBuild => (vec![target, vmlinux], "on unless built with -R"),
+        Producer::Samples => unreachable!("no samples-layout fixture here"),
+    };
+    LivepatchModule {
+        name: name.into(),
+        producer,
+        replace: Replace::SetAtLoad { default },
+        signed: false,
+        vermagic: None,
+        objects,
+        references: vec![],
+    }
+}
+
+const PRODUCER_FIXTURES: [(&str, &str, &str, Producer); 4] = [
+    (
+        "klp_test_kpatch-6.12.ko",
+        "klp_test_kpatch",
+        "6.12",
+        Producer::KpatchBuild,
+    ),
+    (
+        "klp_test_kpatch-7.ko",
+        "klp_test_kpatch",
+        "7",
+        Producer::KpatchBuild,
+    ),
+    (
+        "klp_test_klpbuild-7.ko",
+        "klp_test_klpbuild",
+        "7",
+        Producer::KlpBuild,
+    ),
+    // 6.19's section names: __klp_objects and __klp_funcs.
+    (
+        "klp_test_klpbuild-6.19-names.ko",
+        "klp_test_klpbuild",
+        "7",
+        Producer::KlpBuild,
+    ),
+];
+
+#[test]
+fn each_producer_layout_decodes_exactly() {
+    for (file, name, series, producer) in PRODUCER_FIXTURES {
+        let mut module = read_livepatch_module(&producers_dir().join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let vermagic = module.vermagic.take().unwrap_or_default();
+        assert_eq!(
+            vermagic.split_whitespace().next(),
+            Some(fixture_release(series).as_str()),
+            "{file}"
+        );
+        assert_eq!(module, producer_module(name, producer), "{file}");
+    }
+}
+
+#[test]
+fn the_6_19_names_are_those_the_layout_is_found_by() {
+    let file = producers_dir().join("klp_test_klpbuild-6.19-names.ko");
+    let bytes = std::fs::read(&file).unwrap();
+    let elf = object::File::parse(&*bytes).unwrap();
+    use object::{Object, ObjectSection};
+    let names: Vec<&str> = elf.sections().filter_map(|s| s.name().ok()).collect();
+    assert!(names.contains(&"__klp_objects"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with(".init.klp")),
+        "{names:?}"
+    );
+}
+
+/// Cut short inside their tables, the producers' modules are refused in
+/// one line, never decoded from bytes past a section's end.
+#[test]
+fn a_producer_table_cut_short_is_refused() {
+    use object::{Object, ObjectSection};
+    for (file, table) in [
+        ("klp_test_kpatch-6.12.ko", ".kpatch.funcs"),
+        ("klp_test_klpbuild-7.ko", ".init.klp_objects"),
+        ("klp_test_klpbuild-7.ko", ".init.klp_funcs"),
+    ] {
+        let mut bytes = std::fs::read(producers_dir().join(file)).unwrap();
+        let (header, size) = {
+            let elf = object::File::parse(&*bytes).unwrap();
+            let section = elf.section_by_name(table).unwrap();
+            let object::SectionIndex(index) = section.index();
+            let object::File::Elf64(elf64) = &elf else {
+                panic!("64-bit")
+            };
+            use object::read::elf::FileHeader;
+            let e_shoff = elf64.elf_header().e_shoff(elf64.endian());
+            (e_shoff as usize + index * 64, section.size())
+        };
+        // sh_size is at byte 32 of the section header: one byte short.
+        bytes[header + 32..header + 40].copy_from_slice(&(size - 1).to_le_bytes());
+        let result = parse_livepatch_module(&bytes, "cut");
+        assert!(
+            matches!(result, Err(Failure::Layout(_) | Failure::Corrupt(_))),
+            "{file} {table}: {result:?}"
+        );
+    }
+}
+
+/// The kpatch fixture with two `.klp.sym` symbols added the way klp-build's
+/// post-link and kpatch's create-klp-module leave them: objcopy adds them
+/// as absolute symbols, then their st_shndx becomes SHN_LIVEPATCH.
+fn with_references(dir: &Path, names: &[&str]) -> PathBuf {
+    let out = dir.join("klp_test_kpatch.ko");
+    let mut objcopy = Command::new("objcopy");
+    for name in names {
+        objcopy.arg("--add-symbol").arg(format!("{name}=0,global"));
+    }
+    let status = objcopy
+        .arg(producers_dir().join("klp_test_kpatch-6.12.ko"))
+        .arg(&out)
+        .status()
+        .expect("objcopy runs");
+    assert!(status.success());
+    let mut bytes = std::fs::read(&out).unwrap();
+    let places: Vec<usize> = {
+        use object::{Object, ObjectSection, ObjectSymbol};
+        let elf = object::File::parse(&*bytes).unwrap();
+        let (symtab, _) = elf
+            .section_by_name(".symtab")
+            .unwrap()
+            .file_range()
+            .unwrap();
+        elf.symbols()
+            .filter(|s| s.name().is_ok_and(|n| names.contains(&n)))
+            .map(|s| symtab as usize + s.index().0 * 24 + 6)
+            .collect()
+    };
+    assert_eq!(places.len(), names.len());
+    for at in places {
+        bytes[at..at + 2].copy_from_slice(&0xff20u16.to_le_bytes());
+    }
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+#[test]
+fn klp_sym_references_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let ko = with_references(
+        dir.path(),
+        &[
+            ".klp.sym.vmlinux.saved_command_line,0",
+            ".klp.sym.klp_test_target.park.constprop.0,2",
+        ],
+    );
+    let module = read_livepatch_module(&ko).unwrap();
+    assert_eq!(
+        module.references,
+        [
+            Reference {
+                object: None,
+                name: "saved_command_line".into(),
+                sympos: 0
+            },
+            Reference {
+                object: Some("klp_test_target".into()),
+                name: "park.constprop.0".into(),
+                sympos: 2
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_malformed_klp_sym_name_is_one_layout_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ko = with_references(dir.path(), &[".klp.sym.vmlinux-no-position"]);
+    let error = read_livepatch_module(&ko).unwrap_err();
+    assert!(matches!(error, ModuleError::Layout { .. }), "{error}");
+    assert!(
+        error.to_string().contains(".klp.sym.OBJECT.NAME,POSITION"),
+        "{error}"
+    );
+}
+
+// ---- check --module and apply --dry-run of the producers' modules ----
+
+/// A livepatch kernel of `release` with klp_test_target loaded, where the
+/// fixtures' functions resolve; `saved_command_line` is in kallsyms.
+fn producer_kernel(release: &str) -> common::fixture::Fixture {
+    let fixture = common::fixture::Fixture::livepatch_kernel();
+    fixture
+        .rewrite("proc/sys/kernel/osrelease", &format!("{release}\n"))
+        .file(
+            "proc/kallsyms",
+            "ffffffff817876b0 t cmdline_proc_show\n\
+             ffffffff82a00000 D saved_command_line\n\
+             ffffffffc0200000 t klp_test_park_wait\t[klp_test_target]\n\
+             ffffffffc0200100 t klp_test_busy_loop\t[klp_test_target]\n",
+        )
+        .file(
+            "proc/modules",
+            "klp_test_target 16384 0 - Live 0xffffffffc0200000 (OE)\n",
+        )
+        .file(
+            "sys/kernel/tracing/available_filter_functions",
+            "cmdline_proc_show\nklp_test_park_wait [klp_test_target]\nklp_test_busy_loop [klp_test_target]\n",
+        )
+        .file("sys/kernel/tracing/enabled_functions", "")
+        .user_thread(100, 100, "-1");
+    fixture
+}
+
+fn klpscope(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_klpscope"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("klpscope runs")
+}
+
+fn check_json(root: &Path, module: &Path) -> (i32, serde_json::Value) {
+    let output = klpscope(
+        root,
+        &[
+            "check",
+            "--no-ebpf",
+            "--duration",
+            "0",
+            "--json",
+            "--module",
+            module.to_str().unwrap(),
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    common::json_schema::assert_valid("check", &doc);
+    (output.status.code().unwrap_or(-1), doc)
+}
+
+fn kernel_check<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    doc["kernel_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no kernel check {id}: {doc}"))
+}
+
+#[test]
+fn check_names_the_producer_and_what_only_init_code_sets() {
+    for (file, name, series, producer) in PRODUCER_FIXTURES {
+        let fixture = producer_kernel(&fixture_release(series));
+        let ko = producers_dir().join(file);
+        let (_, doc) = check_json(fixture.root(), &ko);
+        assert_eq!(doc["module"]["producer"], producer.name(), "{file}");
+        let default = match producer {
+            Producer::KlpBuild => "on unless built with --no-replace",
+            _ => "on unless built with -R",
+        };
+        assert_eq!(
+            doc["module"]["replace"],
+            serde_json::json!({"kind": "set_at_load", "default": default}),
+            "{file}"
+        );
+        // Every function of both objects is checked, and found.
+        let functions: Vec<(&str, &str, bool)> = doc["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap(),
+                    f["object"].as_str().unwrap(),
+                    f["present"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        for (name, object) in [
+            ("cmdline_proc_show", "vmlinux"),
+            ("klp_test_park_wait", "klp_test_target"),
+            ("klp_test_busy_loop", "klp_test_target"),
+        ] {
+            assert!(
+                functions.contains(&(name, object, true)),
+                "{file}: {name} in {object}: {functions:?}"
+            );
+        }
+        assert_eq!(kernel_check(&doc, "vermagic")["status"], "pass", "{file}");
+        assert_eq!(
+            kernel_check(&doc, "klp_references")["status"],
+            "pass",
+            "{file}"
+        );
+
+        let output = klpscope(
+            fixture.root(),
+            &[
+                "check",
+                "--no-ebpf",
+                "--duration",
+                "0",
+                "--module",
+                ko.to_str().unwrap(),
+            ],
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            first.contains(&format!(
+                "({} layout, atomic replace set at load: {default})",
+                producer.name()
+            )),
+            "{file}: {first}"
+        );
+        assert!(
+            text.contains(&format!(
+                "\n  callback post_patch of klp_test_target: {name}_post_patch\n"
+            )),
+            "{file}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_reference_missing_from_kallsyms_is_a_load_that_will_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = producer_kernel(&fixture_release("6.12"));
+    let present = with_references(dir.path(), &[".klp.sym.vmlinux.saved_command_line,0"]);
+    let (_, doc) = check_json(fixture.root(), &present);
+    let check = kernel_check(&doc, "klp_references");
+    assert_eq!(check["status"], "pass", "{check}");
+    assert_eq!(
+        check["detail"],
+        "all 1 symbols its code needs are in kallsyms"
+    );
+
+    let missing_dir = tempfile::tempdir().unwrap();
+    let missing = with_references(
+        missing_dir.path(),
+        &[
+            ".klp.sym.vmlinux.saved_command_line,0",
+            ".klp.sym.vmlinux.klp_test_no_such_symbol,0",
+        ],
+    );
+    let output = klpscope(
+        fixture.root(),
+        &[
+            "check",
+            "--no-ebpf",
+            "--duration",
+            "0",
+            "--module",
+            missing.to_str().unwrap(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("\n  needs vmlinux:klp_test_no_such_symbol,0 (resolved at load)\n"),
+        "{text}"
+    );
+    let (code, doc) = check_json(fixture.root(), &missing);
+    assert_eq!(code, 4, "not ready: {doc}");
+    assert_eq!(doc["verdict"], "not_ready");
+    let check = kernel_check(&doc, "klp_references");
+    assert_eq!(check["status"], "fail", "{check}");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("the load will fail")
+            && detail.contains("vmlinux:klp_test_no_such_symbol,0 is not in kallsyms")
+            && !detail.contains("saved_command_line"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn apply_dry_run_reads_each_producer_layout() {
+    for (file, name, series, producer) in PRODUCER_FIXTURES {
+        let fixture = producer_kernel(&fixture_release(series));
+        let ko = producers_dir().join(file);
+        let output = klpscope(
+            fixture.root(),
+            &[
+                "apply",
+                ko.to_str().unwrap(),
+                "--json",
+                "--yes",
+                "--dry-run",
+                "--no-ebpf",
+                "--check-duration",
+                "0",
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{file}: {stderr}");
+        let steps: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+            .collect();
+        let events: Vec<&str> = steps.iter().map(|s| s["event"].as_str().unwrap()).collect();
+        assert_eq!(events, ["check", "ready", "finished"], "{file}");
+        assert_eq!(steps[0]["module"]["name"], name, "{file}");
+        assert_eq!(steps[0]["module"]["producer"], producer.name(), "{file}");
+        assert_eq!(steps[2]["end"], "dry_run", "{file}");
+    }
+}
+
+/// A callback may be a kernel function rather than one of the module's:
+/// it is named by its symbol, and the rest decodes as before.
+#[test]
+fn a_callback_outside_the_module_is_named_by_its_symbol() {
+    let module = parse_source(
+        "int fn(void) { return 0; }\n\
+         extern int kernel_pre_patch(void *);\n\
+         struct func { const char *old_name; void *new_func; unsigned long sympos; char pad[24]; };\n\
+         struct obj { const char *name; struct func *funcs; void *cb[4]; char pad[16]; };\n\
+         struct func funcs[] = { { \"f\", fn }, {} };\n\
+         struct obj objs[] = { { \"m\", funcs, { kernel_pre_patch } }, {} };\n\
+         struct { struct module *mod; struct obj *objs; void *states; _Bool replace; } \
+         patch = { &__this_module, objs };\n",
+    )
+    .unwrap();
+    assert_eq!(module.producer, Producer::Samples);
+    assert_eq!(
+        module.objects,
+        [ModuleObject {
+            name: Some("m".into()),
+            functions: vec![func("f", 0)],
+            callbacks: vec![callback(Hook::PrePatch, "kernel_pre_patch")],
+        }]
+    );
+    assert_eq!(module.replace, Replace::InFile { on: false });
+}
+
+/// A producer's module on a kernel of another release is not ready, naming
+/// both releases, as a samples-layout module is.
+#[test]
+fn a_producer_module_for_another_release_is_not_ready() {
+    let fixture = producer_kernel("6.12.999+other-amd64");
+    let (code, doc) = check_json(
+        fixture.root(),
+        &producers_dir().join("klp_test_kpatch-6.12.ko"),
+    );
+    assert_eq!(code, 4, "{doc}");
+    let check = kernel_check(&doc, "vermagic");
+    assert_eq!(check["status"], "fail", "{check}");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&fixture_release("6.12")) && detail.contains("6.12.999+other-amd64"),
+        "{detail}"
     );
 }

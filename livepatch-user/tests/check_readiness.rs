@@ -68,6 +68,7 @@ fn persistent_blockers_are_told_from_passers_by() {
         patches: &[],
         plan: &Plan::Functions,
         targets: &targets,
+        references: &[],
         symbols: &symbols,
         loaded_modules: None,
         filter_functions: &filter,

@@ -74,6 +74,9 @@ enum Command {
     Demo(vm::DemoArgs),
     /// Run the demo in tmux and check its screen (also part of `test`).
     DemoTest,
+    /// Build the livepatch modules in each producer's layout that the host
+    /// tests decode, into livepatch-user/tests/fixtures/producers.
+    Fixtures,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::VmTest { kernel } => vm::test(kernel).map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => vm::demo(args),
         Command::DemoTest => vm::demo_test().map(|_| ExitCode::SUCCESS),
+        Command::Fixtures => vm::fixtures().map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::blockers::{CodeVersion, PatchedCode};
 use crate::{
-    kernel::{FilterFunctions, SymbolTable, ftrace_users::FtraceUse},
+    kernel::{FilterFunctions, SymbolTable, ftrace_users::FtraceUse, livepatch_module::Replace},
     model::{
         Direction, Kernel, KernelSeries, Known, Patch, PatchFunction, PatchObject, StackFrame, Task,
     },
@@ -56,7 +56,7 @@ pub enum Plan {
     /// A livepatch module file about to be loaded.
     Module {
         name: String,
-        replace: bool,
+        replace: Replace,
         signed: bool,
         /// From its .modinfo; None when it has none.
         vermagic: Option<String>,
@@ -71,6 +71,9 @@ pub struct CheckInputs<'a> {
     pub patches: &'a [Patch],
     pub plan: &'a Plan,
     pub targets: &'a [Target],
+    /// The symbols a module's code needs resolved at load (its
+    /// `.klp.sym` references), as targets to look up.
+    pub references: &'a [Target],
     pub symbols: &'a SymbolTable,
     /// None: this kernel has no module support.
     pub loaded_modules: Option<&'a BTreeSet<String>>,
@@ -322,6 +325,7 @@ fn kernel_checks(seen: &CheckInputs) -> Vec<KernelCheck> {
         transition_check(seen.patches),
         loaded_patches_check(seen),
     ];
+    checks.extend(references_check(seen));
     checks.push(if seen.privileged {
         check("root", Status::Pass, "root: kernel stacks are readable")
     } else {
@@ -432,6 +436,71 @@ fn signature_check(seen: &CheckInputs) -> KernelCheck {
             format!("required ({by}): the livepatch module must be signed with a trusted key"),
         ),
     }
+}
+
+/// The symbols a module's code needs from vmlinux and loaded modules: the
+/// kernel resolves them as it loads the patch (or as a patched module
+/// loads later), and one it cannot find, or cannot tell from another of
+/// its name, fails that load.
+fn references_check(seen: &CheckInputs) -> Option<KernelCheck> {
+    let Plan::Module { name, .. } = seen.plan else {
+        return None;
+    };
+    if seen.references.is_empty() {
+        return Some(check(
+            "klp_references",
+            Status::Pass,
+            format!("none: {name} needs no symbol resolved at load"),
+        ));
+    }
+    let mut unresolved = Vec::new();
+    let mut later = BTreeSet::new();
+    for reference in seen.references {
+        let shown = format!(
+            "{}:{},{}",
+            reference.object_name(),
+            reference.name,
+            reference.sympos
+        );
+        match resolve(seen.symbols, seen.loaded_modules, reference) {
+            Resolution::Found => {}
+            Resolution::ObjectNotLoaded => {
+                later.insert(reference.object_name());
+            }
+            Resolution::Unknown { .. } => unresolved.push(format!("{shown} is not in kallsyms")),
+            Resolution::Ambiguous { count } => unresolved.push(format!(
+                "{shown} is ambiguous ({count} symbols of that name)"
+            )),
+            Resolution::SymposOutOfRange { count } => unresolved.push(format!(
+                "{shown}: position out of range ({count} symbols of that name)"
+            )),
+        }
+    }
+    let total = seen.references.len();
+    if !unresolved.is_empty() {
+        return Some(check(
+            "klp_references",
+            Status::Fail,
+            format!(
+                "{} of {total} symbols its code needs cannot be resolved, the load will fail: {}",
+                unresolved.len(),
+                unresolved.join("; ")
+            ),
+        ));
+    }
+    let later: Vec<&str> = later.into_iter().collect();
+    Some(check(
+        "klp_references",
+        Status::Pass,
+        if later.is_empty() {
+            format!("all {total} symbols its code needs are in kallsyms")
+        } else {
+            format!(
+                "the symbols its code needs are in kallsyms, but those of {} (not loaded), resolved when it loads",
+                later.join(", ")
+            )
+        },
+    ))
 }
 
 /// A module built for another kernel release: the kernel refuses it
@@ -558,11 +627,24 @@ fn loaded_patches_check(seen: &CheckInputs) -> KernelCheck {
             format!("a patch named {name} is already loaded: the module cannot load twice"),
         ),
         _ if names.is_empty() => check("loaded_patches", Status::Pass, "none loaded"),
-        Plan::Module { replace: true, .. } => check(
+        Plan::Module {
+            replace: Replace::InFile { on: true },
+            ..
+        } => check(
             "loaded_patches",
             Status::Warn,
             format!(
                 "atomic replace: it will replace {list}; their changes that it lacks are reverted"
+            ),
+        ),
+        Plan::Module {
+            replace: Replace::SetAtLoad { default },
+            ..
+        } => check(
+            "loaded_patches",
+            Status::Warn,
+            format!(
+                "atomic replace is set at load ({default}): if on, it will replace {list} and their changes that it lacks are reverted"
             ),
         ),
         Plan::Module { .. } => check(
@@ -775,7 +857,14 @@ fn patched_code(seen: &CheckInputs) -> (Patch, Direction) {
         transition: Known::Value(false),
         force: Known::Value(false),
         replace: match seen.plan {
-            Plan::Module { replace, .. } => Some(Known::Value(*replace)),
+            Plan::Module {
+                replace: Replace::InFile { on },
+                ..
+            } => Some(Known::Value(*on)),
+            Plan::Module {
+                replace: Replace::SetAtLoad { default },
+                ..
+            } => Some(Known::unknown(format!("set at load: {default}"))),
             _ => None,
         },
         stack_order: None,

@@ -122,7 +122,12 @@ pub fn run(root: &Path, args: &CheckArgs, color: Color) -> Result<ExitCode> {
 pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
     let (plan, targets) = targets(root, &request)?;
     let module = request.module;
-    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let references = module.as_ref().map(references).unwrap_or_default();
+    let names: Vec<&str> = targets
+        .iter()
+        .chain(&references)
+        .map(|t| t.name.as_str())
+        .collect();
     let kernel = read_kernel(root);
     let patches = read_patches(root).context("reading /sys/kernel/livepatch")?;
     let symbols = read_kallsyms_with_extents(root, &names).context("reading /proc/kallsyms")?;
@@ -213,6 +218,7 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
         patches: &patches,
         plan: &plan,
         targets: &targets,
+        references: &references,
         symbols: &symbols,
         loaded_modules: loaded_modules.as_ref(),
         filter_functions: &filter_functions,
@@ -297,6 +303,19 @@ fn targets(root: &Path, request: &CheckRequest) -> Result<(Plan, Vec<Target>)> {
         .map(|spec| parse_function(spec, request.object))
         .collect::<Result<_>>()?;
     Ok((Plan::Functions, targets))
+}
+
+/// A module's `.klp.sym` references, looked up as functions are.
+fn references(module: &LivepatchModule) -> Vec<Target> {
+    module
+        .references
+        .iter()
+        .map(|reference| Target {
+            name: reference.name.clone(),
+            object: reference.object.clone(),
+            sympos: reference.sympos,
+        })
+        .collect()
 }
 
 /// `NAME` or `NAME,SYMPOS`.

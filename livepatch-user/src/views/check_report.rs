@@ -10,7 +10,7 @@ use crate::{
         blockers::CodeVersion,
         readiness::{PredictedBlocker, Readiness, Status, Verdict},
     },
-    kernel::livepatch_module::LivepatchModule,
+    kernel::livepatch_module::{LivepatchModule, Replace},
     probes::Capability,
     views::{
         json_output::Document,
@@ -57,12 +57,14 @@ fn write_text(out: &mut Text, view: &CheckView) -> std::fmt::Result {
     let readiness = view.readiness;
     let what = match (view.module, view.patch) {
         (Some(module), _) => format!(
-            "livepatch module {}{}",
+            "livepatch module {} ({} layout{})",
             printable(&module.name),
-            if module.replace {
-                " (atomic replace)"
-            } else {
-                ""
+            module.producer.name(),
+            match module.replace {
+                Replace::InFile { on: true } => ", atomic replace".to_owned(),
+                Replace::InFile { on: false } => String::new(),
+                Replace::SetAtLoad { default } =>
+                    format!(", atomic replace set at load: {default}"),
             }
         ),
         (_, Some(patch)) => format!("disabling loaded patch {patch}"),
@@ -73,6 +75,10 @@ fn write_text(out: &mut Text, view: &CheckView) -> std::fmt::Result {
         "check {what}: {} stack samples over {} s",
         view.stack_samples, view.duration_secs
     )?;
+
+    if let Some(module) = view.module {
+        write_module(out, module)?;
+    }
 
     heading(out, "kernel")?;
     for check in &readiness.kernel_checks {
@@ -139,6 +145,43 @@ fn write_text(out: &mut Text, view: &CheckView) -> std::fmt::Result {
     };
     out.paint(tone, verdict_line(readiness))?;
     writeln!(out)
+}
+
+/// What the module file holds beyond its functions (listed with the
+/// checks below): the callbacks the kernel will run and the symbols it
+/// must resolve at load. Nothing when it has neither.
+fn write_module(out: &mut Text, module: &LivepatchModule) -> std::fmt::Result {
+    let callbacks: Vec<_> = module
+        .objects
+        .iter()
+        .flat_map(|object| {
+            let name = object.name.as_deref().unwrap_or("vmlinux");
+            object.callbacks.iter().map(move |c| (name, c))
+        })
+        .collect();
+    if callbacks.is_empty() && module.references.is_empty() {
+        return Ok(());
+    }
+    heading(out, "module")?;
+    for (object, callback) in callbacks {
+        writeln!(
+            out,
+            "  callback {} of {}: {}",
+            callback.hook.name(),
+            printable(object),
+            printable(&callback.function)
+        )?;
+    }
+    for reference in &module.references {
+        writeln!(
+            out,
+            "  needs {}:{},{} (resolved at load)",
+            printable(reference.object.as_deref().unwrap_or("vmlinux")),
+            printable(&reference.name),
+            reference.sympos
+        )?;
+    }
+    Ok(())
 }
 
 /// A section's name, after a blank line.

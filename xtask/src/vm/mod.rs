@@ -2,11 +2,13 @@
 //! and a scenario script; `vm-run`, `vm-test` and `demo`.
 pub mod apt;
 mod demo;
+mod fixtures;
 mod guest;
 mod initramfs;
 mod kernel;
 mod lab;
 mod modules;
+mod producers;
 mod qemu;
 mod scenarios;
 mod toolchain;
@@ -21,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 pub use demo::{DemoArgs, demo, demo_test};
+pub use fixtures::run as fixtures;
 pub use kernel::Series;
 pub use scenarios::{Kernels, test};
 

@@ -1,5 +1,6 @@
-//! Our test kernel modules (tests/modules), built against a kernel's cached
-//! headers and cached by kernel release and source hash.
+//! Our test kernel modules (tests/modules, with the producers' init code
+//! of producers.rs), built against a kernel's cached headers and cached by
+//! kernel release and source hash.
 use std::{fs, path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
@@ -37,7 +38,10 @@ pub fn foreign(series: Series) -> Result<Vec<(PathBuf, String)>> {
 /// Builds (or reuses) the modules; returns the .ko files.
 pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
     let sources = cache::workspace_root().join("tests/modules");
-    let files = source_files(&sources)?;
+    let mut files = source_files(&sources)?;
+    // The producers' own init code, linked into klp_test_kpatch and
+    // klp_test_klpbuild.
+    files.extend(super::producers::sources()?);
     let mut hash = Fnv::default();
     for file in &files {
         hash.add(file.file_name().unwrap_or_default().as_encoded_bytes());
