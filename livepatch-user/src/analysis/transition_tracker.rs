@@ -232,6 +232,9 @@ pub struct TransitionTracker {
     /// one that came and went between (an unpatching of a few
     /// milliseconds, the module unloaded and loaded again).
     lifecycle: Vec<(u64, Lifecycle)>,
+    /// A traced start came after the last traced completion: the next
+    /// completion ends that transition, whichever poll reads past it.
+    started_since_completion: bool,
     /// Whether the tracer reports at all; without it, completions come
     /// from the kernel log.
     traced: bool,
@@ -262,6 +265,7 @@ impl TransitionTracker {
             switched: BTreeSet::new(),
             unbegun: None,
             lifecycle: Vec::new(),
+            started_since_completion: false,
             traced: false,
             completing: None,
             backed_out: false,
@@ -507,7 +511,7 @@ impl TransitionTracker {
             .partition(|&(at, _)| at <= poll.read_ns);
         self.lifecycle = after;
         before.sort_by_key(|&(at, _)| at);
-        let (mut ended_any, mut started_since) = (false, false);
+        let mut ended_any = false;
         // The transition that ended last: one completing after it without
         // a poll seeing it went the other way.
         let mut last = self
@@ -516,8 +520,9 @@ impl TransitionTracker {
             .map(|outcome| (outcome.patch.clone(), outcome.direction));
         for (_, what) in before {
             match what {
-                Lifecycle::Start => started_since = true,
+                Lifecycle::Start => self.started_since_completion = true,
                 Lifecycle::Complete => {
+                    let started_since = std::mem::take(&mut self.started_since_completion);
                     if let Some(ended) = self.transition.take() {
                         let (name, direction) = (ended.patch.clone(), ended.direction);
                         self.end(ended, Some(direction), &poll.patches, events);
@@ -538,12 +543,15 @@ impl TransitionTracker {
                         });
                         events.push(complete(&outcome));
                         self.last_outcome = Some(outcome);
+                        // Reported here: no poll's view of it is left to tell.
+                        if self.unbegun.as_deref() == Some(name.as_str()) {
+                            self.unbegun = None;
+                        }
                         last = Some((name, direction));
                     } else {
                         continue;
                     }
                     ended_any = true;
-                    started_since = false;
                     if let Some((name, direction)) = &last {
                         self.settle(name, *direction);
                     }
@@ -552,8 +560,8 @@ impl TransitionTracker {
         }
         // The tail of a completion is no new transition, unless one
         // started since.
-        if ended_any || started_since {
-            self.completing = last.filter(|_| ended_any && !started_since);
+        if ended_any || self.started_since_completion {
+            self.completing = last.filter(|_| ended_any && !self.started_since_completion);
         }
         ended_any
     }
@@ -1531,6 +1539,48 @@ mod tests {
                     },
                 ]
             ),
+            "{events:?}"
+        );
+    }
+
+    /// A transition's start is read by one poll, which sees it with no
+    /// task left to tell its way, and its completion by the next, which
+    /// already sees the patch's next transition: the start still counts.
+    #[test]
+    fn a_start_and_its_completion_read_by_two_polls_are_one_transition() {
+        let mut state = tracker();
+        let traced = |state: &mut TransitionTracker, event| {
+            state.apply(Observation::Trace(event));
+        };
+        traced(&mut state, TraceEvent::Start { timestamp_ns: 0 });
+        state.apply(patching(0, 5, vec![]));
+        traced(&mut state, TraceEvent::Complete { timestamp_ns: SEC });
+        state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
+        traced(
+            &mut state,
+            TraceEvent::Start {
+                timestamp_ns: 2100 * 1_000_000,
+            },
+        );
+        let unpatching = poll(
+            3,
+            vec![patch("p", false, true)],
+            Some((Direction::Unpatching, 0)),
+            vec![],
+        );
+        assert!(state.apply(unpatching).is_empty());
+        for timestamp_ns in [3100 * 1_000_000, 3500 * 1_000_000] {
+            let event = match timestamp_ns {
+                3_100_000_000 => TraceEvent::Complete { timestamp_ns },
+                _ => TraceEvent::Start { timestamp_ns },
+            };
+            traced(&mut state, event);
+        }
+        let events = state.apply(patching(4, 5, vec![]));
+        assert_eq!(names(&events), ["start", "complete", "start"], "{events:?}");
+        assert_eq!(
+            complete_event(&events),
+            Some((Direction::Unpatching, false)),
             "{events:?}"
         );
     }
