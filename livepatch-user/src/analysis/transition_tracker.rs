@@ -388,6 +388,7 @@ impl TransitionTracker {
                 name
             });
             if let Some(seen) = &poll.transition {
+                self.came_and_went_before(seen, poll.threads, events);
                 self.begin(seen, events);
             } else if !first_poll {
                 // A transition that ended by its completion left its patch
@@ -583,6 +584,39 @@ impl TransitionTracker {
             }
             _ => self.completing = None,
         }
+    }
+
+    /// A patch never goes the same way twice in a row: one seen starting
+    /// the way its last transition ended went the other way unseen in
+    /// between (disabled, unpatched in milliseconds, unloaded and loaded
+    /// again between two polls, where the tracer hears no start of it).
+    fn came_and_went_before(
+        &mut self,
+        seen: &Transition,
+        threads: Option<usize>,
+        events: &mut Vec<TransitionEvent>,
+    ) {
+        let Some(last) = self
+            .last_outcome
+            .as_ref()
+            .filter(|last| last.patch == seen.patch && last.direction == seen.direction)
+        else {
+            return;
+        };
+        let outcome = Outcome {
+            patch: last.patch.clone(),
+            direction: last.direction.opposite(),
+            reversed: false,
+            forced: false,
+            secs: None,
+        };
+        events.push(TransitionEvent::Start {
+            patch: outcome.patch.clone(),
+            direction: outcome.direction,
+            tasks_total: threads.unwrap_or(0),
+        });
+        events.push(complete(&outcome));
+        self.last_outcome = Some(outcome);
     }
 
     /// Records `patch` as its completed transition left it: the state the
@@ -1577,6 +1611,24 @@ mod tests {
             traced(&mut state, event);
         }
         let events = state.apply(patching(4, 5, vec![]));
+        assert_eq!(names(&events), ["start", "complete", "start"], "{events:?}");
+        assert_eq!(
+            complete_event(&events),
+            Some((Direction::Unpatching, false)),
+            "{events:?}"
+        );
+    }
+
+    /// Polled alone (or where the tracer hears no start of it): a patch
+    /// seen patching again after its patching completed was unpatched and
+    /// loaded again between the polls.
+    #[test]
+    fn a_patch_seen_going_the_same_way_twice_went_the_other_way_between() {
+        let mut state = tracker();
+        state.apply(patching(0, 5, vec![]));
+        let events = state.apply(poll(1, vec![patch("p", true, false)], None, vec![]));
+        assert_eq!(complete_event(&events), Some((Direction::Patching, false)));
+        let events = state.apply(patching(2, 5, vec![]));
         assert_eq!(names(&events), ["start", "complete", "start"], "{events:?}");
         assert_eq!(
             complete_event(&events),
