@@ -382,6 +382,7 @@ impl TransitionTracker {
             (None, _) => false,
         };
         if !continuing {
+            let reported = events.len();
             let ended = self.transition.take().map(|ended| {
                 let name = ended.patch.clone();
                 self.end(ended, None, &poll.patches, events);
@@ -396,6 +397,17 @@ impl TransitionTracker {
                 // within the poll interval) is a transition of its own.
                 let ended = ended.filter(|_| !completed_ahead);
                 self.quick_transitions(&poll, ended.as_deref(), events);
+            }
+            // What this poll told from sysfs alone explains the tracer's
+            // starts and completions still waiting for a later poll (the
+            // read took long, a patch folder being removed): walked again,
+            // they would tell the same transitions twice.
+            if events[reported..]
+                .iter()
+                .any(|e| matches!(e, TransitionEvent::Complete { .. }))
+            {
+                self.lifecycle.clear();
+                self.started_since_completion = false;
             }
         }
         if let (Some(current), Some(seen)) = (self.transition.as_mut(), &poll.transition) {
@@ -1635,6 +1647,46 @@ mod tests {
             Some((Direction::Unpatching, false)),
             "{events:?}"
         );
+    }
+
+    /// A poll whose sysfs read began before a quick unpatching and ended
+    /// after its patch's folder was gone tells that unpatching from sysfs;
+    /// the tracer's start and completion of it, timed after the read began,
+    /// do not tell it again at the next poll.
+    #[test]
+    fn a_transition_told_from_sysfs_is_not_told_again_by_the_tracer() {
+        let mut state = tracker();
+        let traced = |state: &mut TransitionTracker, event| {
+            state.apply(Observation::Trace(event));
+        };
+        traced(&mut state, TraceEvent::Start { timestamp_ns: 0 });
+        state.apply(patching(0, 5, vec![]));
+        traced(&mut state, TraceEvent::Complete { timestamp_ns: SEC });
+        state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
+        traced(
+            &mut state,
+            TraceEvent::Start {
+                timestamp_ns: 2500 * 1_000_000,
+            },
+        );
+        traced(
+            &mut state,
+            TraceEvent::Complete {
+                timestamp_ns: 2550 * 1_000_000,
+            },
+        );
+        let Observation::Poll(mut slow) = poll(3, vec![], None, vec![]) else {
+            unreachable!("a poll")
+        };
+        slow.read_ns = 2400 * 1_000_000;
+        let events = state.apply(Observation::Poll(slow));
+        assert_eq!(names(&events), ["start", "complete", "gone"], "{events:?}");
+        assert_eq!(
+            complete_event(&events),
+            Some((Direction::Unpatching, false))
+        );
+        let events = state.apply(poll(4, vec![], None, vec![]));
+        assert!(events.is_empty(), "{events:?}");
     }
 
     /// Completed, then disabled and gone within one poll interval (7.x
