@@ -1540,18 +1540,26 @@ mod tests {
         assert_eq!(names(&events), ["gone"], "{events:?}");
     }
 
+    fn traced(state: &mut TransitionTracker, event: TraceEvent) {
+        state.apply(Observation::Trace(event));
+    }
+
+    /// A tracker that saw "p" start patching (traced and polled) and its
+    /// completion traced, but no poll since.
+    fn patching_completed_as_traced() -> TransitionTracker {
+        let mut state = tracker();
+        traced(&mut state, TraceEvent::Start { timestamp_ns: 0 });
+        state.apply(patching(0, 5, vec![]));
+        traced(&mut state, TraceEvent::Complete { timestamp_ns: SEC });
+        state
+    }
+
     /// 7.x unpatches in milliseconds: between two polls the patch was
     /// disabled, unpatched, unloaded, loaded again and is patching anew.
     /// The tracer's starts and completions, in order, tell each one.
     #[test]
     fn transitions_that_came_and_went_between_polls_are_told_by_the_tracer() {
-        let mut state = tracker();
-        let traced = |state: &mut TransitionTracker, event| {
-            state.apply(Observation::Trace(event));
-        };
-        traced(&mut state, TraceEvent::Start { timestamp_ns: 0 });
-        state.apply(patching(0, 5, vec![]));
-        traced(&mut state, TraceEvent::Complete { timestamp_ns: SEC });
+        let mut state = patching_completed_as_traced();
         let events = state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
         assert_eq!(complete_event(&events), Some((Direction::Patching, false)));
         for (at_ms, event) in [(2100, "start"), (2105, "complete"), (2600, "start")] {
@@ -1594,18 +1602,12 @@ mod tests {
     /// already sees the patch's next transition: the start still counts.
     #[test]
     fn a_start_and_its_completion_read_by_two_polls_are_one_transition() {
-        let mut state = tracker();
-        let traced = |state: &mut TransitionTracker, event| {
-            state.apply(Observation::Trace(event));
-        };
-        traced(&mut state, TraceEvent::Start { timestamp_ns: 0 });
-        state.apply(patching(0, 5, vec![]));
-        traced(&mut state, TraceEvent::Complete { timestamp_ns: SEC });
+        let mut state = patching_completed_as_traced();
         state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
         traced(
             &mut state,
             TraceEvent::Start {
-                timestamp_ns: 2100 * 1_000_000,
+                timestamp_ns: 2_100_000_000,
             },
         );
         let unpatching = poll(
@@ -1655,18 +1657,12 @@ mod tests {
     /// do not tell it again at the next poll.
     #[test]
     fn a_transition_told_from_sysfs_is_not_told_again_by_the_tracer() {
-        let mut state = tracker();
-        let traced = |state: &mut TransitionTracker, event| {
-            state.apply(Observation::Trace(event));
-        };
-        traced(&mut state, TraceEvent::Start { timestamp_ns: 0 });
-        state.apply(patching(0, 5, vec![]));
-        traced(&mut state, TraceEvent::Complete { timestamp_ns: SEC });
+        let mut state = patching_completed_as_traced();
         state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
         traced(
             &mut state,
             TraceEvent::Start {
-                timestamp_ns: 2500 * 1_000_000,
+                timestamp_ns: 2_500_000_000,
             },
         );
         traced(
