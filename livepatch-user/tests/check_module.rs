@@ -65,7 +65,7 @@ fn expected() -> LivepatchModule {
     LivepatchModule {
         name: "fake_livepatch".into(),
         producer: Producer::Samples,
-        replace: Replace::InFile { on: true },
+        replace: Replace::InFile(true),
         signed: false,
         vermagic: Some("6.12.0-fixture SMP preempt mod_unload modversions".into()),
         objects: vec![
@@ -1004,7 +1004,7 @@ fn check_names_the_producer_and_what_only_init_code_sets() {
         };
         assert_eq!(
             doc["module"]["replace"],
-            serde_json::json!({"kind": "set_at_load", "default": default}),
+            serde_json::json!({"default": default}),
             "{file}"
         );
         // Every function of both objects is checked, and found.
@@ -1173,7 +1173,7 @@ fn a_callback_outside_the_module_is_named_by_its_symbol() {
             callbacks: vec![callback(Hook::PrePatch, "kernel_pre_patch")],
         }]
     );
-    assert_eq!(module.replace, Replace::InFile { on: false });
+    assert_eq!(module.replace, Replace::InFile(false));
 }
 
 /// A producer's module on a kernel of another release is not ready, naming

@@ -34,7 +34,7 @@ for M in $MODULES; do
         || fail "check --module $M"
     jq_true "$KS/check-$M.json" "
         .module.producer == \"$PRODUCER\"
-        and .module.replace == {\"kind\": \"set_at_load\", \"default\": \"$REPLACE\"}
+        and .module.replace == {\"default\": \"$REPLACE\"}
         and ([.module.objects[] | (.name // \"vmlinux\")] | sort) == [\"klp_test_target\", \"vmlinux\"]
         and ([.functions[] | select(.present) | .name] | sort)
             == [\"cmdline_proc_show\", \"klp_test_busy_loop\", \"klp_test_park_wait\"]

@@ -628,7 +628,7 @@ fn loaded_patches_check(seen: &CheckInputs) -> KernelCheck {
         ),
         _ if names.is_empty() => check("loaded_patches", Status::Pass, "none loaded"),
         Plan::Module {
-            replace: Replace::InFile { on: true },
+            replace: Replace::InFile(true),
             ..
         } => check(
             "loaded_patches",
@@ -858,7 +858,7 @@ fn patched_code(seen: &CheckInputs) -> (Patch, Direction) {
         force: Known::Value(false),
         replace: match seen.plan {
             Plan::Module {
-                replace: Replace::InFile { on },
+                replace: Replace::InFile(on),
                 ..
             } => Some(Known::Value(*on)),
             Plan::Module {

@@ -61,8 +61,8 @@ fn write_text(out: &mut Text, view: &CheckView) -> std::fmt::Result {
             printable(&module.name),
             module.producer.name(),
             match module.replace {
-                Replace::InFile { on: true } => ", atomic replace".to_owned(),
-                Replace::InFile { on: false } => String::new(),
+                Replace::InFile(true) => ", atomic replace".to_owned(),
+                Replace::InFile(false) => String::new(),
                 Replace::SetAtLoad { default } =>
                     format!(", atomic replace set at load: {default}"),
             }

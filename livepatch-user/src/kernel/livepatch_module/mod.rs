@@ -76,12 +76,14 @@ impl Producer {
     }
 }
 
-/// Atomic replace, as far as the file tells.
+/// Atomic replace, as far as the file tells. In JSON a bool where the file
+/// says it (as for every module before producers' layouts were read), an
+/// object naming the default where init code sets it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(untagged)]
 pub enum Replace {
     /// Written in the file's klp_patch.
-    InFile { on: bool },
+    InFile(bool),
     /// Set by the module's init code, which the file holds only as
     /// machine code: what the producer's init code does by default, and
     /// how a build turns it off.

@@ -132,7 +132,7 @@ impl Search<'_, '_> {
                     Ok(objects) => {
                         let replace_at = field_of(patch, REPLACE_OFFSET, "klp_patch.replace")?;
                         let replace = self.elf.byte(replace_at)? != 0;
-                        return Ok((objects, Replace::InFile { on: replace }));
+                        return Ok((objects, Replace::InFile(replace)));
                     }
                     Err(why) => {
                         if self.steps.get() > STEP_BUDGET {
