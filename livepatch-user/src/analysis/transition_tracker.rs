@@ -177,6 +177,21 @@ pub struct Rounds {
     pub failed: u32,
 }
 
+/// A transition ended by its completion, while sysfs may still show it.
+#[derive(Clone, Debug)]
+struct Completing {
+    patch: String,
+    direction: Direction,
+    /// When the kernel completed it: the tail lasts no longer than the
+    /// rest of klp_complete_transition.
+    at_ns: u64,
+}
+
+/// How long after a completion a poll may still see its tail: far longer
+/// than klp_complete_transition takes, far shorter than unloading the
+/// patch and loading it again.
+const COMPLETION_TAIL_NS: u64 = 300_000_000;
+
 /// A transition's start or completion, as the tracer hears it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lifecycle {
@@ -241,7 +256,7 @@ pub struct TransitionTracker {
     /// The patch and direction of a transition ended by its completion:
     /// the tracer hears it as klp_complete_transition begins, and sysfs
     /// shows the patch in transition until that function's end.
-    completing: Option<(String, Direction)>,
+    completing: Option<Completing>,
     /// The kernel backed out of a patch it was setting up (refused in the
     /// log, cancelled by the tracer) since the last poll. That poll read
     /// sysfs before the log and the tracer: a patch it shows being set up
@@ -509,14 +524,18 @@ impl TransitionTracker {
                 .transition
                 .as_ref()
                 .and_then(|current| logged_completion(poll.log.as_deref(), current, poll.read_ns));
-            let Some(direction) = logged else {
+            let Some((direction, at_ns)) = logged else {
                 return false;
             };
             let ended = self.transition.take().expect("completed above");
             let name = ended.patch.clone();
             self.end(ended, Some(direction), &poll.patches, events);
             self.settle(&name, direction);
-            self.completing = Some((name, direction));
+            self.completing = Some(Completing {
+                patch: name,
+                direction,
+                at_ns,
+            });
             return true;
         }
         let (mut before, after): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lifecycle)
@@ -531,7 +550,8 @@ impl TransitionTracker {
             .last_outcome
             .as_ref()
             .map(|outcome| (outcome.patch.clone(), outcome.direction));
-        for (_, what) in before {
+        let mut completed_ns = 0;
+        for (at_ns, what) in before {
             match what {
                 Lifecycle::Start => self.started_since_completion = true,
                 Lifecycle::Complete => {
@@ -565,6 +585,7 @@ impl TransitionTracker {
                         continue;
                     }
                     ended_any = true;
+                    completed_ns = at_ns;
                     if let Some((name, direction)) = &last {
                         self.settle(name, *direction);
                     }
@@ -574,23 +595,30 @@ impl TransitionTracker {
         // The tail of a completion is no new transition, unless one
         // started since.
         if ended_any || self.started_since_completion {
-            self.completing = last.filter(|_| ended_any && !self.started_since_completion);
+            self.completing = last
+                .filter(|_| ended_any && !self.started_since_completion)
+                .map(|(patch, direction)| Completing {
+                    patch,
+                    direction,
+                    at_ns: completed_ns,
+                });
         }
         ended_any
     }
 
     /// A completed transition's patch, seen still in transition the same
-    /// way (or with no task left to tell the way), is that transition's
-    /// end under way, not a new one: a patch cannot go the same way twice
-    /// in a row.
+    /// way (or with no task left to tell the way) by a poll that read
+    /// sysfs right after the completion, is that transition's end under
+    /// way, not a new one. Later, it is the patch loaded again.
     fn ignore_completion_tail(&mut self, poll: &mut Assessed) {
-        let Some((patch, direction)) = &self.completing else {
+        let Some(tail) = &self.completing else {
             return;
         };
         match &poll.transition {
             Some(seen)
-                if seen.patch == *patch
-                    && (seen.direction == *direction || seen.tasks_pending == 0) =>
+                if seen.patch == tail.patch
+                    && (seen.direction == tail.direction || seen.tasks_pending == 0)
+                    && poll.read_ns <= tail.at_ns + COMPLETION_TAIL_NS =>
             {
                 poll.transition = None;
             }
@@ -980,25 +1008,28 @@ impl TransitionTracker {
     }
 }
 
-/// Where the kernel log says `current` completed, if it logged that after
-/// the transition began and before `read_ns`.
+/// Where and when the kernel log says `current` completed, if it logged
+/// that after the transition began and before `read_ns`.
 fn logged_completion(
     log: Option<&[LogEntry]>,
     current: &TransitionProgress,
     read_ns: u64,
-) -> Option<Direction> {
-    log?.iter().rev().find_map(|entry| match &entry.message {
-        LivepatchMessage::Complete { patch, unpatching }
-            if *patch == current.patch
-                && (current.started_ns..=read_ns).contains(&(entry.timestamp_us * 1000)) =>
-        {
-            Some(if *unpatching {
-                Direction::Unpatching
-            } else {
-                Direction::Patching
-            })
+) -> Option<(Direction, u64)> {
+    log?.iter().rev().find_map(|entry| {
+        let at_ns = entry.timestamp_us * 1000;
+        match &entry.message {
+            LivepatchMessage::Complete { patch, unpatching }
+                if *patch == current.patch && (current.started_ns..=read_ns).contains(&at_ns) =>
+            {
+                let direction = if *unpatching {
+                    Direction::Unpatching
+                } else {
+                    Direction::Patching
+                };
+                Some((direction, at_ns))
+            }
+            _ => None,
         }
-        _ => None,
     })
 }
 
@@ -1524,7 +1555,7 @@ mod tests {
         let events = after_completion(
             &mut state,
             "tracer",
-            1500,
+            1900,
             Direction::Unpatching,
             2000,
             unpatching(2, 0),
@@ -1535,9 +1566,40 @@ mod tests {
             "{events:?}"
         );
         assert_eq!(names(&events), ["complete"], "{events:?}");
-        assert!(state.apply(unpatching(3, 0)).is_empty());
+        let Observation::Poll(mut tail) = unpatching(2, 0) else {
+            unreachable!("a poll")
+        };
+        tail.read_ns = 2100 * 1_000_000;
+        assert!(state.apply(Observation::Poll(tail)).is_empty());
         let events = state.apply(poll(4, vec![], None, vec![]));
         assert_eq!(names(&events), ["gone"], "{events:?}");
+    }
+
+    /// The tail lasts milliseconds: the same patch seen patching again a
+    /// while after its patching completed (polled alone, the unpatching
+    /// between unseen) is a transition of its own, however long it lasts.
+    #[test]
+    fn a_tail_rule_never_hides_the_patchs_next_transition() {
+        let mut state = tracker();
+        state.apply(patching(0, 5, vec![]));
+        let events = after_completion(
+            &mut state,
+            "log",
+            1900,
+            Direction::Patching,
+            2000,
+            poll(
+                2,
+                vec![patch("p", false, true)],
+                Some((Direction::Unpatching, 0)),
+                vec![],
+            ),
+        );
+        assert_eq!(complete_event(&events), Some((Direction::Patching, false)));
+        let events = state.apply(patching(3, 5, vec![]));
+        assert_eq!(names(&events), ["start", "complete", "start"], "{events:?}");
+        assert!(state.apply(patching(4, 5, vec![])).is_empty());
+        assert!(state.transition.is_some(), "the new patching is followed");
     }
 
     fn traced(state: &mut TransitionTracker, event: TraceEvent) {
