@@ -1616,29 +1616,13 @@ mod tests {
         state
     }
 
-    /// 7.x unpatches in milliseconds: between two polls the patch was
-    /// disabled, unpatched, unloaded, loaded again and is patching anew.
-    /// The tracer's starts and completions, in order, tell each one.
-    #[test]
-    fn transitions_that_came_and_went_between_polls_are_told_by_the_tracer() {
-        let mut state = patching_completed_as_traced();
-        let events = state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
-        assert_eq!(complete_event(&events), Some((Direction::Patching, false)));
-        for (at_ms, event) in [(2100, "start"), (2105, "complete"), (2600, "start")] {
-            let timestamp_ns = at_ms * 1_000_000;
-            traced(
-                &mut state,
-                match event {
-                    "start" => TraceEvent::Start { timestamp_ns },
-                    _ => TraceEvent::Complete { timestamp_ns },
-                },
-            );
-        }
-        let events = state.apply(patching(3, 5, vec![]));
-        assert_eq!(names(&events), ["start", "complete", "start"], "{events:?}");
+    /// `events` told an unpatching that came and went unseen by the polls,
+    /// then the patching that followed it.
+    fn assert_unpatched_between_then_patching(events: &[TransitionEvent]) {
+        assert_eq!(names(events), ["start", "complete", "start"], "{events:?}");
         assert!(
             matches!(
-                &events[..],
+                events,
                 [
                     TransitionEvent::Start {
                         direction: Direction::Unpatching,
@@ -1657,6 +1641,27 @@ mod tests {
             ),
             "{events:?}"
         );
+    }
+
+    /// 7.x unpatches in milliseconds: between two polls the patch was
+    /// disabled, unpatched, unloaded, loaded again and is patching anew.
+    /// The tracer's starts and completions, in order, tell each one.
+    #[test]
+    fn transitions_that_came_and_went_between_polls_are_told_by_the_tracer() {
+        let mut state = patching_completed_as_traced();
+        let events = state.apply(poll(2, vec![patch("p", true, false)], None, vec![]));
+        assert_eq!(complete_event(&events), Some((Direction::Patching, false)));
+        for (at_ms, event) in [(2100, "start"), (2105, "complete"), (2600, "start")] {
+            let timestamp_ns = at_ms * 1_000_000;
+            traced(
+                &mut state,
+                match event {
+                    "start" => TraceEvent::Start { timestamp_ns },
+                    _ => TraceEvent::Complete { timestamp_ns },
+                },
+            );
+        }
+        assert_unpatched_between_then_patching(&state.apply(patching(3, 5, vec![])));
     }
 
     /// A transition's start is read by one poll, which sees it with no
@@ -1687,12 +1692,7 @@ mod tests {
             traced(&mut state, event);
         }
         let events = state.apply(patching(4, 5, vec![]));
-        assert_eq!(names(&events), ["start", "complete", "start"], "{events:?}");
-        assert_eq!(
-            complete_event(&events),
-            Some((Direction::Unpatching, false)),
-            "{events:?}"
-        );
+        assert_unpatched_between_then_patching(&events);
     }
 
     /// Polled alone (or where the tracer hears no start of it): a patch
@@ -1705,12 +1705,7 @@ mod tests {
         let events = state.apply(poll(1, vec![patch("p", true, false)], None, vec![]));
         assert_eq!(complete_event(&events), Some((Direction::Patching, false)));
         let events = state.apply(patching(2, 5, vec![]));
-        assert_eq!(names(&events), ["start", "complete", "start"], "{events:?}");
-        assert_eq!(
-            complete_event(&events),
-            Some((Direction::Unpatching, false)),
-            "{events:?}"
-        );
+        assert_unpatched_between_then_patching(&events);
     }
 
     /// A poll whose sysfs read began before a quick unpatching and ended
