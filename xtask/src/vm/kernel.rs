@@ -168,7 +168,7 @@ pub fn prepare(series: Series) -> Result<Kernel> {
     let abi = resolve(series)?;
     let dir = cache::dir().join("kernels").join(&abi);
     let kernel = Kernel::new(&abi, dir.clone());
-    if dir.join(super::lab::COMPLETE).exists() {
+    if dir.join(cache::COMPLETE).exists() {
         return Ok(kernel);
     }
     let started = Instant::now();
@@ -220,7 +220,7 @@ pub fn prepare(series: Series) -> Result<Kernel> {
         }
     }
     toolchain::adapt(&staging, &dir, &kernel.release())?;
-    super::lab::publish(&staging, &dir)?;
+    cache::publish(&staging, &dir)?;
     println!(
         "vm: kernel {} ready in {} ({:.1}s)",
         kernel.release(),

@@ -1,11 +1,11 @@
 //! The host side of a boot: tools installed, klpscope built, initramfs
-//! packed, accelerator chosen; and the cache folders they publish.
+//! packed, accelerator chosen.
 use std::{
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::{apt, guest, kernel, modules, qemu};
 use crate::{build, cache};
@@ -147,24 +147,4 @@ impl Lab {
         }
         Ok(machine)
     }
-}
-
-/// The file that marks a cache folder as finished.
-pub const COMPLETE: &str = "complete";
-
-/// Moves a finished `staging` folder to `dir`, marking it complete. When
-/// another run published the same work first, keeps theirs.
-pub fn publish(staging: &Path, dir: &Path) -> Result<()> {
-    std::fs::write(staging.join(COMPLETE), "")?;
-    if dir.exists() && !dir.join(COMPLETE).exists() {
-        // Left by an interrupted run of an older layout.
-        std::fs::remove_dir_all(dir)?;
-    }
-    if std::fs::rename(staging, dir).is_err() {
-        std::fs::remove_dir_all(staging)?;
-        if !dir.join(COMPLETE).exists() {
-            bail!("cannot move {} to {}", staging.display(), dir.display());
-        }
-    }
-    Ok(())
 }

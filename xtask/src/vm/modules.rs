@@ -54,7 +54,7 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
     }
     let name = format!("{}-{:016x}", kernel.release(), hash.0);
     let dir = cache::dir().join("modules").join(&name);
-    if !dir.join(super::lab::COMPLETE).exists() {
+    if !dir.join(cache::COMPLETE).exists() {
         let started = Instant::now();
         // Built under a name of our own, then published: concurrent runs
         // must not build in each other's folder.
@@ -91,7 +91,7 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
                 kernel.release()
             );
         }
-        super::lab::publish(&staging, &dir)?;
+        cache::publish(&staging, &dir)?;
         println!(
             "vm: test modules built for {} ({:.1}s)",
             kernel.release(),

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{apt, lab};
+use super::apt;
 use crate::{build, cache};
 
 const KPATCH_PACKAGE: &str = "kpatch-build";
@@ -111,7 +111,7 @@ fn extract_from_source(deb: &Path, package: &str, staging: &Path) -> Result<()> 
 /// Runs `fetch` into a staging folder and publishes it as `dir`, unless a
 /// complete `dir` is there already.
 fn fetch_once(dir: &Path, fetch: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if dir.join(lab::COMPLETE).exists() {
+    if dir.join(cache::COMPLETE).exists() {
         return Ok(());
     }
     let staging = dir.with_file_name(format!(
@@ -122,5 +122,5 @@ fn fetch_once(dir: &Path, fetch: impl FnOnce(&Path) -> Result<()>) -> Result<()>
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging)?;
     fetch(&staging)?;
-    lab::publish(&staging, dir)
+    cache::publish(&staging, dir)
 }
