@@ -151,7 +151,8 @@ const ROLLOUT_EXIT_CODES: &str = "Exit codes: 0 done, 3 check warnings not confi
     changed), 4 not ready (nothing changed), 5 backed out (stalled past the deadline, or interrupted: \
     apply leaves no patch behind, revert leaves the patch applied), 7 the kernel refused the module \
     or the write, 8 the reversal stalled too (the patch is left in transition; klpscope never \
-    forces), 1 error, 2 usage error, 141 stdout closed.
+    forces), 1 error, 2 usage error, 141 stdout closed; interrupted before anything changed: 129 \
+    SIGHUP, 130 SIGINT, 143 SIGTERM.
 
 The first SIGINT (or Ctrl-C) asks: a second one, SIGTERM or SIGHUP reverses the transition, \
 waits for the reversal and cleans up before exiting.";

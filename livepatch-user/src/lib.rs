@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod commands;
+pub mod exit_code;
 pub mod feed;
 pub mod kernel;
 pub mod model;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use livepatch_user::{commands, probes};
+use livepatch_user::{commands, exit_code, probes};
 
 fn main() -> ExitCode {
     probes::return_freed_memory_promptly();
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Err(error) => {
             // One line naming the cause: the chain, not a backtrace.
             commands::output::note(&format!("{error:#}"));
-            commands::EXIT_ERROR.into()
+            exit_code::ERROR.into()
         }
     }
 }

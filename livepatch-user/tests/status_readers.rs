@@ -43,7 +43,7 @@ fn no_livepatch_support_is_explained_from_the_config() {
     });
     let snapshot = read_snapshot(fixture.root()).unwrap();
     assert_eq!(snapshot.kernel.release, RELEASE);
-    assert!(!snapshot.kernel.livepatch_supported);
+    assert!(!snapshot.kernel.livepatch.is_supported());
     assert!(
         snapshot.kernel.problems[0].contains("CONFIG_LIVEPATCH is not set in /proc/config.gz"),
         "{:?}",
@@ -63,7 +63,7 @@ fn the_boot_config_is_the_fallback() {
         "CONFIG_MODULES=y\n# CONFIG_LIVEPATCH is not set\n",
     );
     let kernel = read_kernel(fixture.root());
-    assert!(!kernel.livepatch_supported);
+    assert!(!kernel.livepatch.is_supported());
     let expected = format!("CONFIG_LIVEPATCH is not set in /boot/config-{RELEASE}");
     assert!(
         kernel.problems[0].contains(&expected),
@@ -95,7 +95,7 @@ fn no_config_anywhere_names_the_places_tried() {
     let fixture = Fixture::without_livepatch();
     fixture.remove("proc/config.gz");
     let kernel = read_kernel(fixture.root());
-    assert!(!kernel.livepatch_supported);
+    assert!(!kernel.livepatch.is_supported());
     assert_eq!(kernel.reliable_stacktrace, None);
     let problem = &kernel.problems[0];
     assert!(problem.contains("no kernel config found"), "{problem}");
@@ -121,7 +121,7 @@ fn kernel_facts_of_a_livepatch_kernel() {
         )
         .file("sys/module/module/parameters/sig_enforce", "Y\n");
     let kernel = read_kernel(fixture.root());
-    assert!(kernel.livepatch_supported);
+    assert!(kernel.livepatch.is_supported());
     assert_eq!(kernel.reliable_stacktrace, Some(true));
     assert_eq!(kernel.ftrace_enabled, Some(true));
     assert_eq!(kernel.lockdown.as_deref(), Some("integrity"));
@@ -149,7 +149,7 @@ fn missing_facts_become_problems() {
         .remove("sys/kernel/btf/vmlinux")
         .remove("sys/kernel/security/lockdown");
     let kernel = read_kernel(fixture.root());
-    assert!(kernel.livepatch_supported);
+    assert!(kernel.livepatch.is_supported());
     assert_eq!(kernel.reliable_stacktrace, Some(false));
     assert_eq!(kernel.ftrace_enabled, Some(false));
     assert_eq!(kernel.lockdown, None);

@@ -3,7 +3,10 @@
 mod common;
 
 use livepatch_user::{
-    model::{Direction, Kernel, Known, Patch, PatchFunction, PatchObject, TaintFlag, Transition},
+    model::{
+        Direction, Kernel, Known, LivepatchSupport, Patch, PatchFunction, PatchObject, TaintFlag,
+        Transition,
+    },
     views::{
         status::{StatusView, render_json, render_text},
         style::Color,
@@ -13,7 +16,13 @@ use livepatch_user::{
 fn kernel(supported: bool, problems: &[&str]) -> Kernel {
     Kernel {
         release: "6.12.0-test".into(),
-        livepatch_supported: supported,
+        livepatch: if supported {
+            LivepatchSupport::Supported
+        } else {
+            LivepatchSupport::Unsupported {
+                why: problems.first().unwrap_or(&"").to_string(),
+            }
+        },
         problems: problems.iter().map(|p| p.to_string()).collect(),
         reliable_stacktrace: Some(true),
         ftrace_enabled: Some(true),

@@ -163,7 +163,12 @@ impl LiveExport {
         }
     }
 
-    pub fn apply(&mut self, round: Vec<Observation>) {
+    pub fn live(&self) -> &LiveState {
+        &self.live
+    }
+
+    /// Applies a round; returns its events.
+    pub fn apply(&mut self, round: Vec<Observation>) -> Vec<TransitionEvent> {
         // A log the poll could not read leaves the last one read.
         let polled = round
             .iter()
@@ -175,7 +180,9 @@ impl LiveExport {
         if polled.is_some() {
             self.log = polled;
         }
-        self.ended.count(&self.live.apply_all(round));
+        let events = self.live.apply_all(round);
+        self.ended.count(&events);
+        events
     }
 
     pub fn metrics(&self, feed: &FeedCapabilities) -> FleetMetrics {
@@ -313,7 +320,7 @@ impl FleetMetrics {
         feed: Option<FeedCapabilities>,
         patches: &[Patch],
     ) -> Self {
-        let blockers = if kernel.livepatch_supported {
+        let blockers = if kernel.livepatch.is_supported() {
             BLOCKER_CLASSES
                 .iter()
                 .map(|&(reason, kind)| BlockerClass {
@@ -326,7 +333,7 @@ impl FleetMetrics {
             Vec::new()
         };
         FleetMetrics {
-            livepatch_supported: kernel.livepatch_supported,
+            livepatch_supported: kernel.livepatch.is_supported(),
             kernel_problems: kernel.problems.clone(),
             feed,
             patches: patches
@@ -520,7 +527,7 @@ mod tests {
 
     fn kernel() -> Kernel {
         Kernel {
-            livepatch_supported: true,
+            livepatch: crate::model::LivepatchSupport::Supported,
             ..Kernel::default()
         }
     }

@@ -391,16 +391,10 @@ fn kernel_checks(seen: &CheckInputs) -> Vec<KernelCheck> {
 }
 
 fn livepatch_check(kernel: &Kernel) -> KernelCheck {
-    if kernel.livepatch_supported {
-        return check("livepatch", Status::Pass, "supported");
+    match kernel.livepatch.unsupported() {
+        None => check("livepatch", Status::Pass, "supported"),
+        Some(why) => check("livepatch", Status::Fail, why),
     }
-    let why = kernel
-        .problems
-        .iter()
-        .find(|p| p.starts_with("livepatch unsupported"))
-        .cloned()
-        .unwrap_or_else(|| "livepatch unsupported: no /sys/kernel/livepatch".into());
-    check("livepatch", Status::Fail, why)
 }
 
 fn signature_check(seen: &CheckInputs) -> KernelCheck {

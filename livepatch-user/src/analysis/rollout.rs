@@ -11,7 +11,7 @@ use super::{
     blockers::Blocker,
     transition_tracker::{TransitionEvent, TransitionTracker, secs_between},
 };
-use crate::model::Direction;
+use crate::{exit_code, model::Direction};
 
 /// What is being rolled out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
@@ -71,12 +71,12 @@ pub enum RolloutEnd {
 impl RolloutEnd {
     pub fn exit_code(self) -> u8 {
         match self {
-            RolloutEnd::Done | RolloutEnd::DryRun => 0,
-            RolloutEnd::NotConfirmed => 3,
-            RolloutEnd::NotReady => 4,
-            RolloutEnd::BackedOut => 5,
-            RolloutEnd::Refused => 7,
-            RolloutEnd::BackoutStalled => 8,
+            RolloutEnd::Done | RolloutEnd::DryRun => exit_code::SUCCESS,
+            RolloutEnd::NotConfirmed => exit_code::WARNINGS,
+            RolloutEnd::NotReady => exit_code::NOT_READY,
+            RolloutEnd::BackedOut => exit_code::REVERSED,
+            RolloutEnd::Refused => exit_code::REFUSED,
+            RolloutEnd::BackoutStalled => exit_code::BACKOUT_STALLED,
         }
     }
 }

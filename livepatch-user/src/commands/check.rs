@@ -19,6 +19,7 @@ use crate::{
     },
     cli::CheckArgs,
     commands::output,
+    exit_code,
     kernel::{
         Stacks,
         ftrace_users::read_ftrace_users,
@@ -34,10 +35,6 @@ use crate::{
         style::Color,
     },
 };
-
-/// Exit codes besides 0 (ready) and 1 (error).
-pub const EXIT_WARNINGS: u8 = 3;
-pub const EXIT_NOT_READY: u8 = 4;
 
 /// What to check: the targets as given on the command line, a module file
 /// already read.
@@ -244,8 +241,8 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
 fn exit_code(readiness: &Readiness) -> ExitCode {
     match readiness.verdict {
         Verdict::Ready => ExitCode::SUCCESS,
-        Verdict::Warnings => EXIT_WARNINGS.into(),
-        Verdict::NotReady => EXIT_NOT_READY.into(),
+        Verdict::Warnings => exit_code::WARNINGS.into(),
+        Verdict::NotReady => exit_code::NOT_READY.into(),
     }
 }
 

@@ -17,6 +17,7 @@ use crate::{
     },
     cli::DiagnoseArgs,
     commands::output,
+    exit_code,
     feed::snapshot::read_snapshot_from,
     kernel::clock::monotonic_ns,
     model::{BlockReason, Snapshot, TraceEvent, Transition},
@@ -46,15 +47,9 @@ fn read(root: &Path, tasks: &mut TaskSource) -> Result<(Snapshot, Option<Transit
 pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
     let mut tasks = TaskSource::open(root, args.no_ebpf)?;
     let (snapshot, transition) = read(root, &mut tasks)?;
-    if !snapshot.kernel.livepatch_supported {
-        let reason = snapshot
-            .kernel
-            .problems
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "livepatch is not supported".into());
+    if let Some(reason) = snapshot.kernel.livepatch.unsupported() {
         if args.json {
-            output::print(&render_unsupported_json(&reason))?;
+            output::print(&render_unsupported_json(reason))?;
         } else {
             output::print(&format!("nothing to diagnose: {reason}\n"))?;
         }
@@ -129,14 +124,11 @@ pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
         .iter()
         .any(|report| report.blocker.reason == BlockReason::Unexplained);
     Ok(if incomplete {
-        ExitCode::from(EXIT_INCOMPLETE)
+        ExitCode::from(exit_code::WARNINGS)
     } else {
         ExitCode::SUCCESS
     })
 }
-
-/// Some pending task could not be explained (not root, unreadable state).
-const EXIT_INCOMPLETE: u8 = 3;
 
 /// Attaches the tracer and collects the kernel's verdicts over two whole
 /// retry rounds: a task blocks when it failed both (`BLOCKS_AFTER_ROUNDS`).

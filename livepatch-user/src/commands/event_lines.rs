@@ -93,11 +93,6 @@ impl EventLines {
         }
         Ok(())
     }
-
-    pub fn timeout(&mut self) -> Result<()> {
-        let secs = self.started.elapsed().as_secs_f64();
-        self.emit(&[TransitionEvent::Timeout { secs }])
-    }
 }
 
 fn wall_clock_secs() -> f64 {

@@ -3,6 +3,8 @@ mod check;
 pub mod completions;
 mod diagnose;
 mod event_lines;
+mod live_driver;
+mod live_output;
 mod metrics;
 mod metrics_listener;
 pub mod output;
@@ -18,10 +20,9 @@ use anyhow::Result;
 
 use crate::{
     cli::{Cli, Command},
+    exit_code,
     views::style::Color,
 };
-
-pub const EXIT_ERROR: u8 = 1;
 
 /// The command line, or the exit code once clap has answered it: a usage
 /// error on stderr (2), or help and version on stdout, which can fail like
@@ -37,11 +38,11 @@ pub fn parse_command_line() -> Result<Cli, ExitCode> {
     match answer.print().and_then(|()| std::io::stdout().flush()) {
         Ok(()) => Err(ExitCode::SUCCESS),
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
-            Err(output::EXIT_OUTPUT_CLOSED.into())
+            Err(exit_code::OUTPUT_CLOSED.into())
         }
         Err(error) => {
             output::note(&format!("writing to stdout: {error}"));
-            Err(EXIT_ERROR.into())
+            Err(exit_code::ERROR.into())
         }
     }
 }
@@ -66,7 +67,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     };
     match result {
         Err(error) if error.is::<output::OutputClosed>() => {
-            Ok(ExitCode::from(output::EXIT_OUTPUT_CLOSED))
+            Ok(ExitCode::from(exit_code::OUTPUT_CLOSED))
         }
         result => result,
     }

@@ -1,7 +1,7 @@
 //! Where commands write: stdout for the result, stderr for one-line notes.
 //! Both can fail (a closed pipe, a full disk); neither may panic. A reader
 //! that went away (`klpscope diagnose | head -3`) ends the command quietly
-//! with `EXIT_OUTPUT_CLOSED`, as a shell tool killed by SIGPIPE would.
+//! with `exit_code::OUTPUT_CLOSED`, as a shell tool killed by SIGPIPE would.
 use std::{
     io::{self, Write},
     time::Duration,
@@ -10,9 +10,6 @@ use std::{
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::views::printable::printable;
-
-/// 128 + SIGPIPE: what a shell reports for a tool whose reader went away.
-pub const EXIT_OUTPUT_CLOSED: u8 = 128 + libc::SIGPIPE as u8;
 
 /// The reader of stdout went away: nothing more can be said, and nothing
 /// is wrong with the kernel or the input.

@@ -10,15 +10,12 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, anyhow, bail};
-use crossterm::event::{Event, EventStream};
-use futures_util::StreamExt;
-use tokio::time::{Instant, interval, sleep};
+use anyhow::{Result, anyhow, bail};
+use tokio::time::{Instant, sleep};
 
 use crate::{
     analysis::{
         live_state::LiveState,
-        observation::Observation,
         readiness::Verdict,
         rollout::{Rollout, RolloutAction, RolloutEnd, RolloutKind, RolloutStep},
         transition_tracker::TransitionEvent,
@@ -27,10 +24,11 @@ use crate::{
     commands::{
         check::{CheckRequest, Checked, check},
         event_lines::EventLines,
+        live_driver::{LiveDriver, Stop, StoppingRule},
+        live_output::LiveOutput,
         output,
-        stop_signals::{StopSignal, StopSignals},
+        stop_signals::StopSignal,
     },
-    feed::{feed_thread::FeedThread, transition_feed::TransitionFeed},
     kernel::{
         clock::monotonic_ns,
         livepatch_module::{LivepatchModule, ModuleImage, open_livepatch_module},
@@ -43,13 +41,8 @@ use crate::{
     views::{
         check_report::render_text,
         json_output::{CheckEvent, CheckStep},
-        rollout_lines::describe_step,
         style::Color,
-        tui::{
-            app::App,
-            handler::{Request, handle_key},
-            terminal::TerminalSession,
-        },
+        tui::app::App,
     },
 };
 
@@ -128,10 +121,8 @@ fn check_request<'a>(
 }
 
 fn supported(root: &Path, verb: &str) -> Result<()> {
-    let kernel = read_kernel(root);
-    if !kernel.livepatch_supported {
-        let reason = kernel.problems.first().map_or("", String::as_str);
-        bail!("cannot {verb}: {reason}");
+    if let Some(why) = read_kernel(root).livepatch.unsupported() {
+        bail!("cannot {verb}: {why}");
     }
     Ok(())
 }
@@ -170,78 +161,80 @@ async fn rollout(
 
     // The feed follows the kernel before anything changes: a transition of
     // milliseconds is still seen.
-    let feed = TransitionFeed::open(root, args.no_ebpf)?;
-    let mut signals = StopSignals::new().context("installing signal handlers")?;
-    let mut feed = FeedThread::start(feed)?;
+    let mut driver = LiveDriver::start(root, args.no_ebpf)?;
     let mut live = LiveState::new(Some(patch.to_owned()));
-    tokio::select! {
-        round = feed.next() => { live.apply_all(round?); }
-        stop = signals.recv() => return Ok(stop.exit_code()),
+    if let Some(code) = driver.first_round(&mut live).await? {
+        return Ok(ExitCode::from(code));
     }
     if !interactive {
-        lines.ready(&feed.capabilities)?;
+        lines.ready(driver.capabilities())?;
     }
     if args.dry_run {
         return finish(&mut lines, kind, patch, RolloutEnd::DryRun);
     }
 
     let started = monotonic_ns();
-    let first = match change {
+    let first = match make(root, change, patch, &mut lines)? {
+        Ok(first) => first,
+        Err(end) => return finish(&mut lines, kind, patch, end),
+    };
+    let mut output = if interactive {
+        let release = read_kernel(root).release;
+        let capabilities = driver.capabilities().clone();
+        let mut app = App::new(release, capabilities.clone(), Some(patch.to_owned()));
+        app.live = live;
+        let mut output = LiveOutput::tui(app)?;
+        output.ready(&capabilities)?;
+        output
+    } else {
+        LiveOutput::lines(lines, live)
+    };
+    output.steps(&[first])?;
+    let mut rule = Guarded {
+        root,
+        rollout: Rollout::new(kind, patch, started, args.deadline),
+    };
+    let code = driver.run(&mut rule, &mut output).await;
+    output.close()?;
+    Ok(ExitCode::from(code?))
+}
+
+/// Loads the module or disables the patch: the first step, or how the
+/// rollout ends when the kernel refuses.
+fn make(
+    root: &Path,
+    change: Change,
+    patch: &str,
+    lines: &mut EventLines,
+) -> Result<Result<RolloutStep, RolloutEnd>> {
+    Ok(match change {
         Change::Load { image } => match load_module(root, &image, patch) {
-            Ok(()) => RolloutStep::Loaded {
+            Ok(()) => Ok(RolloutStep::Loaded {
                 patch: patch.to_owned(),
                 module: image.path.clone(),
-            },
+            }),
             Err(LoadRefused::Kernel { why, .. }) => {
                 lines.emit(&[TransitionEvent::Refused {
                     patch: patch.to_owned(),
                     why,
                 }])?;
-                return finish(&mut lines, kind, patch, RolloutEnd::Refused);
+                Err(RolloutEnd::Refused)
             }
             Err(changed) => return Err(changed.into()),
         },
         Change::Disable => match disable_patch(root, patch) {
-            Ok(_) => RolloutStep::Disabling {
+            Ok(_) => Ok(RolloutStep::Disabling {
                 patch: patch.to_owned(),
-            },
+            }),
             Err(refused) => {
-                let what = refused.to_string();
                 lines.emit_steps(&[RolloutStep::Failed {
                     patch: patch.to_owned(),
-                    what,
+                    what: refused.to_string(),
                 }])?;
-                return finish(&mut lines, kind, patch, RolloutEnd::Refused);
+                Err(RolloutEnd::Refused)
             }
         },
-    };
-    let rollout = Rollout::new(kind, patch, started, args.deadline);
-    let mut output = if interactive {
-        let session = TerminalSession::enter().context("setting up the terminal")?;
-        let release = read_kernel(root).release;
-        let mut app = App::new(release, feed.capabilities.clone(), Some(patch.to_owned()));
-        app.live = live;
-        Output::Tui {
-            session,
-            app: Box::new(app),
-            said: Vec::new(),
-        }
-    } else {
-        Output::Lines {
-            lines,
-            live: Box::new(live),
-        }
-    };
-    let mut keys = interactive.then(EventStream::new);
-    output.steps(&[first])?;
-    let mut sources = Sources {
-        feed: &mut feed,
-        signals: &mut signals,
-        keys: &mut keys,
-    };
-    let code = follow(root, rollout, &mut sources, &mut output).await?;
-    output.close()?;
-    Ok(ExitCode::from(code))
+    })
 }
 
 /// Asks on the terminal whether to go on despite the check's warnings; no
@@ -271,80 +264,82 @@ fn finish(
     Ok(ExitCode::from(end.exit_code()))
 }
 
-/// What the rollout listens to while the transition runs.
-struct Sources<'a> {
-    feed: &'a mut FeedThread,
-    signals: &'a mut StopSignals,
-    /// The terminal's keys, with the TUI.
-    keys: &'a mut Option<EventStream>,
+/// A rollout's rule: the transition followed until it completes, or
+/// backed out past the deadline or on the user's word.
+struct Guarded<'a> {
+    root: &'a Path,
+    rollout: Rollout,
 }
 
-async fn next_key(keys: &mut Option<EventStream>) -> Option<crossterm::event::KeyEvent> {
-    match keys {
-        Some(keys) => match keys.next().await {
-            Some(Ok(Event::Key(key))) => Some(key),
-            _ => None,
-        },
-        None => std::future::pending().await,
-    }
-}
-
-/// The transition followed until the rollout ends.
-async fn follow(
-    root: &Path,
-    mut rollout: Rollout,
-    sources: &mut Sources<'_>,
-    output: &mut Output,
-) -> Result<u8> {
-    let mut ticks = interval(Duration::from_millis(250));
-    loop {
-        let mut steps = Vec::new();
-        let action = tokio::select! {
-            round = sources.feed.next() => {
-                let events = output.apply(round?)?;
-                rollout.on_events(&events, &mut steps)
-            }
-            _ = ticks.tick() => rollout.on_tick(monotonic_ns(), &output.live().tracker, &mut steps),
-            stop = sources.signals.recv() => {
-                let asks = stop == StopSignal::Interrupt;
-                rollout.on_interrupt(stop.name(), asks, monotonic_ns(), &mut steps)
-            }
-            Some(key) = next_key(sources.keys) => match output.key(key) {
-                Some(Request::Quit | Request::Interrupt) => {
-                    rollout.on_interrupt("Ctrl-C", true, monotonic_ns(), &mut steps)
-                }
-                Some(Request::Write(write)) => {
-                    let outcome = write_confirmed(root, &write);
-                    output.note(&outcome.map_or_else(|e| e.to_string(), |w| w.to_string()));
-                    None
-                }
-                None => None,
-            },
-        };
+impl Guarded<'_> {
+    /// Shows the steps, then does what the rollout asked for, and what
+    /// that in turn asks for; the exit code once it says to end.
+    async fn act(
+        &mut self,
+        steps: Vec<RolloutStep>,
+        mut next: Option<RolloutAction>,
+        output: &mut LiveOutput,
+    ) -> Result<Option<u8>> {
         output.steps(&steps)?;
-        let mut next = action;
         while let Some(action) = next.take() {
             let mut steps = Vec::new();
             next = match action {
-                RolloutAction::Exit(code) => return Ok(code),
+                RolloutAction::Exit(code) => return Ok(Some(code)),
                 RolloutAction::Reverse { from } => {
                     let write = TransitionWrite::Reverse {
-                        patch: rollout.patch.clone(),
+                        patch: self.rollout.patch.clone(),
                         from,
                     };
-                    if let Err(refused) = write_confirmed(root, &write) {
-                        rollout.reverse_refused(&refused.to_string(), &mut steps);
+                    if let Err(refused) = write_confirmed(self.root, &write) {
+                        self.rollout
+                            .reverse_refused(&refused.to_string(), &mut steps);
                     }
                     None
                 }
                 RolloutAction::Unload => {
-                    let failure = unload(root, &rollout.patch).await;
-                    Some(rollout.unloaded(&rollout.patch.clone(), failure, &mut steps))
+                    let patch = self.rollout.patch.clone();
+                    let failure = unload(self.root, &patch).await;
+                    Some(self.rollout.unloaded(&patch, failure, &mut steps))
                 }
             };
             output.steps(&steps)?;
         }
-        output.draw()?;
+        Ok(None)
+    }
+}
+
+impl StoppingRule for Guarded<'_> {
+    fn ticks(&self) -> Option<Duration> {
+        Some(Duration::from_millis(250))
+    }
+
+    async fn on_events(
+        &mut self,
+        events: &[TransitionEvent],
+        output: &mut LiveOutput,
+    ) -> Result<Option<u8>> {
+        let mut steps = Vec::new();
+        let action = self.rollout.on_events(events, &mut steps);
+        self.act(steps, action, output).await
+    }
+
+    async fn on_tick(&mut self, output: &mut LiveOutput) -> Result<Option<u8>> {
+        let mut steps = Vec::new();
+        let tracker = &output.live().tracker;
+        let action = self.rollout.on_tick(monotonic_ns(), tracker, &mut steps);
+        self.act(steps, action, output).await
+    }
+
+    async fn on_stop(&mut self, stop: Stop, output: &mut LiveOutput) -> Result<Option<u8>> {
+        let (name, asks) = match stop {
+            Stop::Signal(signal) => (signal.name(), signal == StopSignal::Interrupt),
+            Stop::Quit | Stop::CtrlC => ("Ctrl-C", true),
+        };
+        let mut steps = Vec::new();
+        let action = self
+            .rollout
+            .on_interrupt(name, asks, monotonic_ns(), &mut steps);
+        self.act(steps, action, output).await
     }
 }
 
@@ -367,88 +362,5 @@ async fn unload(root: &Path, module: &str) -> Option<String> {
             return Some(format!("{error}: unload it with `rmmod {module}`"));
         }
         sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Where the rollout shows itself: lines (text or JSON), or the watch TUI
-/// with its steps in the footer.
-enum Output {
-    Lines {
-        lines: EventLines,
-        live: Box<LiveState>,
-    },
-    Tui {
-        session: TerminalSession,
-        app: Box<App>,
-        /// Every step, printed once the terminal is restored.
-        said: Vec<String>,
-    },
-}
-
-impl Output {
-    fn live(&self) -> &LiveState {
-        match self {
-            Output::Lines { live, .. } => live,
-            Output::Tui { app, .. } => &app.live,
-        }
-    }
-
-    fn apply(&mut self, round: Vec<Observation>) -> Result<Vec<TransitionEvent>> {
-        Ok(match self {
-            Output::Lines { lines, live } => {
-                let events = live.apply_all(round);
-                lines.emit(&events)?;
-                events
-            }
-            Output::Tui { app, .. } => app.apply(round),
-        })
-    }
-
-    fn steps(&mut self, steps: &[RolloutStep]) -> Result<()> {
-        match self {
-            Output::Lines { lines, .. } => lines.emit_steps(steps),
-            Output::Tui { app, said, .. } => {
-                for step in steps {
-                    let sentence = describe_step(step);
-                    app.message = Some(sentence.clone());
-                    said.push(sentence);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn note(&mut self, sentence: &str) {
-        match self {
-            Output::Lines { .. } => output::note(sentence),
-            Output::Tui { app, .. } => app.message = Some(sentence.to_owned()),
-        }
-    }
-
-    /// A key of the TUI, into what it asks for.
-    fn key(&mut self, key: crossterm::event::KeyEvent) -> Option<Request> {
-        match self {
-            Output::Lines { .. } => None,
-            Output::Tui { app, .. } => handle_key(app, key),
-        }
-    }
-
-    fn draw(&mut self) -> Result<()> {
-        if let Output::Tui { session, app, .. } = self {
-            session
-                .terminal
-                .draw(|frame| frame.render_widget(&**app, frame.area()))
-                .context("drawing the screen")?;
-        }
-        Ok(())
-    }
-
-    /// Restores the terminal and says there what happened.
-    fn close(self) -> Result<()> {
-        if let Output::Tui { session, said, .. } = self {
-            drop(session);
-            output::print(&(said.join("\n") + "\n"))?;
-        }
-        Ok(())
     }
 }

@@ -15,17 +15,19 @@ use axum::{
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    analysis::fleet_metrics::{FleetMetrics, LiveExport},
+    analysis::{
+        fleet_metrics::{FleetMetrics, LiveExport},
+        transition_tracker::TransitionEvent,
+    },
     cli::ServeArgs,
     commands::{
+        live_driver::{LiveDriver, Stop, StoppingRule},
+        live_output::LiveOutput,
         metrics_listener::{self, ConnectionLimits},
         output,
         stop_signals::StopSignals,
     },
-    feed::{
-        feed_thread::{FeedThread, out_of_descriptors},
-        transition_feed::TransitionFeed,
-    },
+    exit_code,
     kernel::read_kernel,
     views::exposition,
 };
@@ -57,7 +59,6 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
     };
     let server = metrics_listener::answer(listener, router, limits);
     tokio::pin!(server);
-    let mut signals = StopSignals::new().context("installing signal handlers")?;
     output::note(&format!("serving metrics on http://{address}/metrics"));
     if !address.ip().is_loopback() {
         output::note(&format!(
@@ -68,10 +69,11 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
     }
 
     let kernel = read_kernel(root);
-    if !kernel.livepatch_supported {
+    if !kernel.livepatch.is_supported() {
         // No transition can ever come: the support metric is the news.
         let unsupported = FleetMetrics::without_transition(&kernel, None, &[]);
         publish.send_replace(Some(Arc::new(unsupported)));
+        let mut signals = StopSignals::new().context("installing signal handlers")?;
         tokio::select! {
             () = &mut server => {}
             _ = signals.recv() => {}
@@ -79,39 +81,31 @@ async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let mut feed = FeedThread::start(TransitionFeed::open(root, args.no_ebpf)?)?;
-    if let Some(reason) = &feed.capabilities.polling {
-        output::note(&format!(
-            "eBPF unavailable ({reason}): following transitions by polling /proc and /sys"
-        ));
+    let mut driver = LiveDriver::start(root, args.no_ebpf)?;
+    let capabilities = driver.capabilities().clone();
+    let mut output = LiveOutput::metrics(LiveExport::new(kernel), publish, capabilities);
+    let mut rule = UntilStopped;
+    tokio::select! {
+        code = driver.run(&mut rule, &mut output) => Ok(ExitCode::from(code?)),
+        () = &mut server => Ok(ExitCode::SUCCESS),
     }
-    let mut export = LiveExport::new(kernel);
-    let mut said_out_of_descriptors = false;
-    loop {
-        tokio::select! {
-            round = feed.next() => {
-                let round = match round {
-                    Ok(round) => round,
-                    // The feed skips a round it had no descriptor for and
-                    // goes on: the exporter must outlive a flood.
-                    Err(error) if out_of_descriptors(&error) => {
-                        if !std::mem::replace(&mut said_out_of_descriptors, true) {
-                            output::note(&format!(
-                                "a reading was skipped: {error:#}; the metrics are those of \
-                                 the last one until descriptors are free again"
-                            ));
-                        }
-                        continue;
-                    }
-                    Err(error) => return Err(error),
-                };
-                export.apply(round);
-                publish.send_replace(Some(Arc::new(export.metrics(&feed.capabilities))));
-            }
-            () = &mut server => return Ok(ExitCode::SUCCESS),
-            // A service stopped the usual way: not a failure.
-            _ = signals.recv() => return Ok(ExitCode::SUCCESS),
-        }
+}
+
+/// serve runs until a signal: a service stopped the usual way, not a
+/// failure.
+struct UntilStopped;
+
+impl StoppingRule for UntilStopped {
+    async fn on_events(
+        &mut self,
+        _events: &[TransitionEvent],
+        _output: &mut LiveOutput,
+    ) -> Result<Option<u8>> {
+        Ok(None)
+    }
+
+    async fn on_stop(&mut self, _stop: Stop, _output: &mut LiveOutput) -> Result<Option<u8>> {
+        Ok(Some(exit_code::SUCCESS))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The signals that end a live command (watch, apply), each with its own
 //! exit code: 128 + the signal's number, as a shell reports it.
-use std::{io, process::ExitCode};
+use std::io;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -30,8 +30,8 @@ impl StopSignal {
         }
     }
 
-    pub fn exit_code(self) -> ExitCode {
-        ExitCode::from(128 + self.number() as u8)
+    pub fn exit_code(self) -> u8 {
+        128 + self.number() as u8
     }
 
     pub fn event(self) -> TransitionEvent {

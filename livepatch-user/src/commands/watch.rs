@@ -8,42 +8,21 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
-use crossterm::event::{Event, EventStream};
-use futures_util::StreamExt;
-use tokio::time::{Instant, sleep_until};
+use anyhow::Result;
+use tokio::time::Instant;
 
 use crate::{
-    analysis::{
-        live_state::LiveState, observation::Observation, transition_tracker::TransitionEvent,
-    },
+    analysis::{live_state::LiveState, transition_tracker::TransitionEvent},
     cli::WatchArgs,
     commands::{
         event_lines::EventLines,
-        output,
-        stop_signals::{StopSignal, StopSignals},
+        live_driver::{LiveDriver, Stop, StoppingRule},
+        live_output::LiveOutput,
     },
-    feed::{feed_thread::FeedThread, transition_feed::TransitionFeed},
-    kernel::{
-        livepatch_write::{TransitionWrite, write_confirmed},
-        read_kernel,
-    },
-    views::{
-        style::Color,
-        tui::{
-            app::App,
-            handler::{Request, handle_key},
-            terminal::TerminalSession,
-        },
-    },
+    exit_code,
+    kernel::read_kernel,
+    views::{style::Color, tui::app::App},
 };
-
-pub const EXIT_REVERSED: u8 = 5;
-pub const EXIT_TIMED_OUT: u8 = 6;
-pub const EXIT_REFUSED: u8 = 7;
-
-/// A hidden switch for the VM lab's detach test: panic once ready.
-const DEBUG_PANIC: &str = "KLPSCOPE_DEBUG_PANIC";
 
 pub fn run(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
     super::block_on(watch(root, args, color))
@@ -51,170 +30,82 @@ pub fn run(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
 
 async fn watch(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
     let kernel = read_kernel(root);
-    if !kernel.livepatch_supported {
+    if let Some(why) = kernel.livepatch.unsupported() {
         // No transition can ever come: waiting for one would only hang.
-        let reason = kernel.problems.first().map_or("", String::as_str);
-        anyhow::bail!("nothing to watch: {reason}");
+        anyhow::bail!("nothing to watch: {why}");
     }
     let interactive = !args.plain && !args.json && io::stdout().is_terminal();
-    // Loading the probes takes a moment; until the handlers below are in
-    // place a signal ends klpscope the default way, which detaches them too.
-    let feed = TransitionFeed::open(root, args.no_ebpf)?;
-    let deadline = args
-        .timeout
-        .map(|secs| Instant::now() + Duration::from_secs_f64(secs));
-    let signals = StopSignals::new().context("installing signal handlers")?;
-    let feed = FeedThread::start(feed)?;
-    if interactive {
-        let app = App::new(
-            kernel.release,
-            feed.capabilities.clone(),
-            args.patch.clone(),
-        );
-        run_tui(root, feed, signals, app, args, deadline).await
+    let mut driver = LiveDriver::start(root, args.no_ebpf)?;
+    let mut output = if interactive {
+        let capabilities = driver.capabilities().clone();
+        LiveOutput::tui(App::new(kernel.release, capabilities, args.patch.clone()))?
     } else {
         let live = LiveState::new(args.patch.clone());
-        run_lines(feed, signals, live, args, deadline, color).await
+        LiveOutput::lines(EventLines::new(args.json, color), live)
+    };
+    let mut rule = UntilEnd {
+        args,
+        started: Instant::now(),
+    };
+    let code = driver.run(&mut rule, &mut output).await;
+    output.close()?;
+    Ok(ExitCode::from(code?))
+}
+
+/// watch ends on the user's word, a signal, `--timeout`, or with
+/// `--until-complete` the transition's end.
+struct UntilEnd<'a> {
+    args: &'a WatchArgs,
+    started: Instant,
+}
+
+impl StoppingRule for UntilEnd<'_> {
+    fn deadline(&self) -> Option<Instant> {
+        let secs = self.args.timeout?;
+        Some(self.started + Duration::from_secs_f64(secs))
+    }
+
+    async fn on_events(
+        &mut self,
+        events: &[TransitionEvent],
+        _output: &mut LiveOutput,
+    ) -> Result<Option<u8>> {
+        Ok(ended(events, self.args))
+    }
+
+    async fn on_deadline(&mut self, output: &mut LiveOutput) -> Result<Option<u8>> {
+        let secs = self.started.elapsed().as_secs_f64();
+        output.event(TransitionEvent::Timeout { secs })?;
+        Ok(Some(exit_code::TIMED_OUT))
+    }
+
+    async fn on_stop(&mut self, stop: Stop, output: &mut LiveOutput) -> Result<Option<u8>> {
+        Ok(Some(match stop {
+            Stop::Signal(signal) => {
+                // Said if it can be: the pipe may be what went away.
+                let _ = output.event(signal.event());
+                signal.exit_code()
+            }
+            Stop::Quit => exit_code::SUCCESS,
+            Stop::CtrlC => exit_code::INTERRUPTED,
+        }))
     }
 }
 
-/// How the loop ends, as the exit code the CLI documents.
-fn exit_for(events: &[TransitionEvent], args: &WatchArgs) -> Option<ExitCode> {
+/// With `--until-complete`, the transition's end as the exit code.
+fn ended(events: &[TransitionEvent], args: &WatchArgs) -> Option<u8> {
     if !args.until_complete {
         return None;
     }
     events.iter().find_map(|event| match event {
-        TransitionEvent::Complete { reversed: true, .. } => Some(ExitCode::from(EXIT_REVERSED)),
-        TransitionEvent::Complete { .. } => Some(ExitCode::SUCCESS),
+        TransitionEvent::Complete { reversed: true, .. } => Some(exit_code::REVERSED),
+        TransitionEvent::Complete { .. } => Some(exit_code::SUCCESS),
         // The transition waited for will never come.
         TransitionEvent::Refused { patch, .. }
             if args.patch.as_ref().is_none_or(|p| p == patch) =>
         {
-            Some(ExitCode::from(EXIT_REFUSED))
+            Some(exit_code::REFUSED)
         }
         _ => None,
     })
-}
-
-fn panic_if_asked() {
-    if std::env::var_os(DEBUG_PANIC).is_some_and(|value| value == "1") {
-        panic!("{DEBUG_PANIC}=1: panicking on purpose once ready");
-    }
-}
-
-async fn run_lines(
-    mut feed: FeedThread,
-    mut signals: StopSignals,
-    mut live: LiveState,
-    args: &WatchArgs,
-    deadline: Option<Instant>,
-    color: Color,
-) -> Result<ExitCode> {
-    if let Some(reason) = &feed.capabilities.polling {
-        output::note(&format!(
-            "eBPF unavailable ({reason}): following transitions by polling /proc and /sys"
-        ));
-    }
-    let mut lines = EventLines::new(args.json, color);
-    let mut announced = false;
-    let closed = output::stdout_closed();
-    tokio::pin!(closed);
-    loop {
-        tokio::select! {
-            () = &mut closed => return Ok(ExitCode::from(output::EXIT_OUTPUT_CLOSED)),
-            round = feed.next() => {
-                let events = live.apply_all(round?);
-                if !announced {
-                    announced = true;
-                    lines.ready(&feed.capabilities)?;
-                    panic_if_asked();
-                }
-                lines.emit(&events)?;
-                if let Some(code) = exit_for(&events, args) {
-                    return Ok(code);
-                }
-            }
-            _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                lines.timeout()?;
-                return Ok(ExitCode::from(EXIT_TIMED_OUT));
-            }
-            stop = signals.recv() => {
-                // Said if it can be: the pipe may be what went away.
-                let _ = lines.emit(&[stop.event()]);
-                return Ok(stop.exit_code());
-            }
-        }
-    }
-}
-
-/// One `select!` over the feed's rounds, terminal events and signals; the
-/// screen is redrawn after each. ratatui only writes the cells that
-/// changed, so redraws do not flicker.
-async fn run_tui(
-    root: &Path,
-    mut feed: FeedThread,
-    mut signals: StopSignals,
-    mut app: App,
-    args: &WatchArgs,
-    deadline: Option<Instant>,
-) -> Result<ExitCode> {
-    let mut session = TerminalSession::enter().context("setting up the terminal")?;
-    let started = Instant::now();
-    let mut keys = EventStream::new();
-    let mut announced = false;
-    loop {
-        tokio::select! {
-            round = feed.next() => {
-                let events = app.apply(round?);
-                if !announced {
-                    announced = true;
-                    app.note(TransitionEvent::ready(&feed.capabilities));
-                    panic_if_asked();
-                }
-                if let Some(code) = exit_for(&events, args) {
-                    return Ok(code);
-                }
-            }
-            event = keys.next() => match event {
-                Some(Ok(Event::Key(key))) => match handle_key(&mut app, key) {
-                    Some(Request::Quit) => return Ok(ExitCode::SUCCESS),
-                    Some(Request::Interrupt) => return Ok(StopSignal::Interrupt.exit_code()),
-                    Some(Request::Write(write)) => write_confirmed_from_tui(root, &mut app, &write),
-                    None => {}
-                },
-                // A resize needs only the redraw below.
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return Err(error).context("reading the terminal"),
-                None => return Ok(ExitCode::SUCCESS),
-            },
-            _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                let secs = started.elapsed().as_secs_f64();
-                app.note(TransitionEvent::Timeout { secs });
-                return Ok(ExitCode::from(EXIT_TIMED_OUT));
-            }
-            stop = signals.recv() => return Ok(stop.exit_code()),
-        }
-        session
-            .terminal
-            .draw(|frame| frame.render_widget(&app, frame.area()))
-            .context("drawing the screen")?;
-    }
-}
-
-/// The kernel layer re-checks the transition before it writes; the outcome,
-/// written or refused, is the line the user sees.
-fn write_confirmed_from_tui(root: &Path, app: &mut App, write: &TransitionWrite) {
-    app.message = Some(match write_confirmed(root, write) {
-        Ok(written) => {
-            if matches!(write, TransitionWrite::Force { .. }) {
-                app.apply(vec![Observation::ForceWritten]);
-            }
-            written.to_string()
-        }
-        Err(refused) => refused.to_string(),
-    });
-}
-
-pub fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365)
 }

@@ -9,7 +9,7 @@ use super::{
     sysfs_livepatch::livepatch_dir,
     taint::decode_taint,
 };
-use crate::model::Kernel;
+use crate::model::{Kernel, LivepatchSupport};
 
 pub fn read_kernel(root: &Path) -> Kernel {
     let mut problems = Vec::new();
@@ -22,12 +22,12 @@ pub fn read_kernel(root: &Path) -> Kernel {
         }
     };
     let config = read_kernel_config(root, release.as_deref());
-    let livepatch_supported = livepatch_support(root, &config, &mut problems);
+    let livepatch = livepatch_support(root, &config, &mut problems);
     let reliable_stacktrace = config
         .as_ref()
         .ok()
         .map(|config| config.enabled("CONFIG_HAVE_RELIABLE_STACKTRACE"));
-    if livepatch_supported && reliable_stacktrace == Some(false) {
+    if livepatch.is_supported() && reliable_stacktrace == Some(false) {
         problems.push(
             "no reliable stacktrace (CONFIG_HAVE_RELIABLE_STACKTRACE): tasks switch only on their own, \
              transitions may never complete"
@@ -84,7 +84,7 @@ pub fn read_kernel(root: &Path) -> Kernel {
     }
     Kernel {
         release: release.unwrap_or_default(),
-        livepatch_supported,
+        livepatch,
         problems,
         reliable_stacktrace,
         ftrace_enabled,
@@ -102,7 +102,7 @@ fn livepatch_support(
     root: &Path,
     config: &Result<KernelConfig, String>,
     problems: &mut Vec<String>,
-) -> bool {
+) -> LivepatchSupport {
     let sysfs = livepatch_dir(root).is_dir();
     match config {
         Ok(config) if config.enabled("CONFIG_LIVEPATCH") => {
@@ -112,9 +112,9 @@ fn livepatch_support(
                     config.source
                 ));
             }
-            true
+            LivepatchSupport::Supported
         }
-        Ok(_) if sysfs => true,
+        Ok(_) if sysfs => LivepatchSupport::Supported,
         Ok(config) => {
             let mut reason = format!(
                 "livepatch unsupported: CONFIG_LIVEPATCH is not set in {}",
@@ -123,17 +123,19 @@ fn livepatch_support(
             if !config.enabled("CONFIG_MODULES") {
                 reason.push_str(" (it needs CONFIG_MODULES, which is not set either)");
             }
-            problems.push(reason);
-            false
+            unsupported(reason, problems)
         }
-        Err(_) if sysfs => true,
-        Err(why) => {
-            problems.push(format!(
-                "livepatch unsupported: no /sys/kernel/livepatch, and {why}"
-            ));
-            false
-        }
+        Err(_) if sysfs => LivepatchSupport::Supported,
+        Err(why) => unsupported(
+            format!("livepatch unsupported: no /sys/kernel/livepatch, and {why}"),
+            problems,
+        ),
     }
+}
+
+fn unsupported(why: String, problems: &mut Vec<String>) -> LivepatchSupport {
+    problems.push(why.clone());
+    LivepatchSupport::Unsupported { why }
 }
 
 /// A two-valued file; None when absent, unreadable or neither value.

@@ -43,7 +43,8 @@ pub struct Snapshot {
 #[derive(Clone, Debug, Default, Serialize, JsonSchema)]
 pub struct Kernel {
     pub release: String,
-    pub livepatch_supported: bool,
+    #[serde(rename = "livepatch_supported")]
+    pub livepatch: LivepatchSupport,
     /// Why livepatching (or klpscope's view of it) is limited here, one line
     /// each.
     pub problems: Vec<String>,
@@ -55,6 +56,57 @@ pub struct Kernel {
     pub btf: bool,
     pub module_sig_enforce: Option<bool>,
     pub tracefs: Option<String>,
+}
+
+/// Whether this kernel can livepatch at all; if not, the one line that
+/// says why (also among the kernel's `problems`). Serialized as the bool
+/// `livepatch_supported`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LivepatchSupport {
+    Supported,
+    Unsupported { why: String },
+}
+
+impl LivepatchSupport {
+    pub fn is_supported(&self) -> bool {
+        *self == LivepatchSupport::Supported
+    }
+
+    pub fn unsupported(&self) -> Option<&str> {
+        match self {
+            LivepatchSupport::Supported => None,
+            LivepatchSupport::Unsupported { why } => Some(why),
+        }
+    }
+}
+
+impl Default for LivepatchSupport {
+    /// Nothing read yet: nothing known to work.
+    fn default() -> Self {
+        LivepatchSupport::Unsupported {
+            why: "livepatch unsupported: the kernel was not read".to_owned(),
+        }
+    }
+}
+
+impl Serialize for LivepatchSupport {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bool(self.is_supported())
+    }
+}
+
+impl JsonSchema for LivepatchSupport {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        bool::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        bool::json_schema(generator)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]

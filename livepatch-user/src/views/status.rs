@@ -41,7 +41,7 @@ fn write_text(out: &mut Text, view: &StatusView) -> std::fmt::Result {
     } else {
         &kernel.release
     };
-    let support = if kernel.livepatch_supported {
+    let support = if kernel.livepatch.is_supported() {
         (Tone::Good, "supported")
     } else {
         (Tone::Bad, "unsupported")
