@@ -167,13 +167,15 @@ fn main() -> anyhow::Result<()> {
 
     let request = ProbeRequest {
         tracer: true,
-        count_calls: Vec::new(),
+        task_iterator: true,
+        ..ProbeRequest::default()
     };
-    let (probes, caps, iterator) = step(
-        "probes::load_with_task_iterator, all of the above and the task iterator, as watch runs it",
-        || probes::load_with_task_iterator(root, &request),
+    let loaded = step(
+        "probes::load of the tracer and the task iterator, all of the above, as watch runs it",
+        || probes::load(root, &request),
     );
-    drop((probes, iterator));
+    let caps = loaded.capabilities;
+    drop((loaded.probes, loaded.task_iterator));
     if let Some(reason) = caps.unavailable_reason() {
         println!("             (no eBPF: {reason})");
     }

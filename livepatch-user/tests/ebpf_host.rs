@@ -129,8 +129,10 @@ fn the_capability_report_explains_what_this_kernel_refuses() {
             CountedFunction::vmlinux("cmdline_proc_show"),
             FunctionState::Unpatched,
         )],
+        ..ProbeRequest::default()
     };
-    let (probes, caps) = probes::load(Path::new("/"), &request);
+    let loaded = probes::load(Path::new("/"), &request);
+    let (probes, caps) = (loaded.probes, loaded.capabilities);
     for essential in [Facility::Root, Facility::Btf, Facility::EbpfObject] {
         let cap = caps
             .get(&essential)
@@ -152,7 +154,8 @@ fn the_capability_report_explains_what_this_kernel_refuses() {
 
 #[test]
 fn a_fixture_root_turns_ebpf_off_with_a_reason() {
-    let (probes, caps) = probes::load(Path::new("/tmp"), &ProbeRequest::default());
+    let loaded = probes::load(Path::new("/tmp"), &ProbeRequest::default());
+    let (probes, caps) = (loaded.probes, loaded.capabilities);
     assert!(probes.is_none());
     assert!(!caps.ebpf_available());
     assert!(caps.unavailable_reason().unwrap().contains("--root"));

@@ -156,13 +156,12 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
                 (function.clone(), state)
             })
             .collect();
-        probes::load(
-            root,
-            &ProbeRequest {
-                tracer: false,
-                count_calls,
-            },
-        )
+        let request = ProbeRequest {
+            count_calls,
+            ..ProbeRequest::default()
+        };
+        let loaded = probes::load(root, &request);
+        (loaded.probes, loaded.capabilities)
     };
     let ebpf_unavailable = match &probes {
         Some(_) => None,

@@ -21,7 +21,7 @@ use crate::{
     feed::snapshot::read_snapshot_from,
     kernel::clock::monotonic_ns,
     model::{BlockReason, Snapshot, TraceEvent, Transition},
-    probes::{self, ProbeRequest, TaskSource, TaskVerdict},
+    probes::{self, Loaded, ProbeRequest, TaskSource, TaskVerdict},
     views::{
         diagnose_report::{DiagnoseView, render_json, render_text, render_unsupported_json},
         style::Color,
@@ -136,9 +136,13 @@ pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
 fn observe(root: &Path) -> Result<Vec<TaskVerdict>, String> {
     let request = ProbeRequest {
         tracer: true,
-        count_calls: Vec::new(),
+        ..ProbeRequest::default()
     };
-    let (probes, caps) = probes::load(root, &request);
+    let Loaded {
+        probes,
+        capabilities: caps,
+        ..
+    } = probes::load(root, &request);
     if let Some(reason) = caps.verdicts_unavailable() {
         return Err(reason);
     }

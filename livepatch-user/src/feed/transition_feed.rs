@@ -22,8 +22,8 @@ use crate::{
         FeedCapabilities, Known, LogEntry, Patch, PatchFunction, Task, ThreadPatchState, TraceEvent,
     },
     probes::{
-        self, Capabilities, CountedFunction, ProbeRequest, Probes, TaskSource, TaskSourceError,
-        TaskVerdict,
+        self, Capabilities, CountedFunction, Loaded, ProbeRequest, Probes, TaskSource,
+        TaskSourceError, TaskVerdict,
     },
 };
 
@@ -72,18 +72,24 @@ impl TransitionFeed {
     /// Attaches the tracer unless `no_ebpf`; without it the feed polls.
     /// Err only when `KLPSCOPE_TASK_SOURCE` asks for what cannot be had.
     pub fn open(root: &Path, no_ebpf: bool) -> Result<Self, TaskSourceError> {
-        let request = ProbeRequest {
+        let mut request = ProbeRequest {
             tracer: true,
-            count_calls: Vec::new(),
+            ..ProbeRequest::default()
         };
         // The iterator's programs come with the tracer's, from one object
         // and one parse of the kernel's BTF: half the start-up's work.
         let mut loaded = None;
         let tasks = TaskSource::open_with(root, no_ebpf, || {
-            let (probes, caps, iterator) = probes::load_with_task_iterator(root, &request);
-            loaded = Some((probes, caps));
+            let with_iterator = ProbeRequest {
+                task_iterator: true,
+                ..request.clone()
+            };
+            let mut load = probes::load(root, &with_iterator);
+            let iterator = load.task_iterator.take().expect("asked for the iterator");
+            loaded = Some(load);
             iterator
         })?;
+        request.task_iterator = false;
         let (tracer, capabilities) = if no_ebpf {
             let capabilities = FeedCapabilities {
                 polling: Some("--no-ebpf".to_owned()),
@@ -92,7 +98,12 @@ impl TransitionFeed {
             };
             (None, capabilities)
         } else {
-            match loaded.unwrap_or_else(|| probes::load(root, &request)) {
+            let Loaded {
+                probes,
+                capabilities: caps,
+                ..
+            } = loaded.unwrap_or_else(|| probes::load(root, &request));
+            match (probes, caps) {
                 (Some(probes), caps) if probes.tracer.is_some() => {
                     let capabilities = FeedCapabilities {
                         polling: None,
@@ -310,7 +321,6 @@ impl TransitionFeed {
         let counters = &mut self.counters;
         if functions != counters.counted && !setting_up {
             let request = ProbeRequest {
-                tracer: false,
                 count_calls: functions
                     .iter()
                     .map(|f| {
@@ -318,6 +328,7 @@ impl TransitionFeed {
                         (f.clone(), function_state(patches, object, &f.name))
                     })
                     .collect(),
+                ..ProbeRequest::default()
             };
             counters.uncounted = functions
                 .iter()
@@ -340,7 +351,8 @@ impl TransitionFeed {
                     if request.count_calls.is_empty() {
                         return (None, Capabilities::default());
                     }
-                    probes::load(&root, &request)
+                    let loaded = probes::load(&root, &request);
+                    (loaded.probes, loaded.capabilities)
                 });
             counters.attaching = match attaching {
                 Ok(attaching) => Some(attaching),

@@ -1,6 +1,7 @@
-//! Loads klpscope's eBPF object, attaches what the kernel allows, and says
-//! what it could not.
-use std::{os::unix::fs::MetadataExt, path::Path};
+//! Loads klpscope's eBPF object, the one way every command does: the
+//! tracer, the call counters and the task iterator are options of one
+//! load. Attaches what the kernel allows, and says what it could not.
+use std::path::Path;
 
 use aya::EbpfLoader;
 use aya_log::EbpfLogger;
@@ -10,7 +11,7 @@ use super::{
     call_counter::{CallCounter, CountedFunction, initial_slot_modes},
     capabilities::{Capabilities, Facility},
     object::{KprobeSite, attach_fentry, attach_kprobe, fentry_loads_here},
-    task_iterator::TaskIterator,
+    task_iterator::{TaskIterator, unused_map_sizes},
     tracer::{TracerHook, TracerProgram, TransitionTracer},
 };
 use crate::model::FunctionState;
@@ -32,6 +33,25 @@ pub struct ProbeRequest {
     /// count from their first call, so the version must be right from the
     /// start.
     pub count_calls: Vec<(CountedFunction, FunctionState)>,
+    /// Link the BPF task iterator's programs too.
+    pub task_iterator: bool,
+}
+
+impl ProbeRequest {
+    /// The iterator alone needs no fentry, nor the other programs' maps.
+    fn iterator_only(&self) -> bool {
+        !self.tracer && self.count_calls.is_empty()
+    }
+}
+
+/// What a load gave.
+pub struct Loaded {
+    /// None when an essential piece is missing; `capabilities` say why.
+    pub probes: Option<Probes>,
+    pub capabilities: Capabilities,
+    /// When asked for: the iterator, or why not in one line. It needs no
+    /// fentry, so it may be there when the probes are not.
+    pub task_iterator: Option<Result<TaskIterator, String>>,
 }
 
 /// Loaded and attached programs. Dropping it detaches every program: aya
@@ -45,54 +65,36 @@ pub struct Probes {
     _ebpf: aya::Ebpf,
 }
 
+/// The one root check before anything is loaded.
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    rustix::process::geteuid().is_root()
 }
 
-/// Loads and attaches what `request` asks for. Returns no probes when an
-/// essential piece is missing; the capabilities say why, one reason each.
-pub fn load(root: &Path, request: &ProbeRequest) -> (Option<Probes>, Capabilities) {
-    let (probes, caps, _) = load_inner(root, request, false);
-    (probes, caps)
-}
-
-/// As `load`, with the task iterator's programs linked from the same
-/// object: one BTF parse and one object for both (the feed's start-up).
-/// The iterator needs no fentry, so it may be there when the probes are
-/// not; its Err is why not.
-pub fn load_with_task_iterator(
-    root: &Path,
-    request: &ProbeRequest,
-) -> (Option<Probes>, Capabilities, Result<TaskIterator, String>) {
-    let (probes, caps, iterator) = load_inner(root, request, true);
-    let iterator = iterator.unwrap_or_else(|| {
-        Err(caps
-            .unavailable_reason()
-            .unwrap_or_else(|| "klpscope's eBPF object did not load".into()))
-    });
-    (probes, caps, iterator)
-}
-
-fn load_inner(
-    root: &Path,
-    request: &ProbeRequest,
-    task_iterator: bool,
-) -> (
-    Option<Probes>,
-    Capabilities,
-    Option<Result<TaskIterator, String>>,
-) {
-    let mut caps = Capabilities::default();
+/// Loads and attaches what `request` asks for, from one object and one
+/// parse of the kernel's BTF.
+pub fn load(root: &Path, request: &ProbeRequest) -> Loaded {
+    let mut capabilities = Capabilities::default();
     let mut iterator = None;
-    let probes = try_load(root, request, &mut caps, task_iterator, &mut iterator);
+    let probes = try_load(root, request, &mut capabilities, &mut iterator);
     give_back_freed_memory();
-    for cap in &caps.items {
+    for cap in &capabilities.items {
         match &cap.reason {
             None => log::info!("eBPF {}: available", cap.facility),
             Some(reason) => log::info!("eBPF {}: unavailable: {reason}", cap.facility),
         }
     }
-    (probes, caps, iterator)
+    let task_iterator = request.task_iterator.then(|| {
+        iterator.unwrap_or_else(|| {
+            Err(capabilities
+                .unavailable_reason()
+                .unwrap_or_else(|| "klpscope's eBPF object did not load".into()))
+        })
+    });
+    Loaded {
+        probes,
+        capabilities,
+        task_iterator,
+    }
 }
 
 /// An EbpfLoader without a kernel BTF. `EbpfLoader::new` parses the
@@ -133,13 +135,12 @@ pub(super) fn give_back_freed_memory() {
     }
 }
 
-/// With `task_iterator`, `iterator` holds the iterator's outcome once the
-/// object is loaded; it stays None when the object did not load.
+/// With `request.task_iterator`, `iterator` holds the iterator's outcome
+/// once the object is loaded; it stays None when the object did not load.
 fn try_load(
     root: &Path,
     request: &ProbeRequest,
     caps: &mut Capabilities,
-    task_iterator: bool,
     iterator: &mut Option<Result<TaskIterator, String>>,
 ) -> Option<Probes> {
     if root != Path::new("/") {
@@ -158,6 +159,11 @@ fn try_load(
     }
     caps.available(Facility::Root);
 
+    let shrunk = if request.iterator_only() {
+        unused_map_sizes(OBJECT)
+    } else {
+        Vec::new()
+    };
     let mut loader = bare_loader();
     let kernel_btf = match KernelBtf::read(root) {
         Ok(kernel_btf) => kernel_btf,
@@ -189,8 +195,13 @@ fn try_load(
     loader
         .override_global("TASK_OFFSETS", &layout.offsets, true)
         .override_global("SLOT_MODES", &slot_modes, true);
-    if task_iterator && let Ok(offsets) = &kernel_btf.iter_offsets {
+    if request.task_iterator
+        && let Ok(offsets) = &kernel_btf.iter_offsets
+    {
         loader.override_global("TASK_ITER_OFFSETS", offsets, true);
+    }
+    for (name, entries) in &shrunk {
+        loader.map_max_entries(name, *entries);
     }
     let mut ebpf = match loader.load(OBJECT) {
         Ok(ebpf) => ebpf,
@@ -203,11 +214,14 @@ fn try_load(
         }
     };
     caps.available(Facility::EbpfObject);
-    if task_iterator {
+    if request.task_iterator {
         *iterator = Some(match &kernel_btf.iter_offsets {
             Ok(_) => TaskIterator::link(&mut ebpf, btf),
             Err(reason) => Err(reason.clone()),
         });
+    }
+    if request.iterator_only() {
+        return None;
     }
 
     // The floor program loaded and unloaded: klpscope attaches nothing it

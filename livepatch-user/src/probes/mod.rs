@@ -12,9 +12,7 @@ mod tracer;
 pub use btf::{BtfError, TaskLayout, task_iter_offsets, task_layout};
 pub use call_counter::{CallCount, CallCounter, CountedFunction};
 pub use capabilities::{Capabilities, Capability, Facility};
-pub use loader::{
-    ProbeRequest, Probes, load, load_with_task_iterator, return_freed_memory_promptly,
-};
+pub use loader::{Loaded, ProbeRequest, Probes, load, return_freed_memory_promptly};
 pub use stack_symbols::KernelSymbols;
 pub use task_iterator::TaskIterator;
 pub use task_source::{TASK_SOURCE_ENV, TaskSource, TaskSourceError};

@@ -5,7 +5,6 @@ use std::{
     fs::File,
     io::{self, Read},
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
-    path::Path,
 };
 
 use aya::{
@@ -17,7 +16,7 @@ use livepatch_ebpf::{
     PATCH_STATE_ABSENT, PF_KTHREAD, PatchStateRecord, TASK_STACK_DEPTH, TaskRecord,
 };
 
-use super::{btf::KernelBtf, loader::bare_loader, stack_symbols::KernelSymbols, tracer::c_string};
+use super::{stack_symbols::KernelSymbols, tracer::c_string};
 use crate::{
     kernel::procfs_tasks::NO_PATCH_STATE,
     model::{Known, PatchState, StackFrame, Task, ThreadPatchState},
@@ -58,31 +57,6 @@ pub struct TaskIterator {
 const READ_CHUNK: usize = 64 * 1024;
 
 impl TaskIterator {
-    /// Loads klpscope's object for the iterator alone, with task_struct's
-    /// offsets from the kernel's BTF under `root`. Err is why not, in one
-    /// line.
-    pub fn load(root: &Path, object: &[u8]) -> Result<Self, String> {
-        let mut loader = bare_loader();
-        let kernel_btf = KernelBtf::read(root)?;
-        let offsets = kernel_btf.iter_offsets.as_ref().map_err(String::clone)?;
-        let maps = aya_obj::Object::parse(object)
-            .map(|object| object.maps)
-            .unwrap_or_default();
-        loader.override_global("TASK_ITER_OFFSETS", offsets, true);
-        // aya creates every map of the object; the other programs' maps
-        // (tens of thousands of preallocated entries, megabytes of kernel
-        // memory) are made as small as they can be: nothing here uses them.
-        for (name, map) in &maps {
-            if let Some(entries) = smallest(name, map.map_type()) {
-                loader.map_max_entries(name, entries);
-            }
-        }
-        let mut ebpf = loader
-            .load(object)
-            .map_err(|e| format!("cannot load klpscope's eBPF object: {e}"))?;
-        Self::link(&mut ebpf, &kernel_btf.btf)
-    }
-
     /// Loads and links the three programs of `ebpf`, an object loaded with
     /// `TASK_ITER_OFFSETS` set.
     pub fn link(ebpf: &mut Ebpf, btf: &Btf) -> Result<Self, String> {
@@ -225,6 +199,19 @@ fn bpf_new_fd(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
 
 /// The maps the iterator programs use: kept as they are.
 const OWN_MAPS: [&str; 1] = ["TASK_ITER_SCRATCH"];
+
+/// aya creates every map of the object; for the iterator alone, the other
+/// programs' maps (tens of thousands of preallocated entries, megabytes of
+/// kernel memory) are made as small as they can be: nothing uses them.
+/// The sizes, by map name, to load them with.
+pub(super) fn unused_map_sizes(object: &[u8]) -> Vec<(String, u32)> {
+    let maps = aya_obj::Object::parse(object)
+        .map(|object| object.maps)
+        .unwrap_or_default();
+    maps.iter()
+        .filter_map(|(name, map)| Some((name.clone(), smallest(name, map.map_type())?)))
+        .collect()
+}
 
 /// The fewest entries a map of this type may have, for a map that is
 /// created but never used; None to leave it alone (globals, other types).

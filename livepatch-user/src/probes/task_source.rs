@@ -14,7 +14,7 @@ use std::{
 
 use super::{
     capabilities::{Capability, Facility},
-    loader::{OBJECT, give_back_freed_memory},
+    loader::{ProbeRequest, load},
     stack_symbols::KernelSymbols,
     task_iterator::TaskIterator,
 };
@@ -332,15 +332,11 @@ impl IteratorStacks {
 
 /// The iterator's programs loaded on their own, or why not in one line.
 fn load_iterator(root: &Path) -> Result<TaskIterator, String> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("not root: the BPF task iterator needs root (run with sudo)".into());
-    }
-    if OBJECT.is_empty() {
-        return Err(
-            "this klpscope was built without its eBPF programs (a plain cargo build)".into(),
-        );
-    }
-    let iterator = TaskIterator::load(root, OBJECT);
-    give_back_freed_memory();
-    iterator
+    let request = ProbeRequest {
+        task_iterator: true,
+        ..ProbeRequest::default()
+    };
+    load(root, &request)
+        .task_iterator
+        .expect("asked for the iterator")
 }
