@@ -4,6 +4,7 @@ mod cache;
 mod dist;
 mod dist_test;
 mod fuzz;
+mod import_graph;
 mod prometheus;
 mod setup;
 mod test;

@@ -3,7 +3,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 
-use crate::{build, cache, setup};
+use crate::{build, cache, import_graph, setup};
 
 pub fn lint() -> Result<()> {
     let toolchain = setup::run()?;
@@ -14,6 +14,14 @@ pub fn lint() -> Result<()> {
             .args(["fmt", "--all", "--check"]),
         "cargo fmt --check",
     )?;
+    let cycles: Vec<String> = ["livepatch-user/src", "xtask/src"]
+        .iter()
+        .filter_map(|src| import_graph::check(&cache::workspace_root().join(src)).err())
+        .map(|error| format!("{error:#}"))
+        .collect();
+    if !cycles.is_empty() {
+        anyhow::bail!("{}", cycles.join("\n"));
+    }
     build::checked(
         build::user_cargo("clippy").args(["--workspace", "--all-targets", "--", "-D", "warnings"]),
         "clippy (host)",

@@ -2,7 +2,7 @@
 //! It owns the feed thread, the stop signals and the terminal's keys, and
 //! hands every round to a `LiveOutput`; a command supplies only what
 //! differs, its `StoppingRule`: when to end, and what to do on the way.
-use std::{path::Path, time::Duration};
+use std::{path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use crossterm::event::{Event, EventStream, KeyEvent};
@@ -27,6 +27,16 @@ use crate::{
     model::FeedCapabilities,
     views::tui::handler::Request,
 };
+
+/// Runs a live command's event loop: one thread answers the feed's rounds,
+/// keys, timers and signals.
+pub fn block_on(command: impl std::future::Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(command)
+}
 
 /// What ended the user's patience: a signal, or a key of the TUI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

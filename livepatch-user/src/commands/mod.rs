@@ -73,17 +73,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Runs a live command's event loop: one thread answers the feed's rounds,
-/// keys, timers and signals.
-fn block_on(command: impl std::future::Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
-    use anyhow::Context as _;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(command)
-}
-
 /// klpscope's own log, eBPF programs' messages included, goes to a file: the
 /// terminal belongs to the output (or the TUI).
 fn start_log(path: &std::path::Path) -> Result<()> {

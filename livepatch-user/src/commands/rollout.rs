@@ -24,7 +24,7 @@ use crate::{
     commands::{
         check::{CheckRequest, Checked, check},
         event_lines::EventLines,
-        live_driver::{LiveDriver, Stop, StoppingRule},
+        live_driver::{LiveDriver, Stop, StoppingRule, block_on},
         live_output::LiveOutput,
         output,
         stop_signals::StopSignal,
@@ -64,7 +64,7 @@ pub fn apply(root: &Path, args: &ApplyArgs, color: Color) -> Result<ExitCode> {
     let checked = check(root, check_request(Some(module), None, &args.rollout))?;
     let (kind, change) = (RolloutKind::Apply, Change::Load { image });
     let rollout = rollout(root, kind, &patch, change, checked, &args.rollout, color);
-    super::block_on(rollout)
+    block_on(rollout)
 }
 
 pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> {
@@ -81,7 +81,7 @@ pub fn revert(root: &Path, args: &RevertArgs, color: Color) -> Result<ExitCode> 
         &args.rollout,
         color,
     );
-    super::block_on(rollout)
+    block_on(rollout)
 }
 
 /// The module's names are its author's: the patch's name builds the sysfs

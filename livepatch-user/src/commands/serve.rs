@@ -21,7 +21,7 @@ use crate::{
     },
     cli::ServeArgs,
     commands::{
-        live_driver::{LiveDriver, Stop, StoppingRule},
+        live_driver::{LiveDriver, Stop, StoppingRule, block_on},
         live_output::LiveOutput,
         metrics_listener::{self, ConnectionLimits},
         output,
@@ -36,7 +36,7 @@ use crate::{
 type Exported = watch::Receiver<Option<Arc<FleetMetrics>>>;
 
 pub fn run(root: &Path, args: &ServeArgs) -> Result<ExitCode> {
-    super::block_on(serve(root, args))
+    block_on(serve(root, args))
 }
 
 async fn serve(root: &Path, args: &ServeArgs) -> Result<ExitCode> {

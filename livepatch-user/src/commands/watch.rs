@@ -16,7 +16,7 @@ use crate::{
     cli::WatchArgs,
     commands::{
         event_lines::EventLines,
-        live_driver::{LiveDriver, Stop, StoppingRule},
+        live_driver::{LiveDriver, Stop, StoppingRule, block_on},
         live_output::LiveOutput,
     },
     exit_code,
@@ -25,7 +25,7 @@ use crate::{
 };
 
 pub fn run(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {
-    super::block_on(watch(root, args, color))
+    block_on(watch(root, args, color))
 }
 
 async fn watch(root: &Path, args: &WatchArgs, color: Color) -> Result<ExitCode> {

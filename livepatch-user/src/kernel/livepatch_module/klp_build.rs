@@ -14,8 +14,8 @@
 //! no value to read.
 use super::{
     Failure, ModuleObject, Replace,
+    callbacks::read_callbacks,
     elf::{Elf, POINTER, entry_of, field_of},
-    read_callbacks,
 };
 use crate::model::PatchFunction;
 

@@ -24,8 +24,8 @@ use object::SectionIndex;
 
 use super::{
     Failure, ModuleObject, Replace,
+    callbacks::read_callbacks,
     elf::{Elf, POINTER, Place, Target, field, field_of},
-    read_callbacks,
 };
 use crate::model::PatchFunction;
 
