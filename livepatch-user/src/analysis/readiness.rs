@@ -10,11 +10,11 @@ use serde::Serialize;
 
 use super::blockers::{CodeVersion, PatchedCode};
 use crate::{
-    kernel::{FilterFunctions, SymbolTable, ftrace_users::FtraceUse, livepatch_module::Replace},
+    kernel::{FilterFunctions, SymbolTable},
     model::{
-        Direction, Kernel, KernelSeries, Known, Patch, PatchFunction, PatchObject, StackFrame, Task,
+        CallCount, Direction, FtraceUse, Kernel, KernelSeries, Known, Patch, PatchFunction,
+        PatchObject, Replace, StackFrame, Task,
     },
-    probes::CallCount,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]

@@ -6,9 +6,9 @@ use crate::testing::{frame, patch_of, task, thread};
 pub(super) use crate::{
     analysis::observation::{KernelPoll, Observation},
     model::{
-        BlockReason, Direction, LivepatchMessage, LogEntry, Patch, PatchState, Task, TraceEvent,
+        BlockReason, Direction, LivepatchMessage, LogEntry, Patch, PatchState, Task, TaskVerdict,
+        TraceEvent,
     },
-    probes::TaskVerdict,
 };
 
 pub(super) const SEC: u64 = 1_000_000_000;

@@ -29,6 +29,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::model::PatchFunction;
+// Replace is model data; the check report names it from here.
+pub use crate::model::Replace;
 use elf::{Elf, Place, field_of};
 
 /// What a livepatch module would patch.
@@ -74,20 +76,6 @@ impl Producer {
             Producer::KpatchBuild => "kpatch-build",
         }
     }
-}
-
-/// Atomic replace, as far as the file tells. In JSON a bool where the file
-/// says it (as for every module before producers' layouts were read), an
-/// object naming the default where init code sets it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(untagged)]
-pub enum Replace {
-    /// Written in the file's klp_patch.
-    InFile(bool),
-    /// Set by the module's init code, which the file holds only as
-    /// machine code: what the producer's init code does by default, and
-    /// how a build turns it off.
-    SetAtLoad { default: &'static str },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
