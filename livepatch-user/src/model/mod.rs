@@ -8,6 +8,7 @@ mod kernel_log;
 mod livepatch_module;
 mod release;
 mod snapshot;
+mod symbols;
 mod trace;
 
 pub use calls::*;
@@ -17,4 +18,5 @@ pub use kernel_log::*;
 pub use livepatch_module::*;
 pub use release::KernelSeries;
 pub use snapshot::*;
+pub use symbols::*;
 pub use trace::*;

@@ -22,8 +22,8 @@ use serde::Serialize;
 
 use super::object::{KprobeSite, attach_fentry, attach_kprobe, map_named};
 use crate::{
-    kernel::{SymbolTable, read_kallsyms},
-    model::{CallCount, Direction, FunctionState},
+    kernel::read_kallsyms,
+    model::{CallCount, Direction, FunctionState, SymbolTable},
 };
 
 /// A function whose calls to count, named as a livepatch names it.
