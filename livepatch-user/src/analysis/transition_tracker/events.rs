@@ -138,3 +138,63 @@ pub(super) fn complete(outcome: &Outcome) -> TransitionEvent {
         secs: outcome.secs,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn ready_says_what_the_feed_attached() {
+        let polling = FeedCapabilities {
+            polling: Some("not root".into()),
+            tasks_from_procfs: Some("not root".into()),
+            ..FeedCapabilities::default()
+        };
+        assert_eq!(
+            TransitionEvent::ready(&polling),
+            TransitionEvent::Ready {
+                ebpf: false,
+                kernel_verdicts: false,
+                task_iterator: false,
+            }
+        );
+        assert_eq!(
+            TransitionEvent::ready(&FeedCapabilities::default()),
+            TransitionEvent::Ready {
+                ebpf: true,
+                kernel_verdicts: true,
+                task_iterator: true,
+            }
+        );
+    }
+
+    /// Scripts match on `event` and read the scheduler state as a letter.
+    #[test]
+    fn an_event_is_tagged_by_its_snake_case_name() {
+        let blocker = TransitionEvent::Blocker {
+            pid: 7,
+            tid: 8,
+            comm: "sh".into(),
+            kthread: false,
+            state: 'D',
+            reason: BlockReason::FunctionOnStack,
+            function: Some("cmdline_proc_show".into()),
+            version: Some(CodeVersion::Original),
+        };
+        let value = serde_json::to_value(&blocker).unwrap();
+        assert_eq!(value["event"], "blocker");
+        assert_eq!(value["state"], "D");
+        let cleared = serde_json::to_value(TransitionEvent::BlockerCleared {
+            pid: 7,
+            tid: 8,
+            comm: "sh".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            cleared,
+            json!({"event": "blocker_cleared", "pid": 7, "tid": 8, "comm": "sh"})
+        );
+    }
+}
