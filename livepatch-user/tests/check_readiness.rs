@@ -129,7 +129,7 @@ fn persistent_blockers_are_told_from_passers_by() {
 
 #[test]
 fn a_call_window_is_the_counters_totals_over_its_length() {
-    use livepatch_user::{analysis::readiness::call_window, probes::CallCount};
+    use livepatch_user::{analysis::readiness::call_window, model::CallCount};
     let count = CallCount {
         function: "cmdline_proc_show".into(),
         old: 50,

@@ -5,10 +5,9 @@ use livepatch_user::{
     analysis::observation::{CallSample, KernelPoll, Observation},
     kernel::livepatch_write::TransitionWrite,
     model::{
-        BlockReason, Direction, FeedCapabilities, Known, LivepatchMessage, Patch, PatchFunction,
-        PatchObject, PatchState, StackFrame, Task, TraceEvent,
+        BlockReason, CallCount, Direction, FeedCapabilities, Known, LivepatchMessage, Patch,
+        PatchFunction, PatchObject, PatchState, StackFrame, Task, TaskVerdict, TraceEvent,
     },
-    probes::{CallCount, TaskVerdict},
     testing::thread,
     views::tui::{
         app::{App, Confirmation, Screen, SortKey},

@@ -6,9 +6,8 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::{
-    model::{BlockReason, Direction, Known, Patch, PatchFunction, PatchState, StackFrame, Task},
-    probes::TaskVerdict,
+use crate::model::{
+    BlockReason, Direction, Known, Patch, PatchFunction, PatchState, StackFrame, Task, TaskVerdict,
 };
 
 /// Where a blocker's verdict comes from.

@@ -97,7 +97,7 @@ impl FunctionCalls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::CallCount;
+    use crate::model::CallCount;
 
     const SEC: u64 = 1_000_000_000;
 

@@ -1,9 +1,8 @@
 //! What a live feed saw, as it saw it: the input of every live analysis
 //! (transition tracking, call statistics). Plain facts, nothing worked out
 //! yet; each carries its CLOCK_MONOTONIC time, so tests replay any history.
-use crate::{
-    model::{LivepatchMessage, LogEntry, Patch, Task, ThreadPatchState, TraceEvent},
-    probes::{CallCount, TaskVerdict},
+use crate::model::{
+    CallCount, LivepatchMessage, LogEntry, Patch, Task, TaskVerdict, ThreadPatchState, TraceEvent,
 };
 
 #[derive(Clone, Debug)]

@@ -9,12 +9,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::blockers::{CodeVersion, PatchedCode};
-use crate::{
-    kernel::{FilterFunctions, SymbolTable, ftrace_users::FtraceUse, livepatch_module::Replace},
-    model::{
-        Direction, Kernel, KernelSeries, Known, Patch, PatchFunction, PatchObject, StackFrame, Task,
-    },
-    probes::CallCount,
+use crate::model::{
+    CallCount, Direction, FilterFunctions, FtraceUse, Kernel, KernelSeries, Known, Patch,
+    PatchFunction, PatchObject, Replace, StackFrame, SymbolTable, Task,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]

@@ -8,22 +8,8 @@
 //! trampoline (BPF fentry/fexit), O call ops, M modified.
 use std::{collections::HashSet, path::Path};
 
-use schemars::JsonSchema;
-use serde::Serialize;
-
 use super::{attr::read_text_capped, tracefs_mount};
-use crate::model::Known;
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct FtraceUse {
-    pub function: String,
-    /// None for vmlinux.
-    pub module: Option<String>,
-    /// How many ftrace users are attached.
-    pub users: u32,
-    pub ipmodify: bool,
-    pub direct: bool,
-}
+use crate::model::{FtraceUse, Known};
 
 /// The enabled sites among the names asked about.
 pub fn read_ftrace_users(root: &Path, names: &[&str]) -> Known<Vec<FtraceUse>> {

@@ -20,10 +20,9 @@ mod taint;
 
 use std::{io, path::Path};
 
-pub use kallsyms::{
-    FilterFunctions, KernelSymbol, SymbolTable, read_filter_functions, read_kallsyms,
-    read_kallsyms_with_extents,
-};
+pub use kallsyms::{read_filter_functions, read_kallsyms, read_kallsyms_with_extents};
+// The table is model data; check names it from here.
+pub use crate::model::SymbolTable;
 pub use kernel_facts::{read_kernel, tracefs_mount};
 pub use patch_state_scanner::PatchStateScanner;
 pub use procfs_tasks::{

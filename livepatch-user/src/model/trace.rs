@@ -115,3 +115,22 @@ impl TraceEvent {
         }
     }
 }
+
+/// The kernel's standing verdict on one task, from the tracer's map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskVerdict {
+    /// 0 for the per-CPU idle tasks (`swapper/N` in `comm`), which have no
+    /// /proc entry.
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub kthread: bool,
+    /// None: switched.
+    pub reason: Option<BlockReason>,
+    pub function: Option<String>,
+    pub failed_checks: u32,
+    /// In how many of the kernel's retry rounds in a row it failed.
+    pub failed_rounds: u32,
+    pub first_failure_ns: u64,
+    pub last_failure_ns: u64,
+}

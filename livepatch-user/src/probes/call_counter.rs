@@ -22,8 +22,8 @@ use serde::Serialize;
 
 use super::object::{KprobeSite, attach_fentry, attach_kprobe, map_named};
 use crate::{
-    kernel::{SymbolTable, read_kallsyms},
-    model::{Direction, FunctionState},
+    kernel::read_kallsyms,
+    model::{CallCount, Direction, FunctionState, SymbolTable},
 };
 
 /// A function whose calls to count, named as a livepatch names it.
@@ -76,14 +76,6 @@ pub struct CallCounter {
     slot_modes: Array<MapData, [u32; CALL_SLOTS]>,
     // An LRU hash map in the kernel; aya reads it as a HashMap.
     old_calls_by_task: HashMap<MapData, u32, u64>,
-}
-
-/// Total calls so far of one function, per version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct CallCount {
-    pub function: String,
-    pub old: u64,
-    pub new: u64,
 }
 
 /// How a slot's program tells the version of a call in this state.

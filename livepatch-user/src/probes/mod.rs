@@ -10,12 +10,13 @@ mod task_source;
 mod tracer;
 
 pub use btf::{BtfError, TaskLayout, task_iter_offsets, task_layout};
-pub use call_counter::{CallCount, CallCounter, CountedFunction};
+pub use call_counter::{CallCounter, CountedFunction};
 pub use capabilities::{Capabilities, Capability, Facility};
 pub use loader::{Loaded, ProbeRequest, Probes, load, return_freed_memory_promptly};
 pub use stack_symbols::KernelSymbols;
 pub use task_iterator::TaskIterator;
+// The kernel's verdicts are model data; commands and the feed name them
+// from here.
+pub use crate::model::TaskVerdict;
 pub use task_source::{TASK_SOURCE_ENV, TaskSource, TaskSourceError};
-pub use tracer::{
-    TaskVerdict, TracerHook, TracerProgram, TransitionTracer, block_reason, decode, parse_event,
-};
+pub use tracer::{TracerHook, TracerProgram, TransitionTracer, block_reason, decode, parse_event};

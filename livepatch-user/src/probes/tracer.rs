@@ -14,7 +14,7 @@ use livepatch_ebpf::{
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use super::object::map_named;
-use crate::model::{BlockReason, TraceEvent};
+use crate::model::{BlockReason, TaskVerdict, TraceEvent};
 
 /// The transition tracer's programs, each on one kernel function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,25 +109,6 @@ pub struct TransitionTracer {
     task_checks: HashMap<MapData, u64, TaskCheck>,
     /// The current transition's generation, at index 0.
     generation: Array<MapData, u32>,
-}
-
-/// The kernel's standing verdict on one task, from the tracer's map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TaskVerdict {
-    /// 0 for the per-CPU idle tasks (`swapper/N` in `comm`), which have no
-    /// /proc entry.
-    pub tid: u32,
-    pub tgid: u32,
-    pub comm: String,
-    pub kthread: bool,
-    /// None: switched.
-    pub reason: Option<BlockReason>,
-    pub function: Option<String>,
-    pub failed_checks: u32,
-    /// In how many of the kernel's retry rounds in a row it failed.
-    pub failed_rounds: u32,
-    pub first_failure_ns: u64,
-    pub last_failure_ns: u64,
 }
 
 impl TransitionTracer {

@@ -4,7 +4,9 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
+// Replace is model data; the check report names it from here.
 use crate::model::PatchFunction;
+pub use crate::model::Replace;
 
 /// What a livepatch module would patch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
@@ -49,20 +51,6 @@ impl Producer {
             Producer::KpatchBuild => "kpatch-build",
         }
     }
-}
-
-/// Atomic replace, as far as the file tells. In JSON a bool where the file
-/// says it (as for every module before producers' layouts were read), an
-/// object naming the default where init code sets it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(untagged)]
-pub enum Replace {
-    /// Written in the file's klp_patch.
-    InFile(bool),
-    /// Set by the module's init code, which the file holds only as
-    /// machine code: what the producer's init code does by default, and
-    /// how a build turns it off.
-    SetAtLoad { default: &'static str },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]

@@ -13,11 +13,11 @@
 //! `--no-replace` (which compiles it with KLP_NO_REPLACE): the file holds
 //! no value to read.
 use super::{
-    Failure, ModuleObject, Replace,
+    Failure, ModuleObject,
     callbacks::read_callbacks,
     elf::{Elf, POINTER, entry_of, field_of},
 };
-use crate::model::PatchFunction;
+use crate::model::{PatchFunction, Replace};
 
 /// The objects' section names, newest first.
 const OBJECT_SECTIONS: [&str; 2] = [".init.klp_objects", "__klp_objects"];

@@ -14,10 +14,10 @@
 //! the hook does. `replace` is set by the hook, on unless kpatch-build ran
 //! with -R (which compiles it with KLP_REPLACE_ENABLE=false).
 use super::{
-    Callback, Failure, Hook, ModuleObject, Replace,
+    Callback, Failure, Hook, ModuleObject,
     elf::{Elf, POINTER, entry_of, field_of},
 };
-use crate::model::PatchFunction;
+use crate::model::{PatchFunction, Replace};
 
 pub const FUNCS_SECTION: &str = ".kpatch.funcs";
 const FUNC_SIZE: u64 = 56;

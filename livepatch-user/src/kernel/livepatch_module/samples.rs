@@ -23,11 +23,11 @@ use std::{
 use object::SectionIndex;
 
 use super::{
-    Failure, ModuleObject, Replace,
+    Failure, ModuleObject,
     callbacks::read_callbacks,
     elf::{Elf, POINTER, Place, Target, field, field_of},
 };
-use crate::model::PatchFunction;
+use crate::model::{PatchFunction, Replace};
 
 const FUNC_FIELDS: u64 = 24;
 const OBJECT_FIELDS: u64 = 48;
