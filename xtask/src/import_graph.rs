@@ -276,11 +276,16 @@ fn reexported_from(
     let facade = files.get(folder).filter(|f| f.facade)?;
     let mut reexports = Vec::new();
     let mut rest = facade.code.as_str();
-    while let Some(at) = rest.find("pub use ") {
-        let after = &rest[at + 8..];
-        let end = after.find(';')?;
-        expand(&after[..end], Vec::new(), &mut reexports);
-        rest = &after[end..];
+    while let Some(at) = find_word(rest, "use") {
+        let public = rest[..at].trim_end();
+        let end = rest[at..].find(';')?;
+        if public.ends_with("pub")
+            || public.ends_with("pub(crate)")
+            || public.ends_with("pub(super)")
+        {
+            expand(&rest[at + 3..at + end], Vec::new(), &mut reexports);
+        }
+        rest = &rest[at + end..];
     }
     let child_of = |path: &[String]| {
         let mut child = folder.clone();

@@ -3,33 +3,16 @@
 //! completion a poll read past, the tail of a completion still in sysfs,
 //! and a transition seen before its direction can be told.
 use super::{
-    Outcome, TransitionProgress, TransitionTracker,
-    events::{TransitionEvent, complete},
+    events::{Outcome, TransitionEvent, complete},
     progress::Assessed,
+    state::{Completing, Lifecycle, TransitionProgress, TransitionTracker},
 };
 use crate::model::{Direction, Known, LivepatchMessage, LogEntry, Patch, Transition};
-
-/// A transition ended by its completion, while sysfs may still show it.
-#[derive(Clone, Debug)]
-pub(super) struct Completing {
-    patch: String,
-    direction: Direction,
-    /// When the kernel completed it: the tail lasts no longer than the
-    /// rest of klp_complete_transition.
-    at_ns: u64,
-}
 
 /// How long after a completion a poll may still see its tail: far longer
 /// than klp_complete_transition takes, far shorter than unloading the
 /// patch and loading it again.
 const COMPLETION_TAIL_NS: u64 = 300_000_000;
-
-/// A transition's start or completion, as the tracer hears it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Lifecycle {
-    Start,
-    Complete,
-}
 
 impl TransitionTracker {
     /// Ends what completed before this poll read sysfs, in the order the

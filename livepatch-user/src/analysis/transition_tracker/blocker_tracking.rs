@@ -3,27 +3,16 @@
 use std::collections::BTreeMap;
 
 use super::{
-    TransitionTracker,
     events::{TransitionEvent, cleared},
-    secs_between,
+    state::{Candidate, TaskKey, TransitionTracker, secs_between},
 };
 use crate::{
     analysis::blockers::{Blocker, VerdictSource},
     model::BlockReason,
 };
 
-/// Which task a blocker is: the per-CPU idle tasks all have tid 0, and
-/// tell themselves apart by name (swapper/N).
-pub(super) type TaskKey = (u32, String);
-
 fn key(blocker: &Blocker) -> TaskKey {
     (blocker.tid, blocker.comm.clone())
-}
-
-/// A task found blocking, not necessarily shown yet.
-#[derive(Clone, Debug)]
-pub(super) struct Candidate {
-    first_seen_ns: u64,
 }
 
 /// Where klpscope infers the verdicts: how long a running task or an

@@ -3,7 +3,6 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::Outcome;
 use crate::{
     analysis::blockers::{Blocker, CodeVersion, letter},
     model::{BlockReason, Direction, FeedCapabilities},
@@ -110,6 +109,16 @@ impl TransitionEvent {
             task_iterator: feed.tasks_from_procfs.is_none(),
         }
     }
+}
+
+/// How the last transition ended, shown until the next one starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub patch: String,
+    pub direction: Direction,
+    pub reversed: bool,
+    pub forced: bool,
+    pub secs: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]

@@ -1,9 +1,8 @@
 //! A transition followed poll by poll: each poll is worked out against
 //! the watched patches, and begins, moves on or ends the transition.
 use super::{
-    Outcome, TransitionProgress, TransitionTracker,
-    events::{TransitionEvent, cleared, complete},
-    secs_between,
+    events::{Outcome, TransitionEvent, cleared, complete},
+    state::{TransitionProgress, TransitionTracker, secs_between},
 };
 use crate::{
     analysis::{

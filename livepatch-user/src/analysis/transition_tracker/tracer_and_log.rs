@@ -2,9 +2,8 @@
 //! force, reversal, refusal, the threads that switched, and the starts and
 //! completions the next poll is read against.
 use super::{
-    Rounds, TransitionTracker,
-    between_polls::Lifecycle,
     events::{SignalsSeen, TransitionEvent},
+    state::{Lifecycle, Rounds, TransitionTracker},
 };
 use crate::{
     analysis::advice::SIGNALS_AFTER_ROUNDS,
