@@ -623,7 +623,9 @@ fn render_help(area: Rect, buf: &mut Buffer) {
                 f        force the transition (unsafe: type its name)\n\
                 ?        this help\n\n\
                 Blockers appear once the kernel (eBPF) or two polls agree\n\
-                they block; 'for' counts from when klpscope first saw it.";
+                they block; 'for' counts from when klpscope first saw it.\n\
+                'st' is the scheduler state, 'clears' whether it clears\n\
+                by itself (signal: after the kernel's fake signal).";
     Paragraph::new(text)
         .block(Block::bordered().title(" Help "))
         .render(popup, buf);
@@ -645,4 +647,25 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
         .flex(Flex::Center)
         .areas(row);
     cell
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentences_break_between_words_and_only_overlong_words_are_cut() {
+        assert_eq!(
+            wrap_words("   1s ", "patching transition started (68 tasks)", 24),
+            [
+                "   1s patching",
+                "      transition started",
+                "      (68 tasks)",
+            ]
+        );
+        assert_eq!(
+            wrap_words("   1s ", "in a_very_long_function_name", 16),
+            ["   1s in", "      a_very_lo…"]
+        );
+    }
 }
