@@ -9,9 +9,12 @@ use livepatch_user::{
         PatchFunction, PatchObject, PatchState, StackFrame, Task, TaskVerdict, TraceEvent,
     },
     testing::thread,
-    views::tui::{
-        app::{App, Confirmation, Screen, SortKey},
-        handler::{Request, handle_key},
+    views::{
+        tui::{
+            app::{App, Confirmation, Screen, SortKey},
+            handler::{Request, handle_key},
+        },
+        watch_lines::describe,
     },
 };
 use ratatui::{Terminal, backend::TestBackend};
@@ -173,6 +176,14 @@ fn idle_state(feed: FeedCapabilities) -> App {
 
 /// Started at 100 s, watched for 18 s, with two blockers and call counts.
 fn in_progress(feed: FeedCapabilities) -> App {
+    in_progress_counting(
+        feed,
+        &[(103, 40, 0), (104, 90, 25), (105, 130, 70), (106, 150, 140)],
+    )
+}
+
+/// As `in_progress`, the call counters reading `counts` (second, old, new).
+fn in_progress_counting(feed: FeedCapabilities, counts: &[(u64, u64, u64)]) -> App {
     let traced = feed.ebpf();
     let mut observations = vec![poll(100, vec![], None, false)];
     if traced {
@@ -188,7 +199,7 @@ fn in_progress(feed: FeedCapabilities) -> App {
     }
     observations.push(poll(101, vec![patch(true, true)], Some(212), false));
     observations.push(poll(102, vec![patch(true, true)], Some(2), true));
-    for (second, old, new) in [(103, 40, 0), (104, 90, 25), (105, 130, 70), (106, 150, 140)] {
+    for &(second, old, new) in counts {
         observations.push(calls(second, old, new));
     }
     observations.push(Observation::KernelLog(LivepatchMessage::Signaling));
@@ -446,6 +457,87 @@ fn inferred_verdicts_are_said_in_the_header() {
     let screen = first_line(&app);
     assert!(
         screen.lines().next().unwrap().contains("blockers inferred"),
+        "{screen}"
+    );
+}
+
+/// The demo's size. The table shows each blocker's scheduler state and
+/// whether it clears by itself, as `diagnose` forecasts: the reader asleep
+/// interruptibly clears after the fake signal, a kthread asleep
+/// uninterruptibly in the patched function never does by itself.
+#[test]
+fn blockers_show_their_state_and_forecast() {
+    let mut app = in_progress(ebpf());
+    let transition = app.live.tracker.transition.as_mut().unwrap();
+    let kthread = transition.blockers.iter_mut().find(|b| b.kthread).unwrap();
+    kthread.state = 'D';
+    kthread.reason = BlockReason::FunctionOnStack;
+    kthread.function = Some("cmdline_proc_show".into());
+    let screen = render(&app, 110, 32);
+    insta::assert_snapshot!(screen);
+}
+
+/// Event sentences longer than the panel go on under their time, broken
+/// between words: none ends mid-word.
+#[test]
+fn event_lines_wrap_between_words() {
+    let app = in_progress(ebpf());
+    let screen = render(&app, 90, 30).to_string();
+    for logged in &app.log {
+        for word in describe(&logged.event).split(' ') {
+            assert!(screen.contains(word), "{word:?} cut in\n{screen}");
+        }
+    }
+    insta::assert_snapshot!(screen);
+}
+
+/// A transition of two threads, one of them switched: counts of one are
+/// singular.
+#[test]
+fn one_task_is_one_task() {
+    let threads = |pending: u32| {
+        (0..2)
+            .map(|i| {
+                let state = if i < pending {
+                    PatchState::Unpatched
+                } else {
+                    PatchState::Patched
+                };
+                thread(1000 + i, state)
+            })
+            .collect()
+    };
+    let poll = |at: u64, pending| {
+        Observation::Poll(KernelPoll {
+            at_ns: at * SEC,
+            read_ns: at * SEC,
+            patches: vec![patch(true, true)],
+            threads: Some(threads(pending)),
+            pending: Vec::new(),
+            verdicts: Some(Vec::new()),
+            log: Some(Vec::new()),
+        })
+    };
+    let app = app(ebpf(), vec![poll(100, 2), poll(101, 2), poll(102, 1)]);
+    let screen = render(&app, 100, 24).to_string();
+    assert!(screen.contains("1 task switched, 1 pending"), "{screen}");
+    assert!(!screen.contains("1 tasks"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
+/// Counters that read zero draw no empty charts: the panel says nothing
+/// was counted; without eBPF it says why nothing is.
+#[test]
+fn calls_panel_says_when_nothing_was_counted() {
+    let app = in_progress_counting(ebpf(), &[(103, 0, 0), (104, 0, 0), (105, 0, 0)]);
+    let screen = render(&app, 110, 32).to_string();
+    assert!(!screen.contains("old 0 new 0"), "{screen}");
+    insta::assert_snapshot!(screen);
+
+    let polled = in_progress_counting(polling(), &[]);
+    let screen = render(&polled, 110, 32).to_string();
+    assert!(
+        screen.contains("calls are not counted: eBPF unavailable"),
         "{screen}"
     );
 }

@@ -11,6 +11,10 @@
 //! so the files are streamed and only matching lines are kept: kallsyms
 //! twice (once for the names, once for their neighbours and aliases, which
 //! may come first), the ftrace lists once.
+//!
+//! This is the one reader of kallsyms' lines ([`for_each_symbol`]): the
+//! stack symbolizer (probes/stack_symbols.rs) and the near-miss
+//! suggestions (kallsyms_near.rs) read through it too.
 use std::{
     collections::{HashMap, HashSet},
     io::{self, BufRead, BufReader, Read},
@@ -22,13 +26,12 @@ use crate::model::{FilterFunctions, KernelSymbol, Known, SymbolTable};
 
 /// The symbols of these names, with their addresses: one pass.
 pub fn read_kallsyms(root: &Path, names: &[&str]) -> io::Result<SymbolTable> {
-    let path = root.join("proc/kallsyms");
     let wanted: HashSet<&str> = names.iter().copied().collect();
     let mut table = SymbolTable::default();
-    for_each_line(&path, |line| {
-        let Some(symbol) = parse_kallsyms_line(line).filter(|s| wanted.contains(s.name)) else {
+    for_each_symbol(root, |symbol| {
+        if !wanted.contains(symbol.name) {
             return;
-        };
+        }
         table
             .symbols
             .entry(symbol.name.to_owned())
@@ -48,7 +51,6 @@ pub fn read_kallsyms(root: &Path, names: &[&str]) -> io::Result<SymbolTable> {
 /// traceability goes by: a second pass over kallsyms, since an alias or the
 /// next symbol may come before a name (module symbols are not sorted).
 pub fn read_kallsyms_with_extents(root: &Path, names: &[&str]) -> io::Result<SymbolTable> {
-    let path = root.join("proc/kallsyms");
     let mut table = read_kallsyms(root, names)?;
     let at: HashSet<u64> = table
         .symbols
@@ -64,10 +66,7 @@ pub fn read_kallsyms_with_extents(root: &Path, names: &[&str]) -> io::Result<Sym
     // the symbols' own addresses.
     let mut addresses = Vec::new();
     let mut names_at: HashMap<u64, Vec<(String, Option<String>)>> = HashMap::new();
-    for_each_line(&path, |line| {
-        let Some(symbol) = parse_kallsyms_line(line) else {
-            return;
-        };
+    for_each_symbol(root, |symbol| {
         addresses.push(symbol.address);
         if at.contains(&symbol.address) {
             names_at
@@ -94,15 +93,33 @@ pub fn read_kallsyms_with_extents(root: &Path, names: &[&str]) -> io::Result<Sym
     Ok(table)
 }
 
-pub(super) struct KallsymsLine<'a> {
+/// One line of /proc/kallsyms.
+pub(crate) struct KallsymsLine<'a> {
+    /// 0 when kptr_restrict hides addresses (not root).
     pub address: u64,
+    /// nm's type letter: `t`/`T` text, `w`/`W` weak, `d`/`D` data, ...
     pub kind: char,
     pub name: &'a str,
+    /// None for the core kernel; a module's name, or `bpf`,
+    /// `__builtin__ftrace` and the like for code made at run time.
     pub module: Option<&'a str>,
 }
 
+/// Every well-formed line of `<root>/proc/kallsyms`, in the file's order,
+/// streamed: nothing of the file is kept but what `visit` keeps.
+pub(crate) fn for_each_symbol(
+    root: &Path,
+    mut visit: impl FnMut(KallsymsLine<'_>),
+) -> io::Result<()> {
+    for_each_line(&root.join("proc/kallsyms"), |line| {
+        if let Some(symbol) = parse_kallsyms_line(line) {
+            visit(symbol);
+        }
+    })
+}
+
 /// `ADDRESS KIND NAME [MODULE]`; None for anything else.
-pub(super) fn parse_kallsyms_line(line: &str) -> Option<KallsymsLine<'_>> {
+fn parse_kallsyms_line(line: &str) -> Option<KallsymsLine<'_>> {
     let mut fields = line.split_ascii_whitespace();
     let (address, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
     Some(KallsymsLine {
@@ -183,12 +200,17 @@ fn module_name(field: &str) -> Option<&str> {
 
 /// kallsyms is about 10 MB under Debian 6.12, available_filter_functions
 /// less: a symbol file past this is not the kernel's.
-pub(crate) const SYMBOL_FILE_MAX: u64 = 256 << 20;
+const SYMBOL_FILE_MAX: u64 = 256 << 20;
+
+/// Bytes per read of a symbol file: the kernel's seq_file fills what it is
+/// given, so fewer, larger reads cost fewer syscalls over 10 MB.
+const READ_CHUNK: usize = 256 << 10;
 
 /// One reused line buffer for the whole file; lines that are not UTF-8 are
 /// skipped, not fatal.
-pub(super) fn for_each_line(path: &Path, mut visit: impl FnMut(&str)) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(1 << 16, open_regular(path)?.take(SYMBOL_FILE_MAX));
+fn for_each_line(path: &Path, mut visit: impl FnMut(&str)) -> io::Result<()> {
+    let mut reader =
+        BufReader::with_capacity(READ_CHUNK, open_regular(path)?.take(SYMBOL_FILE_MAX));
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -198,5 +220,52 @@ pub(super) fn for_each_line(path: &Path, mut visit: impl FnMut(&str)) -> io::Res
         if let Ok(text) = std::str::from_utf8(&line) {
             visit(text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_well_formed_line_is_one_symbol_with_its_module() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("proc")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/kallsyms"),
+            "ffffffff81000000 T _stext\n\
+             not a symbol\n\
+             ffffffffc0001000 t klp_test_busy_loop\t[klp_test_target]\n\
+             ffffffffc0002000 t bpf_prog_6deef7357e7b4530\t[bpf]\n",
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        for_each_symbol(dir.path(), |s| {
+            seen.push((
+                s.address,
+                s.kind,
+                s.name.to_owned(),
+                s.module.map(str::to_owned),
+            ));
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                (0xffffffff81000000, 'T', "_stext".into(), None),
+                (
+                    0xffffffffc0001000,
+                    't',
+                    "klp_test_busy_loop".into(),
+                    Some("klp_test_target".into())
+                ),
+                (
+                    0xffffffffc0002000,
+                    't',
+                    "bpf_prog_6deef7357e7b4530".into(),
+                    Some("bpf".into())
+                ),
+            ]
+        );
     }
 }

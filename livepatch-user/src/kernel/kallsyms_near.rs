@@ -2,7 +2,7 @@
 //! the user meant. Only run on that error path: it scans every symbol.
 use std::path::Path;
 
-use super::kallsyms::{for_each_line, parse_kallsyms_line};
+use super::kallsyms::for_each_symbol;
 
 /// How many suggestions to give.
 const SUGGESTIONS: usize = 5;
@@ -19,10 +19,7 @@ pub fn closest_symbols(root: &Path, name: &str) -> std::io::Result<Vec<String>> 
     }
     let limit = (name.len() / 3).max(2);
     let mut scored: Vec<(usize, String)> = Vec::new();
-    for_each_line(&root.join("proc/kallsyms"), |line| {
-        let Some(symbol) = parse_kallsyms_line(line) else {
-            return;
-        };
+    for_each_symbol(root, |symbol| {
         if !matches!(symbol.kind, 't' | 'T') || symbol.name == name {
             return;
         }

@@ -10,16 +10,9 @@
 //! (a livepatch transition starts with a module load), and reading all of
 //! /proc/kallsyms again costs 50 ms, half a second under TCG; a frame in
 //! them is not named here, and the caller asks /proc for that task's stack.
-use std::{
-    collections::HashMap,
-    io::{self, BufRead, BufReader, Read},
-    path::Path,
-};
+use std::{collections::HashMap, io, path::Path};
 
-use crate::{
-    kernel::{attr::open_regular, kallsyms::SYMBOL_FILE_MAX},
-    model::StackFrame,
-};
+use crate::{kernel::kallsyms::for_each_symbol, model::StackFrame};
 
 /// The core kernel's text symbols sorted by address.
 pub struct KernelSymbols {
@@ -43,56 +36,34 @@ const FRAMES_KEPT: usize = 1 << 16;
 impl KernelSymbols {
     /// Reads `<root>/proc/kallsyms`. Fails when it cannot be read, or hides
     /// the addresses (kptr_restrict, or not root).
-    /// Line by line: the whole file is about 10 MB, twice what is kept,
-    /// and it is read just as a transition starts, when other loads run.
+    /// Streamed (kernel::kallsyms reads the lines): the whole file is
+    /// about 10 MB, twice what is kept, and it is read just as a transition
+    /// starts, when other loads run.
     pub fn read(root: &Path) -> io::Result<Self> {
-        let mut kallsyms = BufReader::with_capacity(
-            READ_CHUNK,
-            open_regular(&root.join("proc/kallsyms"))?.take(SYMBOL_FILE_MAX),
-        );
         let mut symbols = KernelSymbols {
             symbols: Vec::new(),
             names: String::new(),
             frames: HashMap::new(),
         };
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if kallsyms.read_until(b'\n', &mut line)? == 0 {
-                break;
+        for_each_symbol(root, |symbol| {
+            // A module's symbol (and a BPF program's, a trampoline's) names
+            // its module; only the core kernel's text is kept.
+            if symbol.module.is_some() || !matches!(symbol.kind, 't' | 'T' | 'w' | 'W') {
+                return;
             }
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
-            // A module's symbol (and a BPF program's, a trampoline's) has
-            // its module after a tab.
-            if line.contains(&b'\t') {
-                continue;
-            }
-            let Ok(line) = std::str::from_utf8(line) else {
-                continue;
-            };
-            let mut fields = line.split_ascii_whitespace();
-            let (Some(address), Some(kind), Some(name)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            if !matches!(kind, "t" | "T" | "w" | "W") {
-                continue;
-            }
-            let (Ok(address), Ok(name_len), Ok(name_at)) = (
-                u64::from_str_radix(address, 16),
-                u16::try_from(name.len()),
+            let (Ok(name_len), Ok(name_at)) = (
+                u16::try_from(symbol.name.len()),
                 u32::try_from(symbols.names.len()),
             ) else {
-                continue;
+                return;
             };
-            symbols.names.push_str(name);
+            symbols.names.push_str(symbol.name);
             symbols.symbols.push(Symbol {
-                address,
+                address: symbol.address,
                 name_at,
                 name_len,
             });
-        }
+        })?;
         if symbols.symbols.iter().all(|s| s.address == 0) {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -140,9 +111,6 @@ impl KernelSymbols {
         })
     }
 }
-
-/// Bytes per read of /proc/kallsyms: its seq_file fills what it is given.
-const READ_CHUNK: usize = 256 << 10;
 
 #[cfg(test)]
 mod tests {

@@ -13,8 +13,9 @@ use crate::{
     kernel::livepatch_module::{LivepatchModule, Replace},
     probes::Capability,
     views::{
+        counted,
         json_output::Document,
-        printable,
+        noun, printable,
         style::{Color, Text, Tone},
     },
 };
@@ -200,7 +201,7 @@ fn write_blocker(out: &mut Text, blocker: &PredictedBlocker) -> std::fmt::Result
     }
     writeln!(
         out,
-        " {}/{} {}{} in {}{} ({} of {} samples)",
+        " {}/{} {}{} in {}{} ({} of {})",
         blocker.pid,
         blocker.tid,
         printable(&blocker.comm),
@@ -211,7 +212,7 @@ fn write_blocker(out: &mut Text, blocker: &PredictedBlocker) -> std::fmt::Result
             CodeVersion::Original => String::new(),
         },
         blocker.seen_in,
-        blocker.samples
+        counted(blocker.samples, "sample")
     )?;
     writeln!(out, "        {}", blocker.why)?;
     for (index, frame) in blocker.stack.iter().enumerate() {
@@ -255,8 +256,9 @@ fn verdict_line(readiness: &Readiness) -> String {
         Verdict::NotReady => "not ready",
     };
     format!(
-        "verdict: {word} ({} failed, {} warnings, {persistent} persistent blockers)",
+        "verdict: {word} ({} failed, {}, {persistent} persistent {})",
         count(Status::Fail),
-        count(Status::Warn)
+        counted(count(Status::Warn), "warning"),
+        noun(persistent, "blocker")
     )
 }

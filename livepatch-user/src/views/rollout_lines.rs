@@ -2,7 +2,7 @@
 //! events (`watch_lines`).
 use crate::{
     analysis::rollout::{BackoutCause, RolloutEnd, RolloutKind, RolloutStep},
-    views::style::Tone,
+    views::{counted, style::Tone},
 };
 
 /// What a step means to the person rolling out, as a colour.
@@ -62,7 +62,8 @@ pub fn describe_step(step: &RolloutStep) -> String {
                 format!("blocked by {}", who.join("; "))
             };
             format!(
-                "{patch}: deadline of {secs:.0}s passed with {tasks_pending} tasks pending, {named}"
+                "{patch}: deadline of {secs:.0}s passed with {} pending, {named}",
+                counted(*tasks_pending, "task")
             )
         }
         RolloutStep::Reversing {

@@ -9,7 +9,7 @@ use crate::{
     model::{Kernel, Known, Patch, Transition},
     views::{
         json_output::Document,
-        printable,
+        noun, printable,
         style::{Color, Text, Tone},
     },
 };
@@ -86,8 +86,11 @@ fn write_text(out: &mut Text, view: &StatusView) -> std::fmt::Result {
             out.paint(
                 Tone::Warn,
                 format_args!(
-                    "{} {direction}: {} of {} tasks pending",
-                    transition.patch, transition.tasks_pending, transition.tasks_total
+                    "{} {direction}: {} of {} {} pending",
+                    transition.patch,
+                    transition.tasks_pending,
+                    transition.tasks_total,
+                    noun(transition.tasks_total, "task")
                 ),
             )?;
             writeln!(out)?;

@@ -10,6 +10,7 @@ use crate::{
         transition_tracker::{SignalsSeen, TransitionEvent},
     },
     views::{
+        counted,
         json_output::Line,
         printable,
         style::{Color, Text, Tone},
@@ -72,15 +73,19 @@ pub fn describe(event: &TransitionEvent) -> String {
             direction,
             tasks_total,
         } => format!(
-            "{patch}: {} transition started ({tasks_total} tasks)",
-            direction.as_str()
+            "{patch}: {} transition started ({})",
+            direction.as_str(),
+            counted(*tasks_total, "task")
         ),
         TransitionEvent::Progress {
             patch,
             tasks_pending,
             switched,
             ..
-        } => format!("{patch}: {switched} tasks switched, {tasks_pending} pending"),
+        } => format!(
+            "{patch}: {} switched, {tasks_pending} pending",
+            counted(*switched, "task")
+        ),
         TransitionEvent::Blocker {
             pid,
             tid,
@@ -106,7 +111,10 @@ pub fn describe(event: &TransitionEvent) -> String {
             format!("cleared: {comm} pid {pid} tid {tid} no longer blocks")
         }
         TransitionEvent::Switched { patch, tids } => {
-            format!("{patch}: the kernel switched {} tasks", tids.len())
+            format!(
+                "{patch}: the kernel switched {}",
+                counted(tids.len(), "task")
+            )
         }
         TransitionEvent::Signals { patch, seen_in } => format!(
             "{patch}: kernel signalled the remaining tasks ({})",

@@ -13,12 +13,14 @@ use ratatui::{
 use super::app::{App, CallHistory, Confirmation, Screen};
 use crate::{
     analysis::{
+        advice::{Forecast, advise},
         blockers::Blocker,
+        call_stats::FunctionCalls,
         transition_tracker::{SignalsSeen, TransitionProgress},
     },
     kernel::livepatch_write::TransitionWrite,
     model::{Direction, Known, Patch},
-    views::{printable, watch_lines::describe},
+    views::{noun, printable, watch_lines::describe},
 };
 
 const KEYS: &str = " q quit  ↑↓ select  ⏎ stack  s sort  r reverse  f force  ? help";
@@ -118,10 +120,18 @@ fn transition_line<'a>(app: &App, transition: &'a TransitionProgress) -> Line<'a
 }
 
 fn render_transition(app: &App, transition: &TransitionProgress, area: Rect, buf: &mut Buffer) {
+    // The blockers take the rows they fill (borders and header, and room
+    // for the two-line note when there are none); what is left goes to the
+    // calls and the event log, whose sentences wrap, at least 8 rows.
+    let blocker_rows = u16::try_from(app.blockers().len()).unwrap_or(u16::MAX);
+    let blockers_height = blocker_rows
+        .saturating_add(3)
+        .max(6)
+        .min(area.height.saturating_sub(1 + 8).max(5));
     let [gauge, blockers, bottom] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Min(5),
-        Constraint::Length(8),
+        Constraint::Length(blockers_height),
+        Constraint::Min(8),
     ])
     .areas(area);
     let switched = transition
@@ -135,51 +145,81 @@ fn render_transition(app: &App, transition: &TransitionProgress, area: Rect, buf
     Gauge::default()
         .ratio(ratio.clamp(0.0, 1.0))
         .label(format!(
-            "{switched}/{} tasks switched ({:.0}%)",
+            "{switched}/{} {} switched ({:.0}%)",
             transition.tasks_total,
+            noun(transition.tasks_total, "task"),
             ratio * 100.0
         ))
         .gauge_style(Style::new().fg(Color::Green).bg(Color::DarkGray))
         .render(gauge, buf);
-    render_blockers(app, blockers, buf);
+    render_blockers(app, transition, blockers, buf);
     render_bottom(app, bottom, buf);
 }
 
-fn render_blockers(app: &App, area: Rect, buf: &mut Buffer) {
+/// Inner widths from which the blocker table shows its wide form: both ids
+/// and the forecast in words. Narrower, it drops the pid (the tid is what
+/// blocks, and what the stack view opens) and shortens the forecast.
+const WIDE_BLOCKERS: u16 = 96;
+
+fn render_blockers(app: &App, transition: &TransitionProgress, area: Rect, buf: &mut Buffer) {
     let rows = app.blockers();
-    let header = Row::new([
-        "pid", "tid", "comm", "kth", "reason", "function", "for", "fails",
-    ])
+    let wide = area.width.saturating_sub(2) >= WIDE_BLOCKERS;
+    let columns = |all: Vec<Cell<'static>>| -> Vec<Cell<'static>> {
+        all.into_iter()
+            .enumerate()
+            .filter(|(at, _)| wide || *at != 0)
+            .map(|(_, cell)| cell)
+            .collect()
+    };
+    let header = Row::new(columns(
+        [
+            "pid", "tid", "comm", "kth", "st", "reason", "function", "for", "fails", "clears",
+        ]
+        .map(Cell::from)
+        .to_vec(),
+    ))
     .style(Style::new().bold());
     let body = rows.iter().map(|b| {
-        Row::new([
+        // The analysis `diagnose` prints decides: the scheduler state, the
+        // reason and whether it is a kthread say whether the fake signal
+        // moves it.
+        let forecast = advise(b, transition.direction, &transition.patch, None).forecast;
+        let (label, color) = forecast_label(forecast, wide);
+        Row::new(columns(vec![
             Cell::from(b.pid.to_string()),
             Cell::from(b.tid.to_string()),
             Cell::from(b.comm.clone()),
             Cell::from(if b.kthread { "yes" } else { "" }),
+            Cell::from(b.state.to_string()),
             Cell::from(b.reason.short()),
             Cell::from(b.function.clone().unwrap_or_else(|| "?".into())),
             Cell::from(b.blocked_secs.map_or("-".into(), |s| format!("{s:.0}s"))),
             Cell::from(b.failed_checks.map_or("-".into(), |n| n.to_string())),
-        ])
+            Cell::from(label).style(Style::new().fg(color)),
+        ]))
     });
     let title = format!(" Blockers ({}) · sort: {} ", rows.len(), app.sort.label());
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(15),
-            Constraint::Length(3),
-            Constraint::Length(10),
-            Constraint::Fill(1),
-            Constraint::Length(5),
-            Constraint::Length(5),
-        ],
-    )
-    .header(header)
-    .block(Block::bordered().title(title))
-    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let widths = [
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(15),
+        Constraint::Length(3),
+        Constraint::Length(2),
+        Constraint::Length(10),
+        Constraint::Fill(1),
+        Constraint::Length(5),
+        Constraint::Length(5),
+        Constraint::Length(if wide { 13 } else { 6 }),
+    ];
+    let widths = widths
+        .into_iter()
+        .enumerate()
+        .filter(|(at, _)| wide || *at != 0)
+        .map(|(_, width)| width);
+    let table = Table::new(body, widths)
+        .header(header)
+        .block(Block::bordered().title(title))
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
     let mut state = TableState::default().with_selected(app.selected_row());
     ratatui::widgets::StatefulWidget::render(table, area, buf, &mut state);
     if rows.is_empty() {
@@ -189,6 +229,19 @@ fn render_blockers(app: &App, area: Rect, buf: &mut Buffer) {
             .dark_gray()
             .render(inner, buf);
     }
+}
+
+/// Whether a blocker clears by itself, in a word or three: what the user
+/// acts on. The wide form fits 13 columns, the narrow one 6.
+fn forecast_label(forecast: Forecast, wide: bool) -> (&'static str, Color) {
+    let (wide_label, narrow_label, color) = match forecast {
+        Forecast::ClearsAfterSignals => ("after signal", "signal", Color::Green),
+        Forecast::Transient => ("soon", "soon", Color::Green),
+        Forecast::MayClearAfterSignals => ("maybe, signal", "maybe", Color::Yellow),
+        Forecast::WillNotClearByItself => ("not by itself", "stuck", Color::Red),
+        Forecast::Unknown => ("unknown", "?", Color::Yellow),
+    };
+    (if wide { wide_label } else { narrow_label }, color)
 }
 
 fn render_bottom(app: &App, area: Rect, buf: &mut Buffer) {
@@ -205,10 +258,12 @@ fn render_calls(app: &App, area: Rect, buf: &mut Buffer) {
     block.render(area, buf);
     let stats = &app.live.calls;
     if stats.functions.is_empty() {
-        let text = match (app.feed.ebpf(), stats.uncounted.first()) {
-            (_, Some((function, reason))) => format!("{function}: not counted ({reason})"),
-            (false, None) => "needs eBPF".into(),
-            (true, None) => "no patched vmlinux function".into(),
+        let text = match (stats.uncounted.first(), &app.feed.polling) {
+            (Some((function, reason)), _) => format!("{function}: not counted ({reason})"),
+            (None, Some(reason)) => format!("calls are not counted: eBPF unavailable ({reason})"),
+            // Before the counters' first sample.
+            (None, None) if patches_a_function(app) => "no call counted yet".into(),
+            (None, None) => "no patched vmlinux function".into(),
         };
         Paragraph::new(text)
             .wrap(Wrap { trim: true })
@@ -221,13 +276,29 @@ fn render_calls(app: &App, area: Rect, buf: &mut Buffer) {
     for calls in &stats.functions {
         let (old, new) = (calls.old_per_sec, calls.new_per_sec);
         let history = app.call_history.get(&calls.function).unwrap_or(&no_history);
-        let rate = |r: Option<u64>| r.map_or("-".into(), |r| r.to_string());
         let Some(label) = rows.next() else { break };
+        // Charts of nothing but zeros look like a broken panel: say what
+        // was counted instead.
+        let charted = history
+            .old_per_sec
+            .iter()
+            .chain(&history.new_per_sec)
+            .any(|&n| n > 0);
+        if !charted {
+            Line::from(uncharted(calls, history))
+                .dark_gray()
+                .render(label, buf);
+            continue;
+        }
+        let rate = |r: Option<u64>| r.map_or("-".into(), |r| r.to_string());
+        let (old, new) = (format!("old {}", rate(old)), format!("new {}", rate(new)));
+        // The rates whole; the name shortened if both do not fit.
+        let room = usize::from(label.width).saturating_sub(old.len() + new.len() + 2);
         Line::from(vec![
-            Span::raw(format!("{} ", calls.function)),
-            Span::styled(format!("old {}", rate(old)), Style::new().fg(Color::Yellow)),
+            Span::raw(format!("{} ", shortened(&calls.function, room))),
+            Span::styled(old, Style::new().fg(Color::Yellow)),
             Span::raw(" "),
-            Span::styled(format!("new {}", rate(new)), Style::new().fg(Color::Green)),
+            Span::styled(new, Style::new().fg(Color::Green)),
         ])
         .render(label, buf);
         for (history, color) in [
@@ -268,23 +339,95 @@ fn render_calls(app: &App, area: Rect, buf: &mut Buffer) {
     }
 }
 
+/// Whether a patch replaces any function: one whose calls are counted.
+fn patches_a_function(app: &App) -> bool {
+    app.tracker()
+        .patches
+        .iter()
+        .any(|patch| patch.objects.iter().any(|o| !o.functions.is_empty()))
+}
+
+/// `name` in at most `room` characters, an ellipsis ending it if cut.
+fn shortened(name: &str, room: usize) -> String {
+    if name.chars().count() <= room {
+        return name.to_owned();
+    }
+    let mut short: String = name.chars().take(room.saturating_sub(1)).collect();
+    short.push('…');
+    short
+}
+
+/// One line for a counted function with no rate to chart.
+fn uncharted(calls: &FunctionCalls, history: &CallHistory) -> String {
+    let function = &calls.function;
+    match (calls.old_total, calls.new_total) {
+        (0, 0) => format!("{function}: no call counted yet"),
+        (old, new) if history.old_per_sec.is_empty() => {
+            format!("{function}: old {old} new {new} calls so far, rates next sample")
+        }
+        (old, new) => format!("{function}: no call lately (old {old} new {new} in all)"),
+    }
+}
+
+/// The newest events that fit, each wrapped between words under its time.
 fn render_log(app: &App, area: Rect, buf: &mut Buffer) {
     let block = Block::bordered().title(" Events ");
     let inner = block.inner(area);
     block.render(area, buf);
     let start = app.started_ns.unwrap_or(0);
-    let lines: Vec<Line> = app
-        .log
-        .iter()
-        .rev()
-        .take(usize::from(inner.height))
-        .rev()
-        .map(|logged| {
-            let secs = logged.at_ns.saturating_sub(start) as f64 / 1e9;
-            Line::from(format!("{secs:>5.0}s {}", describe(&logged.event)))
-        })
-        .collect();
-    Paragraph::new(lines).render(inner, buf);
+    let (width, height) = (usize::from(inner.width), usize::from(inner.height));
+    // Newest first, each event's lines last to first; turned round below.
+    let mut lines: Vec<String> = Vec::new();
+    for logged in app.log.iter().rev() {
+        let secs = logged.at_ns.saturating_sub(start) as f64 / 1e9;
+        let sentence = describe(&logged.event);
+        let wrapped = wrap_words(&format!("{secs:>5.0}s "), &printable(&sentence), width);
+        if lines.len() + wrapped.len() > height {
+            if lines.is_empty() {
+                // The newest event alone is taller than the panel: its start.
+                lines.extend(wrapped.into_iter().take(height).rev());
+            }
+            break;
+        }
+        lines.extend(wrapped.into_iter().rev());
+    }
+    lines.reverse();
+    Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>()).render(inner, buf);
+}
+
+/// `prefix` then `text`, in lines at most `width` wide, broken between
+/// words; later lines are indented under the text. A word longer than a
+/// whole line is cut, with an ellipsis.
+fn wrap_words(prefix: &str, text: &str, width: usize) -> Vec<String> {
+    let indent = Span::raw(prefix).width();
+    let mut lines = Vec::new();
+    let mut line = prefix.to_owned();
+    let mut used = indent;
+    let mut empty = true;
+    for word in text.split(' ').filter(|word| !word.is_empty()) {
+        let word_width = Span::raw(word).width();
+        if !empty && used + 1 + word_width > width {
+            lines.push(std::mem::replace(&mut line, " ".repeat(indent)));
+            used = indent;
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+            used += 1;
+        }
+        if used + word_width <= width {
+            line.push_str(word);
+            used += word_width;
+        } else {
+            let room = width.saturating_sub(used + 1);
+            line.extend(word.chars().take(room));
+            line.push('…');
+            used = width;
+        }
+        empty = false;
+    }
+    lines.push(line);
+    lines
 }
 
 fn render_idle(app: &App, area: Rect, buf: &mut Buffer) {
@@ -480,7 +623,9 @@ fn render_help(area: Rect, buf: &mut Buffer) {
                 f        force the transition (unsafe: type its name)\n\
                 ?        this help\n\n\
                 Blockers appear once the kernel (eBPF) or two polls agree\n\
-                they block; 'for' counts from when klpscope first saw it.";
+                they block; 'for' counts from when klpscope first saw it.\n\
+                'st' is the scheduler state, 'clears' whether it clears\n\
+                by itself (signal: after the kernel's fake signal).";
     Paragraph::new(text)
         .block(Block::bordered().title(" Help "))
         .render(popup, buf);
@@ -502,4 +647,25 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
         .flex(Flex::Center)
         .areas(row);
     cell
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentences_break_between_words_and_only_overlong_words_are_cut() {
+        assert_eq!(
+            wrap_words("   1s ", "patching transition started (68 tasks)", 24),
+            [
+                "   1s patching",
+                "      transition started",
+                "      (68 tasks)",
+            ]
+        );
+        assert_eq!(
+            wrap_words("   1s ", "in a_very_long_function_name", 16),
+            ["   1s in", "      a_very_lo…"]
+        );
+    }
 }
