@@ -3,6 +3,7 @@
 //! Read-only: nothing is loaded into or changed in the kernel but klpscope's
 //! own counting programs, detached on exit.
 use std::{
+    collections::BTreeSet,
     path::Path,
     process::ExitCode,
     thread,
@@ -28,8 +29,8 @@ use crate::{
         loaded_modules::read_loaded_modules,
         read_filter_functions, read_kallsyms_with_extents, read_kernel, read_patch, read_patches,
     },
-    model::Known,
-    probes::{self, Capabilities, CountedFunction, Facility, ProbeRequest, TaskSource},
+    model::{CallCount, Known, Patch, SymbolTable},
+    probes::{self, Capabilities, CountedFunction, Facility, ProbeRequest, Probes, TaskSource},
     views::{
         check_report::{CheckView, EbpfView, render_json, render_text},
         style::Color,
@@ -137,42 +138,13 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
     let ftrace_users = read_ftrace_users(root, &symbols.names_and_aliases());
 
     let mut tasks = TaskSource::open(root, request.no_ebpf)?;
-    // Functions of modules that are not loaded have nothing to count.
-    let counted: Vec<CountedFunction> = targets
-        .iter()
-        .filter(|t| resolve(&symbols, loaded_modules.as_ref(), t) != Resolution::ObjectNotLoaded)
-        .map(counted_function)
-        .collect();
-    let (probes, mut capabilities) = if request.no_ebpf {
-        let mut caps = Capabilities::default();
-        caps.missing(Facility::Ebpf, "not tried (--no-ebpf)");
-        (None, caps)
-    } else {
-        let count_calls = counted
-            .iter()
-            .map(|function| {
-                let object = function.object.as_deref().unwrap_or("vmlinux");
-                let state = function_state(&patches, object, &function.name);
-                (function.clone(), state)
-            })
-            .collect();
-        let request = ProbeRequest {
-            count_calls,
-            ..ProbeRequest::default()
-        };
-        let loaded = probes::load(root, &request);
-        (loaded.probes, loaded.capabilities)
-    };
-    let ebpf_unavailable = match &probes {
-        Some(_) => None,
-        None => Some(
-            capabilities
-                .unavailable_reason()
-                .unwrap_or_else(|| "eBPF unavailable".into()),
-        ),
-    };
-    // The counters were loaded with each function's version as sysfs says
-    // it now: no call is counted before the version is right.
+    let counted = countable(&targets, &symbols, loaded_modules.as_ref());
+    let (probes, mut capabilities) = load_counters(root, request.no_ebpf, &counted, &patches);
+    let ebpf_unavailable = probes.is_none().then(|| {
+        capabilities
+            .unavailable_reason()
+            .unwrap_or_else(|| "eBPF unavailable".into())
+    });
     let counter = probes.as_ref().and_then(|p| p.call_counter.as_ref());
 
     // The counters start at zero when they attach, just before this: every
@@ -183,29 +155,14 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
     let after = counter
         .and_then(|c| c.counts_by_function().ok())
         .unwrap_or_default();
-    let calls: Vec<Known<CallWindow>> = targets
-        .iter()
-        .map(|target| {
-            let function = counted_function(target);
-            if !counted.contains(&function) {
-                return Known::unknown(format!(
-                    "module {} is not loaded: no calls to count",
-                    target.object_name()
-                ));
-            }
-            if let Some(reason) = &ebpf_unavailable {
-                return Known::unknown(format!("eBPF unavailable: {reason}"));
-            }
-            match after.iter().find(|(counted, _)| *counted == function) {
-                Some((_, count)) => Known::Value(call_window(count, elapsed)),
-                None => Known::unknown(
-                    capabilities
-                        .uncounted_reason(&function)
-                        .unwrap_or_else(|| "the call counter did not attach".into()),
-                ),
-            }
-        })
-        .collect();
+    let calls = call_windows(
+        &targets,
+        &counted,
+        ebpf_unavailable.as_deref(),
+        &after,
+        elapsed,
+        &capabilities,
+    );
     drop(probes);
     capabilities.items.push(tasks.capability().clone());
 
@@ -235,6 +192,93 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
         capabilities,
         readiness,
     })
+}
+
+/// Functions of modules that are not loaded have nothing to count.
+fn countable(
+    targets: &[Target],
+    symbols: &SymbolTable,
+    loaded_modules: Option<&BTreeSet<String>>,
+) -> Vec<CountedFunction> {
+    targets
+        .iter()
+        .filter(|t| resolve(symbols, loaded_modules, t) != Resolution::ObjectNotLoaded)
+        .map(counted_function)
+        .collect()
+}
+
+/// The call counters of the functions that can be counted, with each
+/// function's version as sysfs says it now: no call is counted before the
+/// version is right.
+fn load_counters(
+    root: &Path,
+    no_ebpf: bool,
+    counted: &[CountedFunction],
+    patches: &[Patch],
+) -> (Option<Probes>, Capabilities) {
+    if no_ebpf {
+        let mut caps = Capabilities::default();
+        caps.missing(Facility::Ebpf, "not tried (--no-ebpf)");
+        return (None, caps);
+    }
+    let count_calls = counted
+        .iter()
+        .map(|function| {
+            let object = function.object.as_deref().unwrap_or("vmlinux");
+            let state = function_state(patches, object, &function.name);
+            (function.clone(), state)
+        })
+        .collect();
+    let request = ProbeRequest {
+        count_calls,
+        ..ProbeRequest::default()
+    };
+    let loaded = probes::load(root, &request);
+    (loaded.probes, loaded.capabilities)
+}
+
+/// Each target's calls over the window, or why they are unknown.
+fn call_windows(
+    targets: &[Target],
+    counted: &[CountedFunction],
+    ebpf_unavailable: Option<&str>,
+    after: &[(CountedFunction, CallCount)],
+    elapsed: f64,
+    capabilities: &Capabilities,
+) -> Vec<Known<CallWindow>> {
+    targets
+        .iter()
+        .map(|target| {
+            let function = counted_function(target);
+            if !counted.contains(&function) {
+                return Known::unknown(format!(
+                    "module {} is not loaded: no calls to count",
+                    target.object_name()
+                ));
+            }
+            if let Some(reason) = ebpf_unavailable {
+                return Known::unknown(format!("eBPF unavailable: {reason}"));
+            }
+            counted_calls(&function, after, elapsed, capabilities)
+        })
+        .collect()
+}
+
+/// A counted function's calls over the window, or why they are unknown.
+fn counted_calls(
+    function: &CountedFunction,
+    after: &[(CountedFunction, CallCount)],
+    elapsed: f64,
+    capabilities: &Capabilities,
+) -> Known<CallWindow> {
+    match after.iter().find(|(counted, _)| counted == function) {
+        Some((_, count)) => Known::Value(call_window(count, elapsed)),
+        None => Known::unknown(
+            capabilities
+                .uncounted_reason(function)
+                .unwrap_or_else(|| "the call counter did not attach".into()),
+        ),
+    }
 }
 
 fn exit_code(readiness: &Readiness) -> ExitCode {

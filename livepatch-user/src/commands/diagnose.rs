@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::{
     analysis::{
         blockers::{BLOCKS_AFTER_ROUNDS, PatchedCode, find_blockers},
-        diagnosis::{diagnose_idle, diagnose_transition},
+        diagnosis::{Diagnosis, diagnose_idle, diagnose_transition},
         transition::transition,
     },
     cli::DiagnoseArgs,
@@ -84,30 +84,13 @@ pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
             ((snapshot, transition), None, reason)
         };
 
-    let log = snapshot.log.value().map(Vec::as_slice);
-    let diagnosis = match transition.as_ref().filter(|_| watched(&transition)) {
-        None => diagnose_idle(log, args.patch.as_deref()),
-        Some(transition) => {
-            let patch = snapshot
-                .patches
-                .iter()
-                .find(|p| p.name == transition.patch)
-                .expect("the transition's patch is among the patches read with it");
-            let code = PatchedCode {
-                patch,
-                direction: transition.direction,
-                loaded: &snapshot.patches,
-            };
-            let blockers =
-                find_blockers(&snapshot.tasks, &code, verdicts.as_deref(), monotonic_ns());
-            let unreadable = snapshot
-                .tasks
-                .iter()
-                .filter(|task| task.patch_state.value().is_none())
-                .count();
-            diagnose_transition(transition, blockers, log, monotonic_ns() / 1000, unreadable)
-        }
-    };
+    let watched = transition.as_ref().filter(|_| watched(&transition));
+    let diagnosis = diagnose(
+        &snapshot,
+        watched,
+        verdicts.as_deref(),
+        args.patch.as_deref(),
+    );
     let view = DiagnoseView {
         diagnosis: &diagnosis,
         ebpf_unavailable: ebpf_unavailable.as_deref(),
@@ -128,6 +111,36 @@ pub fn run(root: &Path, args: &DiagnoseArgs, color: Color) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The transition followed, or why nothing is moving.
+fn diagnose(
+    snapshot: &Snapshot,
+    transition: Option<&Transition>,
+    verdicts: Option<&[TaskVerdict]>,
+    patch: Option<&str>,
+) -> Diagnosis {
+    let log = snapshot.log.value().map(Vec::as_slice);
+    let Some(transition) = transition else {
+        return diagnose_idle(log, patch);
+    };
+    let patch = snapshot
+        .patches
+        .iter()
+        .find(|p| p.name == transition.patch)
+        .expect("the transition's patch is among the patches read with it");
+    let code = PatchedCode {
+        patch,
+        direction: transition.direction,
+        loaded: &snapshot.patches,
+    };
+    let blockers = find_blockers(&snapshot.tasks, &code, verdicts, monotonic_ns());
+    let unreadable = snapshot
+        .tasks
+        .iter()
+        .filter(|task| task.patch_state.value().is_none())
+        .count();
+    diagnose_transition(transition, blockers, log, monotonic_ns() / 1000, unreadable)
 }
 
 /// Attaches the tracer and collects the kernel's verdicts over two whole

@@ -1,4 +1,6 @@
 //! Each command is a short composition of readers, analysis and views.
+// A command or probe longer than a screen does more than one thing.
+#![warn(clippy::too_many_lines)]
 mod check;
 pub mod completions;
 mod diagnose;

@@ -143,54 +143,17 @@ fn try_load(
     caps: &mut Capabilities,
     iterator: &mut Option<Result<TaskIterator, String>>,
 ) -> Option<Probes> {
-    if root != Path::new("/") {
-        caps.missing(
-            Facility::Root,
-            "eBPF is off: --root points at another tree, not this kernel",
-        );
+    if !on_this_kernel_as_root(root, caps) {
         return None;
     }
-    if !is_root() {
-        caps.missing(
-            Facility::Root,
-            "not root: loading eBPF needs root (run with sudo)",
-        );
-        return None;
-    }
-    caps.available(Facility::Root);
-
     let shrunk = if request.iterator_only() {
         unused_map_sizes(OBJECT)
     } else {
         Vec::new()
     };
     let mut loader = bare_loader();
-    let kernel_btf = match KernelBtf::read(root) {
-        Ok(kernel_btf) => kernel_btf,
-        Err(reason) => {
-            caps.missing(Facility::Btf, reason);
-            return None;
-        }
-    };
+    let kernel_btf = kernel_btf(root, caps)?;
     let (btf, layout) = (&kernel_btf.btf, &kernel_btf.layout);
-    caps.available(Facility::Btf);
-    if layout.has_patch_state {
-        caps.available(Facility::TaskPatchState);
-    } else {
-        caps.missing(
-            Facility::TaskPatchState,
-            "task_struct has no patch_state: this kernel has no CONFIG_LIVEPATCH",
-        );
-    }
-
-    if OBJECT.is_empty() {
-        caps.missing(
-            Facility::EbpfObject,
-            "this klpscope was built without its eBPF programs (a plain cargo build): \
-             build it with `cargo xtask build` or run it with `cargo xtask run`",
-        );
-        return None;
-    }
     let slot_modes = initial_slot_modes(&request.count_calls);
     loader
         .override_global("TASK_OFFSETS", &layout.offsets, true)
@@ -203,17 +166,7 @@ fn try_load(
     for (name, entries) in &shrunk {
         loader.map_max_entries(name, *entries);
     }
-    let mut ebpf = match loader.load(OBJECT) {
-        Ok(ebpf) => ebpf,
-        Err(e) => {
-            caps.missing(
-                Facility::EbpfObject,
-                format!("cannot load klpscope's eBPF object: {e}"),
-            );
-            return None;
-        }
-    };
-    caps.available(Facility::EbpfObject);
+    let mut ebpf = load_object(&mut loader, caps)?;
     if request.task_iterator {
         *iterator = Some(match &kernel_btf.iter_offsets {
             Ok(_) => TaskIterator::link(&mut ebpf, btf),
@@ -236,68 +189,147 @@ fn try_load(
             return None;
         }
     }
-
-    let tracer = request.tracer.then(|| {
-        for program in TracerProgram::ALL {
-            let (name, function) = (program.program(), program.function());
-            let attached = match program.hook() {
-                TracerHook::Fentry => attach_fentry(&mut ebpf, btf, name, function),
-                TracerHook::Kprobe | TracerHook::Kretprobe => {
-                    attach_kprobe(&mut ebpf, name, function, KprobeSite::Symbol(function))
-                }
-            };
-            match attached {
-                Ok(()) => caps.available(Facility::Tracer(program)),
-                Err(reason) => caps.missing(Facility::Tracer(program), reason),
-            }
-        }
-        TransitionTracer::take(&mut ebpf)
-    });
-    let tracer = match tracer {
-        Some(Ok(tracer)) => {
-            caps.available(Facility::TracerMaps);
-            Some(tracer)
-        }
-        Some(Err(e)) => {
-            caps.missing(Facility::TracerMaps, format!("transition tracer maps: {e}"));
-            None
-        }
-        None => None,
-    };
-
-    let call_counter = if request.count_calls.is_empty() {
-        None
-    } else {
-        match CallCounter::attach(&mut ebpf, btf, root, &request.count_calls) {
-            Ok((counter, outcomes)) => {
-                caps.available(Facility::CallCounterMaps);
-                for (function, outcome) in outcomes {
-                    match outcome {
-                        Ok(_) => caps.available(Facility::Calls(function)),
-                        Err(reason) => caps.missing(Facility::Calls(function), reason),
-                    }
-                }
-                Some(counter)
-            }
-            Err(e) => {
-                caps.missing(Facility::CallCounterMaps, format!("call counter maps: {e}"));
-                None
-            }
-        }
-    };
-
+    let tracer = request
+        .tracer
+        .then(|| attach_tracer(&mut ebpf, btf, caps))
+        .flatten();
+    let call_counter = (!request.count_calls.is_empty())
+        .then(|| attach_counters(&mut ebpf, btf, root, &request.count_calls, caps))
+        .flatten();
     // Without a log file nobody reads the programs' messages: leave the
     // ring buffer alone.
     let ebpf_log = (log::max_level() > log::LevelFilter::Off)
         .then(|| EbpfLogger::init(&mut ebpf))
         .and_then(|logger| logger.map_err(|e| log::warn!("no eBPF log: {e}")).ok());
-
     Some(Probes {
         tracer,
         call_counter,
         ebpf_log,
         _ebpf: ebpf,
     })
+}
+
+/// eBPF follows the kernel klpscope runs on, and only root may load it.
+fn on_this_kernel_as_root(root: &Path, caps: &mut Capabilities) -> bool {
+    if root != Path::new("/") {
+        caps.missing(
+            Facility::Root,
+            "eBPF is off: --root points at another tree, not this kernel",
+        );
+        return false;
+    }
+    if !is_root() {
+        caps.missing(
+            Facility::Root,
+            "not root: loading eBPF needs root (run with sudo)",
+        );
+        return false;
+    }
+    caps.available(Facility::Root);
+    true
+}
+
+/// The kernel's BTF, which gives task_struct's layout.
+fn kernel_btf(root: &Path, caps: &mut Capabilities) -> Option<KernelBtf> {
+    let kernel_btf = match KernelBtf::read(root) {
+        Ok(kernel_btf) => kernel_btf,
+        Err(reason) => {
+            caps.missing(Facility::Btf, reason);
+            return None;
+        }
+    };
+    caps.available(Facility::Btf);
+    if kernel_btf.layout.has_patch_state {
+        caps.available(Facility::TaskPatchState);
+    } else {
+        caps.missing(
+            Facility::TaskPatchState,
+            "task_struct has no patch_state: this kernel has no CONFIG_LIVEPATCH",
+        );
+    }
+    Some(kernel_btf)
+}
+
+fn load_object(loader: &mut EbpfLoader<'_>, caps: &mut Capabilities) -> Option<aya::Ebpf> {
+    if OBJECT.is_empty() {
+        caps.missing(
+            Facility::EbpfObject,
+            "this klpscope was built without its eBPF programs (a plain cargo build): \
+             build it with `cargo xtask build` or run it with `cargo xtask run`",
+        );
+        return None;
+    }
+    match loader.load(OBJECT) {
+        Ok(ebpf) => {
+            caps.available(Facility::EbpfObject);
+            Some(ebpf)
+        }
+        Err(e) => {
+            caps.missing(
+                Facility::EbpfObject,
+                format!("cannot load klpscope's eBPF object: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// The transition tracer's programs, each attached where the kernel
+/// allows; the tracer once its maps are taken.
+fn attach_tracer(
+    ebpf: &mut aya::Ebpf,
+    btf: &aya::Btf,
+    caps: &mut Capabilities,
+) -> Option<TransitionTracer> {
+    for program in TracerProgram::ALL {
+        let (name, function) = (program.program(), program.function());
+        let attached = match program.hook() {
+            TracerHook::Fentry => attach_fentry(ebpf, btf, name, function),
+            TracerHook::Kprobe | TracerHook::Kretprobe => {
+                attach_kprobe(ebpf, name, function, KprobeSite::Symbol(function))
+            }
+        };
+        match attached {
+            Ok(()) => caps.available(Facility::Tracer(program)),
+            Err(reason) => caps.missing(Facility::Tracer(program), reason),
+        }
+    }
+    match TransitionTracer::take(ebpf) {
+        Ok(tracer) => {
+            caps.available(Facility::TracerMaps);
+            Some(tracer)
+        }
+        Err(e) => {
+            caps.missing(Facility::TracerMaps, format!("transition tracer maps: {e}"));
+            None
+        }
+    }
+}
+
+/// The call counters, one slot per function.
+fn attach_counters(
+    ebpf: &mut aya::Ebpf,
+    btf: &aya::Btf,
+    root: &Path,
+    functions: &[(CountedFunction, FunctionState)],
+    caps: &mut Capabilities,
+) -> Option<CallCounter> {
+    match CallCounter::attach(ebpf, btf, root, functions) {
+        Ok((counter, outcomes)) => {
+            caps.available(Facility::CallCounterMaps);
+            for (function, outcome) in outcomes {
+                match outcome {
+                    Ok(_) => caps.available(Facility::Calls(function)),
+                    Err(reason) => caps.missing(Facility::Calls(function), reason),
+                }
+            }
+            Some(counter)
+        }
+        Err(e) => {
+            caps.missing(Facility::CallCounterMaps, format!("call counter maps: {e}"));
+            None
+        }
+    }
 }
 
 impl Probes {

@@ -1,4 +1,6 @@
 //! klpscope's eBPF programs from user space: loading, capabilities, events.
+// A command or probe longer than a screen does more than one thing.
+#![warn(clippy::too_many_lines)]
 mod btf;
 mod call_counter;
 mod capabilities;
