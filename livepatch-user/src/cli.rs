@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::model::{Target, VMLINUX};
+
 /// eBPF-assisted livepatch readiness and transition tracing.
 ///
 /// klpscope shows a Linux livepatch transition as the kernel sees it:
@@ -79,7 +81,7 @@ pub struct StatusArgs {
 pub struct CheckArgs {
     /// A function to patch, as NAME or NAME,SYMPOS (repeatable).
     #[arg(long = "function", value_name = "NAME[,SYMPOS]", value_parser = function_spec)]
-    pub functions: Vec<String>,
+    pub functions: Vec<FunctionSpec>,
     /// The object the --function names live in (a module); default vmlinux.
     #[arg(long, value_name = "MODULE", requires = "functions", value_parser = module_name)]
     pub object: Option<String>,
@@ -279,10 +281,42 @@ pub(crate) fn module_name(text: &str) -> Result<String, String> {
     }
 }
 
-/// `NAME` or `NAME,SYMPOS`, NAME a kernel symbol (letters, digits, `_`,
-/// `.`, `$`; compilers add suffixes such as `.isra.0` and `.cold`).
-pub(crate) fn function_spec(text: &str) -> Result<String, String> {
-    let name = text.split_once(',').map_or(text, |(name, _)| name);
+/// `--function NAME[,SYMPOS]`, as the command line gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionSpec {
+    pub name: String,
+    /// 0: the only one of that name.
+    pub sympos: u32,
+}
+
+impl FunctionSpec {
+    /// The function in `object` (`--object`; None: vmlinux).
+    pub fn target(&self, object: Option<&str>) -> Target {
+        Target::in_object(object.unwrap_or(VMLINUX), &self.name, self.sympos)
+    }
+}
+
+/// `NAME` or `NAME,SYMPOS`.
+fn function_spec(text: &str) -> Result<FunctionSpec, String> {
+    let (name, sympos) = match text.split_once(',') {
+        Some((name, sympos)) => {
+            let sympos = sympos
+                .parse()
+                .map_err(|_| format!("sympos '{sympos}' is not a number (NAME[,SYMPOS])"))?;
+            (name, sympos)
+        }
+        None => (text, 0),
+    };
+    function_name(name)?;
+    Ok(FunctionSpec {
+        name: name.to_owned(),
+        sympos,
+    })
+}
+
+/// A kernel symbol's name: letters, digits, `_`, `.`, `$` (compilers add
+/// suffixes such as `.isra.0` and `.cold`).
+pub(crate) fn function_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= SYMBOL_NAME_MAX
         && name != "."
@@ -291,7 +325,7 @@ pub(crate) fn function_spec(text: &str) -> Result<String, String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$'));
     if valid {
-        Ok(text.to_owned())
+        Ok(())
     } else {
         Err(format!(
             "not a function name: letters, digits, '_', '.' and '$', at most {SYMBOL_NAME_MAX} characters, then an optional ,SYMPOS"

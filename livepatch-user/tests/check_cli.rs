@@ -463,11 +463,11 @@ fn a_sympos_out_of_range_is_refused() {
     ));
     assert!(line.contains("sympos out of range"), "{line}");
     assert!(line.contains("1 symbol(s)"), "{line}");
-    let line = error_line(&klpscope(
-        fixture.root(),
-        &["--function", "cmdline_proc_show,x"],
-    ));
-    assert!(line.contains("sympos 'x' is not a number"), "{line}");
+    // Not a number at all: the command line is wrong (2).
+    let output = klpscope(fixture.root(), &["--function", "cmdline_proc_show,x"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("sympos 'x' is not a number"), "{stderr}");
 }
 
 #[test]

@@ -5,9 +5,9 @@ mod common;
 
 use common::fixture::Fixture;
 use livepatch_user::{
-    analysis::readiness::{CallWindow, CheckInputs, Plan, Target, Verdict, assess},
+    analysis::readiness::{CallWindow, CheckInputs, Plan, Verdict, assess},
     kernel::{read_filter_functions, read_kallsyms, read_kernel},
-    model::{Known, PatchState, StackFrame, Task},
+    model::{Known, PatchState, StackFrame, Target, Task},
 };
 
 fn task(tid: u32, in_target: bool) -> Task {

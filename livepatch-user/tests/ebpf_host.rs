@@ -8,8 +8,8 @@ use aya::{
     programs::{ProbeKind, Program},
 };
 use livepatch_user::{
-    model::FunctionState,
-    probes::{self, CountedFunction, Facility, ProbeRequest, TracerHook, TracerProgram},
+    model::{FunctionState, Target},
+    probes::{self, Facility, ProbeRequest, TracerHook, TracerProgram},
 };
 
 fn require_root() {
@@ -126,7 +126,7 @@ fn the_capability_report_explains_what_this_kernel_refuses() {
     let request = ProbeRequest {
         tracer: true,
         count_calls: vec![(
-            CountedFunction::vmlinux("cmdline_proc_show"),
+            Target::vmlinux("cmdline_proc_show"),
             FunctionState::Unpatched,
         )],
         ..ProbeRequest::default()

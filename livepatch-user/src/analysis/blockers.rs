@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::model::{
     BlockReason, Direction, Known, Patch, PatchFunction, PatchState, StackFrame, Task, TaskVerdict,
+    VMLINUX,
 };
 
 /// Where a blocker's verdict comes from.
@@ -146,7 +147,7 @@ impl PatchedCode<'_> {
     fn patches_original(&self, frame: &StackFrame) -> bool {
         self.patch.objects.iter().any(|object| {
             let in_object = match frame.module.as_deref() {
-                None => object.name == "vmlinux",
+                None => object.name == VMLINUX,
                 Some(module) => module == object.name,
             };
             in_object && object.functions.iter().any(|f| f.name == frame.function)

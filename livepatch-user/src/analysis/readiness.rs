@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::blockers::{CodeVersion, PatchedCode};
 use crate::model::{
     CallCount, Direction, FilterFunctions, FtraceUse, Kernel, KernelSeries, Known, Patch,
-    PatchFunction, PatchObject, Replace, StackFrame, SymbolTable, Task,
+    PatchFunction, PatchObject, Replace, StackFrame, SymbolTable, Target, Task, VMLINUX,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
@@ -28,21 +28,6 @@ pub enum Verdict {
     Ready,
     Warnings,
     NotReady,
-}
-
-/// One function a patch redirects. `object` None is vmlinux; `sympos` 0
-/// means "the only one of that name".
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub name: String,
-    pub object: Option<String>,
-    pub sympos: u32,
-}
-
-impl Target {
-    pub fn object_name(&self) -> &str {
-        self.object.as_deref().unwrap_or("vmlinux")
-    }
 }
 
 /// What is being checked.
@@ -202,7 +187,7 @@ pub fn resolve(
         (0, _) => Resolution::Unknown {
             elsewhere: all
                 .iter()
-                .map(|s| s.module.as_deref().unwrap_or("vmlinux").to_owned())
+                .map(|s| s.module.as_deref().unwrap_or(VMLINUX).to_owned())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect(),

@@ -15,10 +15,9 @@ use anyhow::{Context, Result, bail};
 use crate::{
     analysis::function_state::function_state,
     analysis::readiness::{
-        CallWindow, CheckInputs, Plan, Readiness, Resolution, Target, Verdict, assess, call_window,
-        resolve,
+        CallWindow, CheckInputs, Plan, Readiness, Resolution, Verdict, assess, call_window, resolve,
     },
-    cli::CheckArgs,
+    cli::{CheckArgs, FunctionSpec},
     commands::output,
     exit_code,
     kernel::{
@@ -29,8 +28,8 @@ use crate::{
         loaded_modules::read_loaded_modules,
         read_filter_functions, read_kallsyms_with_extents, read_kernel, read_patch, read_patches,
     },
-    model::{CallCount, Known, Patch, SymbolTable},
-    probes::{self, Capabilities, CountedFunction, Facility, ProbeRequest, Probes, TaskSource},
+    model::{CallCount, Known, Patch, SymbolTable, Target},
+    probes::{self, Capabilities, Facility, ProbeRequest, Probes, TaskSource},
     views::{
         check_report::{CheckView, EbpfView, render_json, render_text},
         style::Color,
@@ -40,7 +39,7 @@ use crate::{
 /// What to check: the targets as given on the command line, a module file
 /// already read.
 pub struct CheckRequest<'a> {
-    pub functions: &'a [String],
+    pub functions: &'a [FunctionSpec],
     pub object: Option<&'a str>,
     pub module: Option<LivepatchModule>,
     pub patch: Option<&'a str>,
@@ -199,11 +198,11 @@ fn countable(
     targets: &[Target],
     symbols: &SymbolTable,
     loaded_modules: Option<&BTreeSet<String>>,
-) -> Vec<CountedFunction> {
+) -> Vec<Target> {
     targets
         .iter()
         .filter(|t| resolve(symbols, loaded_modules, t) != Resolution::ObjectNotLoaded)
-        .map(counted_function)
+        .cloned()
         .collect()
 }
 
@@ -213,7 +212,7 @@ fn countable(
 fn load_counters(
     root: &Path,
     no_ebpf: bool,
-    counted: &[CountedFunction],
+    counted: &[Target],
     patches: &[Patch],
 ) -> (Option<Probes>, Capabilities) {
     if no_ebpf {
@@ -224,8 +223,7 @@ fn load_counters(
     let count_calls = counted
         .iter()
         .map(|function| {
-            let object = function.object.as_deref().unwrap_or("vmlinux");
-            let state = function_state(patches, object, &function.name);
+            let state = function_state(patches, function.object_name(), &function.name);
             (function.clone(), state)
         })
         .collect();
@@ -240,17 +238,16 @@ fn load_counters(
 /// Each target's calls over the window, or why they are unknown.
 fn call_windows(
     targets: &[Target],
-    counted: &[CountedFunction],
+    counted: &[Target],
     ebpf_unavailable: Option<&str>,
-    after: &[(CountedFunction, CallCount)],
+    after: &[(Target, CallCount)],
     elapsed: f64,
     capabilities: &Capabilities,
 ) -> Vec<Known<CallWindow>> {
     targets
         .iter()
         .map(|target| {
-            let function = counted_function(target);
-            if !counted.contains(&function) {
+            if !counted.contains(target) {
                 return Known::unknown(format!(
                     "module {} is not loaded: no calls to count",
                     target.object_name()
@@ -259,15 +256,15 @@ fn call_windows(
             if let Some(reason) = ebpf_unavailable {
                 return Known::unknown(format!("eBPF unavailable: {reason}"));
             }
-            counted_calls(&function, after, elapsed, capabilities)
+            counted_calls(target, after, elapsed, capabilities)
         })
         .collect()
 }
 
 /// A counted function's calls over the window, or why they are unknown.
 fn counted_calls(
-    function: &CountedFunction,
-    after: &[(CountedFunction, CallCount)],
+    function: &Target,
+    after: &[(Target, CallCount)],
     elapsed: f64,
     capabilities: &Capabilities,
 ) -> Known<CallWindow> {
@@ -319,12 +316,10 @@ fn targets(root: &Path, request: &CheckRequest) -> Result<(Plan, Vec<Target>)> {
             .objects
             .iter()
             .flat_map(|object| {
-                let module = (object.name != "vmlinux").then(|| object.name.clone());
-                object.functions.iter().map(move |f| Target {
-                    name: f.name.clone(),
-                    object: module.clone(),
-                    sympos: f.sympos,
-                })
+                object
+                    .functions
+                    .iter()
+                    .map(|f| Target::in_object(&object.name, &f.name, f.sympos))
             })
             .collect();
         return Ok((
@@ -340,8 +335,8 @@ fn targets(root: &Path, request: &CheckRequest) -> Result<(Plan, Vec<Target>)> {
     let targets = request
         .functions
         .iter()
-        .map(|spec| parse_function(spec, request.object))
-        .collect::<Result<_>>()?;
+        .map(|spec| spec.target(request.object))
+        .collect();
     Ok((Plan::Functions, targets))
 }
 
@@ -359,26 +354,6 @@ fn references(module: &LivepatchModule) -> Vec<Target> {
 }
 
 /// `NAME` or `NAME,SYMPOS`.
-fn parse_function(spec: &str, object: Option<&str>) -> Result<Target> {
-    let (name, sympos) = match spec.split_once(',') {
-        Some((name, sympos)) => {
-            let sympos = sympos.parse().with_context(|| {
-                format!("--function {spec}: sympos '{sympos}' is not a number (NAME[,SYMPOS])")
-            })?;
-            (name, sympos)
-        }
-        None => (spec, 0),
-    };
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        bail!("--function {spec:?}: not a function name (NAME[,SYMPOS])");
-    }
-    Ok(Target {
-        name: name.to_owned(),
-        object: object.filter(|o| *o != "vmlinux").map(str::to_owned),
-        sympos,
-    })
-}
-
 /// Names typed on the command line that cannot be meant as typed: an error
 /// each, rather than a report about a function that does not exist.
 fn refuse_bad_functions(
@@ -422,14 +397,6 @@ fn refuse_bad_functions(
         }
     }
     Ok(())
-}
-
-fn counted_function(target: &Target) -> CountedFunction {
-    CountedFunction {
-        object: target.object.clone(),
-        name: target.name.clone(),
-        sympos: target.sympos,
-    }
 }
 
 /// Tasks kept over all samples, at most: about 700 bytes each with its

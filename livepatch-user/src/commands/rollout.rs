@@ -96,7 +96,7 @@ fn names_as_on_the_command_line(module: &LivepatchModule, image: &ModuleImage) -
             cli::module_name(name).map_err(|why| refuse("the object", name, why))?;
         }
         for function in &object.functions {
-            cli::function_spec(&function.name)
+            cli::function_name(&function.name)
                 .map_err(|why| refuse("the function", &function.name, why))?;
         }
     }

@@ -18,12 +18,9 @@ use crate::{
         transition::transition_target,
     },
     kernel::{Stacks, ThreadId, clock::monotonic_ns, kernel_log::KernelLogFollower},
-    model::{
-        FeedCapabilities, Known, LogEntry, Patch, PatchFunction, Task, ThreadPatchState, TraceEvent,
-    },
+    model::{FeedCapabilities, Known, LogEntry, Patch, Target, Task, ThreadPatchState, TraceEvent},
     probes::{
-        self, Capabilities, CountedFunction, Loaded, ProbeRequest, Probes, TaskSource,
-        TaskSourceError, TaskVerdict,
+        self, Capabilities, Loaded, ProbeRequest, Probes, TaskSource, TaskSourceError, TaskVerdict,
     },
 };
 
@@ -60,7 +57,7 @@ struct CallCounters {
     /// under TCG, just as a patch is loaded or removed, and the rounds must
     /// go on meanwhile.
     attaching: Option<JoinHandle<(Option<Probes>, Capabilities)>>,
-    counted: Vec<CountedFunction>,
+    counted: Vec<Target>,
     /// Functions that cannot be counted, and why.
     uncounted: Vec<(String, String)>,
 }
@@ -310,11 +307,16 @@ impl TransitionFeed {
         // transition does: side by side they wait on each other (the first
         // round came up to 2 s late under TCG). The counters wait.
         let setting_up = self.in_transition.is_some_and(|(_, past)| !past);
-        let mut functions: Vec<CountedFunction> = patches
+        let mut functions: Vec<Target> = patches
             .iter()
             .filter(|p| !p.gone)
             .flat_map(|patch| &patch.objects)
-            .flat_map(|object| object.functions.iter().map(|f| counted(&object.name, f)))
+            .flat_map(|object| {
+                object
+                    .functions
+                    .iter()
+                    .map(|f| Target::in_object(&object.name, &f.name, f.sympos))
+            })
             .collect();
         functions.sort();
         functions.dedup();
@@ -323,10 +325,7 @@ impl TransitionFeed {
             let request = ProbeRequest {
                 count_calls: functions
                     .iter()
-                    .map(|f| {
-                        let object = f.object.as_deref().unwrap_or("vmlinux");
-                        (f.clone(), function_state(patches, object, &f.name))
-                    })
+                    .map(|f| (f.clone(), function_state(patches, f.object_name(), &f.name)))
                     .collect(),
                 ..ProbeRequest::default()
             };
@@ -402,21 +401,15 @@ impl TransitionFeed {
             for object in &patch.objects {
                 for function in &object.functions {
                     let state = function_state(patches, &object.name, &function.name);
-                    let _ = counter.set_state(&counted(&object.name, function), state);
+                    let _ = counter.set_state(
+                        &Target::in_object(&object.name, &function.name, function.sympos),
+                        state,
+                    );
                 }
             }
         }
         sample.counts = counter.counts().ok()?;
         sample.old_callers = counter.old_calls_by_task();
         Some(sample)
-    }
-}
-
-/// A patched function as the counter names it; sysfs says "vmlinux".
-fn counted(object: &str, function: &PatchFunction) -> CountedFunction {
-    CountedFunction {
-        object: (object != "vmlinux").then(|| object.to_owned()),
-        name: function.name.clone(),
-        sympos: function.sympos,
     }
 }

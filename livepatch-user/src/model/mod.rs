@@ -9,6 +9,7 @@ mod livepatch_module;
 mod release;
 mod snapshot;
 mod symbols;
+mod target;
 mod trace;
 
 pub use calls::*;
@@ -19,4 +20,5 @@ pub use livepatch_module::*;
 pub use release::KernelSeries;
 pub use snapshot::*;
 pub use symbols::*;
+pub use target::*;
 pub use trace::*;

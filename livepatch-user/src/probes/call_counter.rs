@@ -7,7 +7,7 @@
 //! kprobe, placed by the address kallsyms gives, as the kernel itself goes
 //! by address. Both count alike: the version comes from the slot's mode and,
 //! during a transition, the calling task's patch_state.
-use std::{fmt, path::Path};
+use std::path::Path;
 
 use aya::{
     Btf, Ebpf,
@@ -17,49 +17,12 @@ use livepatch_ebpf::{
     CALL_SLOTS, SLOT_ASK_TASK_ELSE_NEW, SLOT_ASK_TASK_ELSE_OLD, SLOT_NEW, SLOT_OLD, VERSION_NEW,
     VERSION_OLD, call_index,
 };
-use schemars::JsonSchema;
-use serde::Serialize;
 
 use super::object::{KprobeSite, attach_fentry, attach_kprobe, map_named};
 use crate::{
     kernel::read_kallsyms,
-    model::{CallCount, Direction, FunctionState, SymbolTable},
+    model::{CallCount, Direction, FunctionState, SymbolTable, Target},
 };
-
-/// A function whose calls to count, named as a livepatch names it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
-pub struct CountedFunction {
-    /// The module it is in; None for vmlinux.
-    pub object: Option<String>,
-    pub name: String,
-    /// Which of several symbols of that name in its object, from 1, as
-    /// livepatch counts them; 0 (or 1) for the only one.
-    pub sympos: u32,
-}
-
-impl CountedFunction {
-    pub fn vmlinux(name: &str) -> Self {
-        Self {
-            object: None,
-            name: name.to_owned(),
-            sympos: 0,
-        }
-    }
-}
-
-/// `name`, `module:name`, with `,sympos` when it picks one of several.
-impl fmt::Display for CountedFunction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(module) = &self.object {
-            write!(f, "{module}:")?;
-        }
-        f.write_str(&self.name)?;
-        if self.sympos > 1 {
-            write!(f, ",{}", self.sympos)?;
-        }
-        Ok(())
-    }
-}
 
 /// How a counted function's slot program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +33,7 @@ pub enum Attachment {
 
 pub struct CallCounter {
     /// Function per slot; None where attaching failed.
-    slots: Vec<Option<CountedFunction>>,
+    slots: Vec<Option<Target>>,
     calls: PerCpuArray<MapData, u64>,
     /// The programs' `SLOT_MODES` global, one value of CALL_SLOTS modes.
     slot_modes: Array<MapData, [u32; CALL_SLOTS]>,
@@ -90,9 +53,7 @@ fn slot_mode(state: FunctionState) -> u32 {
 
 /// The slots' modes the programs are loaded with, one slot per function in
 /// order (the order `attach` gives them).
-pub(super) fn initial_slot_modes(
-    functions: &[(CountedFunction, FunctionState)],
-) -> [u32; CALL_SLOTS] {
+pub(super) fn initial_slot_modes(functions: &[(Target, FunctionState)]) -> [u32; CALL_SLOTS] {
     let mut modes = [SLOT_OLD; CALL_SLOTS];
     for (mode, (_, state)) in modes.iter_mut().zip(functions) {
         *mode = slot_mode(*state);
@@ -101,7 +62,7 @@ pub(super) fn initial_slot_modes(
 }
 
 /// The outcome of attaching one function's counter.
-pub(super) type Attached = (CountedFunction, Result<Attachment, String>);
+pub(super) type Attached = (Target, Result<Attachment, String>);
 
 impl CallCounter {
     /// Attaches one slot program per function, in order. A function that
@@ -111,7 +72,7 @@ impl CallCounter {
         ebpf: &mut Ebpf,
         btf: &Btf,
         root: &Path,
-        functions: &[(CountedFunction, FunctionState)],
+        functions: &[(Target, FunctionState)],
     ) -> Result<(Self, Vec<Attached>), MapError> {
         let mut kallsyms = Kallsyms {
             root,
@@ -145,11 +106,7 @@ impl CallCounter {
 
     /// Tells the counter which version of `function` runs now, as sysfs
     /// says: outside a transition the probe then reads no task state.
-    pub fn set_state(
-        &mut self,
-        function: &CountedFunction,
-        state: FunctionState,
-    ) -> Result<(), MapError> {
+    pub fn set_state(&mut self, function: &Target, state: FunctionState) -> Result<(), MapError> {
         let mode = slot_mode(state);
         let mut modes = self.slot_modes.get(&0, 0)?;
         for (slot, counted) in self.slots.iter().enumerate() {
@@ -170,7 +127,7 @@ impl CallCounter {
     }
 
     /// Running totals, each with the function it counts.
-    pub fn counts_by_function(&self) -> Result<Vec<(CountedFunction, CallCount)>, MapError> {
+    pub fn counts_by_function(&self) -> Result<Vec<(Target, CallCount)>, MapError> {
         let sum =
             |index: u32| -> Result<u64, MapError> { Ok(self.calls.get(&index, 0)?.iter().sum()) };
         let mut out = Vec::new();
@@ -227,7 +184,7 @@ fn attach_slot(
     ebpf: &mut Ebpf,
     btf: &Btf,
     slot: usize,
-    function: &CountedFunction,
+    function: &Target,
     kallsyms: &mut Kallsyms,
 ) -> Result<Attachment, String> {
     let fentry = if function.object.is_none() && function.sympos <= 1 {
@@ -300,10 +257,10 @@ mod tests {
     #[test]
     fn a_counted_function_is_named_as_a_livepatch_names_it() {
         assert_eq!(
-            CountedFunction::vmlinux("cmdline_proc_show").to_string(),
+            Target::vmlinux("cmdline_proc_show").to_string(),
             "cmdline_proc_show"
         );
-        let in_module = CountedFunction {
+        let in_module = Target {
             object: Some("kvm".into()),
             name: "kvm_vcpu_ioctl".into(),
             sympos: 2,
@@ -314,9 +271,9 @@ mod tests {
     #[test]
     fn slots_start_in_the_version_that_runs() {
         let functions = [
-            (CountedFunction::vmlinux("a"), FunctionState::Patched),
+            (Target::vmlinux("a"), FunctionState::Patched),
             (
-                CountedFunction::vmlinux("b"),
+                Target::vmlinux("b"),
                 FunctionState::InTransition(Direction::Patching),
             ),
         ];

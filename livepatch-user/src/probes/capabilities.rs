@@ -7,7 +7,8 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
 
-use super::{call_counter::CountedFunction, tracer::TracerProgram};
+use super::tracer::TracerProgram;
+use crate::model::Target;
 
 /// One piece klpscope's eBPF side needs, or may use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub enum Facility {
     /// The call counter's maps.
     CallCounterMaps,
     /// Counting the calls of one function.
-    Calls(CountedFunction),
+    Calls(Target),
     /// The iter/task program that reads every task in one pass.
     TaskIterator,
 }
@@ -164,7 +165,7 @@ impl Capabilities {
     }
 
     /// Why the calls of `function` are not counted, if they are not.
-    pub fn uncounted_reason(&self, function: &CountedFunction) -> Option<String> {
+    pub fn uncounted_reason(&self, function: &Target) -> Option<String> {
         self.unavailable_reason()
             .or_else(|| match self.get(&Facility::CallCounterMaps) {
                 Some(maps) if !maps.available => maps.reason.clone(),
@@ -178,7 +179,7 @@ impl Capabilities {
     }
 
     /// Every function whose calls could not be counted, with the reason.
-    pub fn uncounted(&self) -> impl Iterator<Item = (&CountedFunction, &str)> {
+    pub fn uncounted(&self) -> impl Iterator<Item = (&Target, &str)> {
         self.items
             .iter()
             .filter_map(|c| match (&c.facility, &c.reason) {
@@ -273,8 +274,8 @@ mod tests {
 
     #[test]
     fn each_uncounted_function_has_its_own_reason() {
-        let counted = CountedFunction::vmlinux("cmdline_proc_show");
-        let refused = CountedFunction {
+        let counted = Target::vmlinux("cmdline_proc_show");
+        let refused = Target {
             object: Some("klp_test_target".into()),
             name: "klp_test_park_wait".into(),
             sympos: 0,

@@ -8,13 +8,13 @@ use aya_log::EbpfLogger;
 
 use super::{
     btf::KernelBtf,
-    call_counter::{CallCounter, CountedFunction, initial_slot_modes},
+    call_counter::{CallCounter, initial_slot_modes},
     capabilities::{Capabilities, Facility},
     object::{KprobeSite, attach_fentry, attach_kprobe, fentry_loads_here},
     task_iterator::{TaskIterator, unused_map_sizes},
     tracer::{TracerHook, TracerProgram, TransitionTracer},
 };
-use crate::model::FunctionState;
+use crate::model::{FunctionState, Target};
 
 pub(super) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/livepatch.bpf.o"));
@@ -32,7 +32,7 @@ pub struct ProbeRequest {
     /// with the version that runs when the counters attach: the programs
     /// count from their first call, so the version must be right from the
     /// start.
-    pub count_calls: Vec<(CountedFunction, FunctionState)>,
+    pub count_calls: Vec<(Target, FunctionState)>,
     /// Link the BPF task iterator's programs too.
     pub task_iterator: bool,
 }
@@ -311,7 +311,7 @@ fn attach_counters(
     ebpf: &mut aya::Ebpf,
     btf: &aya::Btf,
     root: &Path,
-    functions: &[(CountedFunction, FunctionState)],
+    functions: &[(Target, FunctionState)],
     caps: &mut Capabilities,
 ) -> Option<CallCounter> {
     match CallCounter::attach(ebpf, btf, root, functions) {

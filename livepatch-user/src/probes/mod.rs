@@ -12,7 +12,7 @@ mod task_source;
 mod tracer;
 
 pub use btf::{BtfError, TaskLayout, task_iter_offsets, task_layout};
-pub use call_counter::{CallCounter, CountedFunction};
+pub use call_counter::CallCounter;
 pub use capabilities::{Capabilities, Capability, Facility};
 pub use loader::{Loaded, ProbeRequest, Probes, load, return_freed_memory_promptly};
 pub use stack_symbols::KernelSymbols;

@@ -11,6 +11,7 @@ use crate::{
         readiness::{PredictedBlocker, Readiness, Status, Verdict},
     },
     kernel::livepatch_module::{LivepatchModule, Replace},
+    model::VMLINUX,
     probes::Capability,
     views::{
         counted,
@@ -156,7 +157,7 @@ fn write_module(out: &mut Text, module: &LivepatchModule) -> std::fmt::Result {
         .objects
         .iter()
         .flat_map(|object| {
-            let name = object.name.as_deref().unwrap_or("vmlinux");
+            let name = object.name.as_deref().unwrap_or(VMLINUX);
             object.callbacks.iter().map(move |c| (name, c))
         })
         .collect();
@@ -177,7 +178,7 @@ fn write_module(out: &mut Text, module: &LivepatchModule) -> std::fmt::Result {
         writeln!(
             out,
             "  needs {}:{},{} (resolved at load)",
-            printable(reference.object.as_deref().unwrap_or("vmlinux")),
+            printable(reference.object.as_deref().unwrap_or(VMLINUX)),
             printable(&reference.name),
             reference.sympos
         )?;

@@ -26,7 +26,7 @@ const NAME_OFFSET: u64 = 40;
 const OBJNAME_OFFSET: u64 = 48;
 const CALLBACK_SIZE: u64 = 16;
 pub const REPLACE_AT_LOAD: &str = "on unless built with -R";
-const VMLINUX: &str = "vmlinux";
+use crate::model::VMLINUX;
 
 pub fn decode(elf: &Elf) -> Result<(Vec<ModuleObject>, Replace), Failure> {
     let Some((section, size)) = elf.section(FUNCS_SECTION) else {

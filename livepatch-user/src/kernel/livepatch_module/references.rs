@@ -11,6 +11,7 @@ use object::read::elf::Sym;
 use object::{Object, ObjectSymbol};
 
 use super::{Failure, Reference, elf::NAME_MAX};
+use crate::model::VMLINUX;
 
 const SHN_LIVEPATCH: u16 = 0xff20;
 const PREFIX: &str = ".klp.sym.";
@@ -54,7 +55,7 @@ fn parse(symbol: &str) -> Option<Reference> {
         return None;
     }
     Some(Reference {
-        object: (object != "vmlinux").then(|| object.to_owned()),
+        object: (object != VMLINUX).then(|| object.to_owned()),
         name: name.to_owned(),
         sympos: sympos.parse().ok()?,
     })
