@@ -7,14 +7,12 @@ mod common;
 
 use std::path::PathBuf;
 
-use livepatch_user::{
-    analysis::transition_tracker::TransitionEvent,
-    views::{
-        check_report::CheckView,
-        diagnose_report::DiagnoseJson,
-        json_output::{Document, Line, RolloutOutput, SCHEMA_VERSION, output_schema},
-        status::StatusView,
-    },
+use livepatch_user::views::{
+    check_report::CheckView,
+    diagnose_report::DiagnoseJson,
+    json_output::{Document, Line, RolloutOutput, SCHEMA_VERSION, output_schema},
+    status::StatusView,
+    watch_event::WatchEvent,
 };
 use schemars::Schema;
 
@@ -34,7 +32,7 @@ fn outputs() -> Vec<(&'static str, Schema)> {
         ),
         (
             "watch",
-            output_schema::<Line<TransitionEvent>>("a line of klpscope watch --json"),
+            output_schema::<Line<WatchEvent>>("a line of klpscope watch --json"),
         ),
         (
             "rollout",

@@ -11,11 +11,14 @@ use tokio::time::Instant;
 use crate::{
     analysis::{rollout::RolloutStep, transition_tracker::TransitionEvent},
     commands::output::{self, stdout_error},
-    model::FeedCapabilities,
+    model::{FeedCapabilities, LiveEvent},
     views::{
         rollout_lines::{describe_step, step_tone},
         style::{Color, Tone},
-        watch_lines::{describe, json_line, plain_line, tone},
+        {
+            watch_event::WatchEvent,
+            watch_lines::{describe, json_line, plain_line, tone},
+        },
     },
 };
 
@@ -39,8 +42,16 @@ impl EventLines {
 
     pub fn emit(&mut self, events: &[TransitionEvent]) -> Result<()> {
         for event in events {
-            self.line(event, || (describe(event), tone(event)))?;
+            let line = WatchEvent::Transition(event.clone());
+            self.line(event, || (describe(&line), tone(&line)))?;
         }
+        self.stdout.flush().map_err(stdout_error)
+    }
+
+    /// An event of the command's own.
+    pub fn emit_live(&mut self, event: &LiveEvent) -> Result<()> {
+        let line = WatchEvent::Live(event.clone());
+        self.line(event, || (describe(&line), tone(&line)))?;
         self.stdout.flush().map_err(stdout_error)
     }
 
@@ -78,11 +89,11 @@ impl EventLines {
     /// Says how the feed follows transitions: in JSON the `ready` event, in
     /// text lines on stderr (stdout keeps the events).
     pub fn ready(&mut self, feed: &FeedCapabilities) -> Result<()> {
-        let ready = TransitionEvent::ready(feed);
+        let ready = LiveEvent::ready(feed);
         if self.json {
-            self.emit(std::slice::from_ref(&ready))?;
+            self.emit_live(&ready)?;
         } else {
-            output::note(&describe(&ready));
+            output::note(&describe(&ready.into()));
         }
         if let Some(why) = &feed.verdicts_inferred {
             output::note(&format!("blockers are inferred from stacks: {why}"));

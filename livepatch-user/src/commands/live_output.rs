@@ -15,7 +15,7 @@ use crate::{
         transition_tracker::TransitionEvent,
     },
     commands::{event_lines::EventLines, output},
-    model::FeedCapabilities,
+    model::{FeedCapabilities, LiveEvent},
     views::{
         rollout_lines::describe_step,
         tui::{
@@ -104,7 +104,7 @@ impl LiveOutput {
                 lines.ready(capabilities)
             }
             LiveOutput::Tui { app, .. } => {
-                app.note(TransitionEvent::ready(capabilities));
+                app.note(LiveEvent::ready(capabilities));
                 Ok(())
             }
             LiveOutput::Metrics { .. } => {
@@ -137,9 +137,9 @@ impl LiveOutput {
 
     /// An event of the command's own (a timeout, a signal), shown like
     /// the transition's.
-    pub fn event(&mut self, event: TransitionEvent) -> Result<()> {
+    pub fn event(&mut self, event: LiveEvent) -> Result<()> {
         match self {
-            LiveOutput::Lines { lines, .. } => lines.emit(&[event]),
+            LiveOutput::Lines { lines, .. } => lines.emit_live(&event),
             LiveOutput::Tui { app, .. } => {
                 app.note(event);
                 Ok(())

@@ -4,7 +4,7 @@ use std::io;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::analysis::transition_tracker::TransitionEvent;
+use crate::model::LiveEvent;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopSignal {
@@ -34,8 +34,8 @@ impl StopSignal {
         128 + self.number() as u8
     }
 
-    pub fn event(self) -> TransitionEvent {
-        TransitionEvent::Interrupted {
+    pub fn event(self) -> LiveEvent {
+        LiveEvent::Interrupted {
             signal: self.name().to_owned(),
         }
     }

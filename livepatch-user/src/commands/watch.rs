@@ -21,6 +21,7 @@ use crate::{
     },
     exit_code,
     kernel::read_kernel,
+    model::LiveEvent,
     views::{style::Color, tui::app::App},
 };
 
@@ -75,7 +76,7 @@ impl StoppingRule for UntilEnd<'_> {
 
     async fn on_deadline(&mut self, output: &mut LiveOutput) -> Result<Option<u8>> {
         let secs = self.started.elapsed().as_secs_f64();
-        output.event(TransitionEvent::Timeout { secs })?;
+        output.event(LiveEvent::Timeout { secs })?;
         Ok(Some(exit_code::TIMED_OUT))
     }
 

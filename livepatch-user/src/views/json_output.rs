@@ -7,8 +7,8 @@ use schemars::{JsonSchema, Schema, generate::SchemaSettings};
 use serde::Serialize;
 
 use crate::{
-    analysis::{rollout::RolloutStep, transition_tracker::TransitionEvent},
-    views::printable::json_escaped,
+    analysis::rollout::RolloutStep,
+    views::{printable::json_escaped, watch_event::WatchEvent},
 };
 
 /// The version of every JSON output's schema.
@@ -84,7 +84,7 @@ pub enum CheckEvent {
 pub enum RolloutOutput<'a, C> {
     Check(CheckStep<C>),
     Step(&'a RolloutStep),
-    Transition(&'a TransitionEvent),
+    Transition(&'a WatchEvent),
 }
 
 /// The JSON Schema of an output whose type is `T`, as checked in: titled,

@@ -9,6 +9,7 @@ pub mod rollout_lines;
 pub mod status;
 pub mod style;
 pub mod tui;
+pub mod watch_event;
 pub mod watch_lines;
 
 pub use printable::{printable, printable_lines};

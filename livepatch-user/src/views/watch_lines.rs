@@ -9,11 +9,13 @@ use crate::{
         blockers::CodeVersion,
         transition_tracker::{SignalsSeen, TransitionEvent},
     },
+    model::LiveEvent,
     views::{
         counted,
         json_output::Line,
         printable,
         style::{Color, Text, Tone},
+        watch_event::WatchEvent,
     },
 };
 
@@ -46,7 +48,37 @@ pub fn plain_line(
 
 /// What an event means to the person watching, as a colour; none for the
 /// ordinary course of a transition.
-pub fn tone(event: &TransitionEvent) -> Option<Tone> {
+pub fn tone(event: &WatchEvent) -> Option<Tone> {
+    match event {
+        WatchEvent::Transition(event) => transition_tone(event),
+        WatchEvent::Live(LiveEvent::Ready { .. }) => None,
+        WatchEvent::Live(LiveEvent::Timeout { .. } | LiveEvent::Interrupted { .. }) => {
+            Some(Tone::Warn)
+        }
+    }
+}
+
+/// The event as one sentence for a person.
+pub fn describe(event: &WatchEvent) -> String {
+    match event {
+        WatchEvent::Transition(event) => describe_transition(event),
+        WatchEvent::Live(LiveEvent::Timeout { secs }) => format!("timed out after {secs:.0}s"),
+        WatchEvent::Live(LiveEvent::Ready {
+            ebpf: true,
+            kernel_verdicts: true,
+            ..
+        }) => "ready: following transitions with the kernel's own verdicts (eBPF)".into(),
+        WatchEvent::Live(LiveEvent::Ready { ebpf: true, .. }) => {
+            "ready: following transitions with eBPF, blockers inferred from stacks".into()
+        }
+        WatchEvent::Live(LiveEvent::Ready { ebpf: false, .. }) => {
+            "ready: following transitions by polling /proc and /sys".into()
+        }
+        WatchEvent::Live(LiveEvent::Interrupted { signal }) => format!("interrupted by {signal}"),
+    }
+}
+
+fn transition_tone(event: &TransitionEvent) -> Option<Tone> {
     match event {
         TransitionEvent::Complete { .. } | TransitionEvent::BlockerCleared { .. } => {
             Some(Tone::Good)
@@ -54,19 +86,15 @@ pub fn tone(event: &TransitionEvent) -> Option<Tone> {
         TransitionEvent::Blocker { .. }
         | TransitionEvent::Signals { .. }
         | TransitionEvent::Reverse { .. }
-        | TransitionEvent::Gone { .. }
-        | TransitionEvent::Timeout { .. }
-        | TransitionEvent::Interrupted { .. } => Some(Tone::Warn),
+        | TransitionEvent::Gone { .. } => Some(Tone::Warn),
         TransitionEvent::Force { .. } | TransitionEvent::Refused { .. } => Some(Tone::Bad),
         TransitionEvent::Start { .. }
         | TransitionEvent::Progress { .. }
-        | TransitionEvent::Switched { .. }
-        | TransitionEvent::Ready { .. } => None,
+        | TransitionEvent::Switched { .. } => None,
     }
 }
 
-/// The event as one sentence for a person.
-pub fn describe(event: &TransitionEvent) -> String {
+fn describe_transition(event: &TransitionEvent) -> String {
     match event {
         TransitionEvent::Start {
             patch,
@@ -145,19 +173,6 @@ pub fn describe(event: &TransitionEvent) -> String {
             format!("{patch}: {} complete{how}{took}", direction.as_str())
         }
         TransitionEvent::Gone { patch } => format!("{patch}: gone from /sys/kernel/livepatch"),
-        TransitionEvent::Timeout { secs } => format!("timed out after {secs:.0}s"),
-        TransitionEvent::Ready {
-            ebpf: true,
-            kernel_verdicts: true,
-            ..
-        } => "ready: following transitions with the kernel's own verdicts (eBPF)".into(),
-        TransitionEvent::Ready { ebpf: true, .. } => {
-            "ready: following transitions with eBPF, blockers inferred from stacks".into()
-        }
-        TransitionEvent::Ready { ebpf: false, .. } => {
-            "ready: following transitions by polling /proc and /sys".into()
-        }
-        TransitionEvent::Interrupted { signal } => format!("interrupted by {signal}"),
         TransitionEvent::Refused { patch, why } => format!("{patch}: load refused: {why}"),
     }
 }
@@ -199,13 +214,13 @@ mod tests {
 
     #[test]
     fn plain_lines_say_what_happened() {
-        let complete = TransitionEvent::Complete {
+        let complete = WatchEvent::Transition(TransitionEvent::Complete {
             patch: "p".into(),
             direction: Direction::Unpatching,
             reversed: true,
             forced: false,
             secs: Some(17.26),
-        };
+        });
         let line = plain_line(&describe(&complete), tone(&complete), 20.0, Color::Off);
         assert_eq!(
             line,
@@ -215,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_coloured_line_paints_the_sentence_and_escapes_names() {
-        let blocker = TransitionEvent::Blocker {
+        let blocker = WatchEvent::Transition(TransitionEvent::Blocker {
             pid: 7,
             tid: 8,
             comm: "evil\nline\x1b[2J".into(),
@@ -224,7 +239,7 @@ mod tests {
             reason: BlockReason::FunctionOnStack,
             function: Some("cmdline_proc_show".into()),
             version: Some(CodeVersion::Original),
-        };
+        });
         let sentence = describe(&blocker);
         let plain = plain_line(&sentence, tone(&blocker), 1.0, Color::Off);
         let coloured = plain_line(&sentence, tone(&blocker), 1.0, Color::On);

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     analysis::blockers::{Blocker, CodeVersion, letter},
-    model::{BlockReason, Direction, FeedCapabilities},
+    model::{BlockReason, Direction},
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
@@ -74,41 +74,11 @@ pub enum TransitionEvent {
     Gone {
         patch: String,
     },
-    Timeout {
-        secs: f64,
-    },
-    /// The feed has attached its probes and polled once: from here on, no
-    /// transition goes unreported.
-    Ready {
-        ebpf: bool,
-        /// The kernel's own per-task verdicts are traced; otherwise
-        /// blockers are inferred from patch_state, scheduler state and
-        /// stacks.
-        kernel_verdicts: bool,
-        /// Threads are read by the BPF task iterator, not from procfs.
-        task_iterator: bool,
-    },
     /// The kernel refused to enable a patch: no transition will come of it.
     Refused {
         patch: String,
         why: String,
     },
-    /// A signal ended the watch.
-    Interrupted {
-        signal: String,
-    },
-}
-
-impl TransitionEvent {
-    /// Said once, when the first round is in: the feed is attached and has
-    /// polled, so scripts can start the transition they want to see.
-    pub fn ready(feed: &FeedCapabilities) -> Self {
-        TransitionEvent::Ready {
-            ebpf: feed.ebpf(),
-            kernel_verdicts: feed.kernel_verdicts(),
-            task_iterator: feed.tasks_from_procfs.is_none(),
-        }
-    }
 }
 
 /// How the last transition ended, shown until the next one starts.
@@ -153,31 +123,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn ready_says_what_the_feed_attached() {
-        let polling = FeedCapabilities {
-            polling: Some("not root".into()),
-            tasks_from_procfs: Some("not root".into()),
-            ..FeedCapabilities::default()
-        };
-        assert_eq!(
-            TransitionEvent::ready(&polling),
-            TransitionEvent::Ready {
-                ebpf: false,
-                kernel_verdicts: false,
-                task_iterator: false,
-            }
-        );
-        assert_eq!(
-            TransitionEvent::ready(&FeedCapabilities::default()),
-            TransitionEvent::Ready {
-                ebpf: true,
-                kernel_verdicts: true,
-                task_iterator: true,
-            }
-        );
-    }
 
     /// Scripts match on `event` and read the scheduler state as a letter.
     #[test]

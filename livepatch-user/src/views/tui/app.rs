@@ -11,7 +11,8 @@ use crate::{
         transition_tracker::{TransitionEvent, TransitionTracker},
     },
     kernel::livepatch_write::TransitionWrite,
-    model::FeedCapabilities,
+    model::{FeedCapabilities, LiveEvent},
+    views::watch_event::WatchEvent,
 };
 
 /// How many events the log keeps.
@@ -42,7 +43,7 @@ pub struct App {
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoggedEvent {
     pub at_ns: u64,
-    pub event: TransitionEvent,
+    pub event: WatchEvent,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -155,20 +156,24 @@ impl App {
 
     /// An event the command itself decided (ready, a timeout), logged
     /// like the rest.
-    pub fn note(&mut self, event: TransitionEvent) {
-        self.note_all(std::slice::from_ref(&event));
+    pub fn note(&mut self, event: LiveEvent) {
+        self.log_event(event.into());
     }
 
     fn note_all(&mut self, events: &[TransitionEvent]) {
         for event in events {
-            if self.log.len() == LOG_LEN {
-                self.log.pop_front();
-            }
-            self.log.push_back(LoggedEvent {
-                at_ns: self.live.tracker.now_ns,
-                event: event.clone(),
-            });
+            self.log_event(event.clone().into());
         }
+    }
+
+    fn log_event(&mut self, event: WatchEvent) {
+        if self.log.len() == LOG_LEN {
+            self.log.pop_front();
+        }
+        self.log.push_back(LoggedEvent {
+            at_ns: self.live.tracker.now_ns,
+            event,
+        });
     }
 
     fn sample_calls(&mut self) {
