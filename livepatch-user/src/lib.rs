@@ -11,6 +11,7 @@ pub mod commands;
 pub mod exit_code;
 pub mod feed;
 pub mod kernel;
+pub mod memory;
 pub mod model;
 pub mod probes;
 #[cfg(feature = "test-support")]

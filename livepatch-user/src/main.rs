@@ -1,9 +1,9 @@
 use std::process::ExitCode;
 
-use livepatch_user::{commands, exit_code, probes};
+use livepatch_user::{commands, exit_code, memory};
 
 fn main() -> ExitCode {
-    probes::return_freed_memory_promptly();
+    memory::return_freed_memory_promptly();
     let cli = match commands::parse_command_line() {
         Ok(cli) => cli,
         Err(code) => return code,

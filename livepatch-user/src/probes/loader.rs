@@ -14,7 +14,10 @@ use super::{
     task_iterator::{TaskIterator, unused_map_sizes},
     tracer::{TracerHook, TracerProgram, TransitionTracer},
 };
-use crate::model::{FunctionState, Target};
+use crate::{
+    memory::give_back_freed_memory,
+    model::{FunctionState, Target},
+};
 
 pub(super) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/livepatch.bpf.o"));
@@ -106,33 +109,6 @@ pub(super) fn bare_loader<'a>() -> EbpfLoader<'a> {
     let mut loader = EbpfLoader::new();
     loader.btf(None);
     loader
-}
-
-/// Makes glibc hand freed memory back at once, in every thread: to be
-/// called first thing in main. By default, freeing a large block (the
-/// kernel's BTF as read, 6 MB) raises the size below which the top of a
-/// thread's heap is kept to twice that, which malloc_trim does not touch:
-/// the call counters, loaded on a thread of their own, left 11 MB behind
-/// in the TCG lab (RSS 19 MB instead of 8). Fixed thresholds end that.
-pub fn return_freed_memory_promptly() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes two tunables of the allocator, before
-    // any thread is started.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
-    }
-}
-
-/// Parsing the kernel's BTF takes about 20 MB of small allocations, all
-/// freed once the programs are loaded; the allocator keeps them unless told
-/// otherwise, and a long watch would carry them for nothing.
-pub(super) fn give_back_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// With `request.task_iterator`, `iterator` holds the iterator's outcome

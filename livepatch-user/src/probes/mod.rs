@@ -14,7 +14,7 @@ mod tracer;
 pub use btf::{BtfError, TaskLayout, task_iter_offsets, task_layout};
 pub use call_counter::CallCounter;
 pub use capabilities::{Capabilities, Capability, Facility};
-pub use loader::{Loaded, ProbeRequest, Probes, load, return_freed_memory_promptly};
+pub use loader::{Loaded, ProbeRequest, Probes, load};
 pub use stack_symbols::KernelSymbols;
 pub use task_iterator::TaskIterator;
 // The kernel's verdicts are model data; commands and the feed name them
