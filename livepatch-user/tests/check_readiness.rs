@@ -5,7 +5,7 @@ mod common;
 
 use common::fixture::Fixture;
 use livepatch_user::{
-    analysis::readiness::{CallWindow, CheckInputs, Plan, Verdict, assess},
+    analysis::readiness::{CallWindow, CheckInputs, Plan, Verdict, assess, resolve},
     kernel::{read_filter_functions, read_kallsyms, read_kernel},
     model::{Known, PatchState, StackFrame, Target, Task},
 };
@@ -63,11 +63,13 @@ fn persistent_blockers_are_told_from_passers_by() {
         vec![task(1, true), task(2, false)],
     ];
     let ftrace_users = Known::Value(Vec::new());
+    let resolutions = [resolve(&symbols, None, &targets[0])];
     let base = CheckInputs {
         kernel: &kernel,
         patches: &[],
         plan: &Plan::Functions,
         targets: &targets,
+        resolutions: &resolutions,
         references: &[],
         symbols: &symbols,
         loaded_modules: None,

@@ -53,6 +53,8 @@ pub struct CheckInputs<'a> {
     pub patches: &'a [Patch],
     pub plan: &'a Plan,
     pub targets: &'a [Target],
+    /// How each target resolves in kallsyms (`resolve`), one per target.
+    pub resolutions: &'a [Resolution],
     /// The symbols a module's code needs resolved at load (its
     /// `.klp.sym` references), as targets to look up.
     pub references: &'a [Target],
@@ -226,7 +228,8 @@ pub fn assess(seen: &CheckInputs) -> Readiness {
         .zip(seen.calls.iter().chain(std::iter::repeat(&Known::Unknown {
             unknown: "not measured".into(),
         })))
-        .map(|(target, calls)| function_report(seen, target, calls))
+        .zip(seen.resolutions)
+        .map(|((target, calls), resolution)| function_report(seen, target, resolution, calls))
         .collect();
     let predicted_blockers = predict_blockers(seen);
     let worst = kernel_checks
@@ -332,10 +335,9 @@ fn kernel_checks(seen: &CheckInputs) -> Vec<KernelCheck> {
         .targets
         .iter()
         .zip(seen.calls)
-        .filter(|(target, _)| {
-            resolve(seen.symbols, seen.loaded_modules, target) != Resolution::ObjectNotLoaded
-        })
-        .filter_map(|(target, calls)| match calls {
+        .zip(seen.resolutions)
+        .filter(|(_, resolution)| **resolution != Resolution::ObjectNotLoaded)
+        .filter_map(|((target, calls), _)| match calls {
             Known::Unknown { unknown } => Some(format!("{}: {unknown}", target.name)),
             Known::Value(_) => None,
         })
@@ -635,6 +637,7 @@ fn loaded_patches_check(seen: &CheckInputs) -> KernelCheck {
 fn function_report(
     seen: &CheckInputs,
     target: &Target,
+    resolution: &Resolution,
     calls: &Known<CallWindow>,
 ) -> FunctionReport {
     let object = target.object_name().to_owned();
@@ -657,7 +660,7 @@ fn function_report(
             Known::Unknown { unknown } => Some(unknown.to_string()),
         },
     };
-    match resolve(seen.symbols, seen.loaded_modules, target) {
+    match resolution {
         Resolution::Found => report.present = true,
         Resolution::ObjectNotLoaded => {
             problem(

@@ -3,7 +3,6 @@
 //! Read-only: nothing is loaded into or changed in the kernel but klpscope's
 //! own counting programs, detached on exit.
 use std::{
-    collections::BTreeSet,
     path::Path,
     process::ExitCode,
     thread,
@@ -28,7 +27,7 @@ use crate::{
         loaded_modules::read_loaded_modules,
         read_filter_functions, read_kallsyms_with_extents, read_kernel, read_patch, read_patches,
     },
-    model::{CallCount, Known, Patch, SymbolTable, Target},
+    model::{CallCount, Known, Patch, Target},
     probes::{self, Capabilities, Facility, ProbeRequest, Probes, TaskSource},
     views::{
         check_report::{CheckView, EbpfView, render_json, render_text},
@@ -129,15 +128,19 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
     let patches = read_patches(root).context("reading /sys/kernel/livepatch")?;
     let symbols = read_kallsyms_with_extents(root, &names).context("reading /proc/kallsyms")?;
     let loaded_modules = read_loaded_modules(root).context("reading /proc/modules")?;
+    let resolutions: Vec<Resolution> = targets
+        .iter()
+        .map(|target| resolve(&symbols, loaded_modules.as_ref(), target))
+        .collect();
     if matches!(plan, Plan::Functions) {
-        refuse_bad_functions(root, &targets, &symbols, loaded_modules.as_ref())?;
+        refuse_bad_functions(root, &targets, &resolutions, loaded_modules.is_some())?;
     }
     // Before klpscope's own counter attaches: it is an ftrace user too.
     let filter_functions = read_filter_functions(root, &symbols);
     let ftrace_users = read_ftrace_users(root, &symbols.names_and_aliases());
 
     let mut tasks = TaskSource::open(root, request.no_ebpf)?;
-    let counted = countable(&targets, &symbols, loaded_modules.as_ref());
+    let counted = countable(&targets, &resolutions);
     let (probes, mut capabilities) = load_counters(root, request.no_ebpf, &counted, &patches);
     let ebpf_unavailable = probes.is_none().then(|| {
         capabilities
@@ -180,6 +183,7 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
         ebpf_unavailable: ebpf_unavailable.as_deref(),
         privileged: stacks_readable(&samples),
         samples: &samples,
+        resolutions: &resolutions,
     });
     Ok(Checked {
         plan,
@@ -194,15 +198,12 @@ pub fn check(root: &Path, request: CheckRequest) -> Result<Checked> {
 }
 
 /// Functions of modules that are not loaded have nothing to count.
-fn countable(
-    targets: &[Target],
-    symbols: &SymbolTable,
-    loaded_modules: Option<&BTreeSet<String>>,
-) -> Vec<Target> {
+fn countable(targets: &[Target], resolutions: &[Resolution]) -> Vec<Target> {
     targets
         .iter()
-        .filter(|t| resolve(symbols, loaded_modules, t) != Resolution::ObjectNotLoaded)
-        .cloned()
+        .zip(resolutions)
+        .filter(|(_, resolution)| **resolution != Resolution::ObjectNotLoaded)
+        .map(|(target, _)| target.clone())
         .collect()
 }
 
@@ -359,13 +360,13 @@ fn references(module: &LivepatchModule) -> Vec<Target> {
 fn refuse_bad_functions(
     root: &Path,
     targets: &[Target],
-    symbols: &crate::kernel::SymbolTable,
-    loaded_modules: Option<&std::collections::BTreeSet<String>>,
+    resolutions: &[Resolution],
+    modules_supported: bool,
 ) -> Result<()> {
-    for target in targets {
+    for (target, resolution) in targets.iter().zip(resolutions) {
         let object = target.object_name();
-        match resolve(symbols, loaded_modules, target) {
-            Resolution::ObjectNotLoaded if loaded_modules.is_none() => {
+        match resolution {
+            Resolution::ObjectNotLoaded if !modules_supported => {
                 bail!("--object {object}: this kernel has no module support (no /proc/modules)")
             }
             Resolution::ObjectNotLoaded => {
