@@ -3,8 +3,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 /// Atomic replace, as far as the file tells. In JSON a bool where the file
-/// says it (as for every module before producers' layouts were read), an
-/// object naming the default where init code sets it.
+/// says it (a static klp_patch), an object naming the default where init
+/// code sets it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Replace {
