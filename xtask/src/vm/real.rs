@@ -318,8 +318,12 @@ fn build_recipe(recipe: &Recipe) -> Result<(Built, SourcePackage)> {
         Tool::KpatchBuild => Some(kpatch_tools()?),
         Tool::KlpBuild => None,
     };
-    // The scripts run from a folder of their own in the cache, as files.
-    let scripts = dir().join("scripts");
+    // The scripts run from a folder of their own in the cache, as files,
+    // one per build: bash reads a script as it runs, so a build of the
+    // other recipe must not rewrite it underneath.
+    let scripts = dir()
+        .join("scripts")
+        .join(out.file_name().unwrap_or_default());
     fs::create_dir_all(&scripts)?;
     for (name, text) in [
         ("real_config.sh", CONFIG_SCRIPT),
@@ -490,13 +494,19 @@ fn klp_parts(file: &Path) -> Result<(usize, usize)> {
     ))
 }
 
+/// A field of the module's .modinfo (`modinfo -F`, without needing kmod).
 fn modinfo(file: &Path, field: &str) -> Result<String> {
-    let out = Command::new("modinfo")
-        .args(["-F", field])
+    let out = Command::new("objcopy")
+        .args(["-O", "binary", "--only-section=.modinfo"])
         .arg(file)
+        .arg("/dev/stdout")
         .output()
-        .context("cannot run modinfo (kmod)")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .context("cannot run objcopy")?;
+    let prefix = format!("{field}=");
+    String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .find_map(|entry| entry.strip_prefix(&prefix).map(str::to_string))
+        .with_context(|| format!("no {field} in the .modinfo of {}", file.display()))
 }
 
 /// FNV-1a, as modules.rs keys its cache.

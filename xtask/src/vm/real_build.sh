@@ -36,8 +36,14 @@ kpatch)
     kroot=$6
     tools=$kroot/usr/lib/kpatch
     data=$kroot/usr/share/kpatch
+    # kpatch-build's own KCFLAGS, with the -gz=none it adds when gcc
+    # knows it: any difference and its build recompiles every file.
+    gz=
+    if echo 'int x;' | gcc -x c -c -gz=none -o /dev/null - 2>/dev/null; then
+        gz=" -gz=none"
+    fi
     kvars=(CC="$tools/kpatch-cc gcc" LD="$tools/kpatch-cc ld"
-        KCFLAGS="-I$data/patch -ffunction-sections -fdata-sections")
+        KCFLAGS="-I$data/patch -ffunction-sections -fdata-sections$gz")
     step kernel make -s -j"$jobs" "${kvars[@]}" vmlinux modules bzImage
     cp -f arch/x86/boot/bzImage "$out/vmlinuz"
     cp -f vmlinux "$out/vmlinux"
