@@ -372,6 +372,13 @@ fn build_recipe(recipe: &Recipe) -> Result<(Built, SourcePackage)> {
         &mut cmd,
         &format!("building {}.ko (log above)", recipe.module),
     )?;
+    // kpatch-build leaves the tree's vmlinux from its own builds, without
+    // BTF (it turns BTF off): the lab kernel's own goes back, so that
+    // modules built against the tree (the VM lab's) get their BTF.
+    if recipe.tool == Tool::KpatchBuild {
+        fs::copy(staging.join("vmlinux"), tree.join("vmlinux"))
+            .context("cannot put the lab kernel's vmlinux back into its tree")?;
+    }
     // kpatch-build's own copy of the build and the vmlinux it read: big,
     // and not needed to boot or to test.
     for big in ["kpatch-cache", "vmlinux"] {
