@@ -78,6 +78,15 @@ enum Command {
     /// Build the livepatch modules in each producer's layout that the host
     /// tests decode, into livepatch-user/tests/fixtures/producers.
     Fixtures,
+    /// Build the lab kernels from Debian's kernel source packages and
+    /// livepatch modules of them with the real kpatch-build and klp-build,
+    /// into livepatch-user/tests/fixtures/real (cached; half an hour or
+    /// more per kernel on 2 cores; not part of `test`).
+    RealFixtures {
+        /// Only this lab kernel: lab-6.12 (kpatch-build) or lab-7.3 (klp-build).
+        #[arg(long, value_enum)]
+        kernel: Option<vm::Series>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,6 +106,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => vm::demo(args),
         Command::DemoTest => vm::demo_test().map(|_| ExitCode::SUCCESS),
         Command::Fixtures => vm::fixtures().map(|_| ExitCode::SUCCESS),
+        Command::RealFixtures { kernel } => vm::real_fixtures(kernel).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
-use super::{apt, toolchain};
+use super::{apt, real, toolchain};
 use crate::cache;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -28,6 +28,14 @@ pub enum Series {
     /// Whatever Debian unstable ships.
     #[value(name = "sid")]
     Sid,
+    /// The lab's own 6.12, built from Debian's linux-source-6.12 by
+    /// `cargo xtask real-fixtures` (real.rs) for kpatch-build's module.
+    #[value(name = "lab-6.12")]
+    Lab6_12,
+    /// The lab's own 7.3, built from Debian's linux-source-7.3 by
+    /// `cargo xtask real-fixtures` for klp-build's module.
+    #[value(name = "lab-7.3")]
+    Lab7_3,
 }
 
 impl Series {
@@ -42,14 +50,16 @@ impl Series {
             Series::V5_10 => "5.10",
             Series::V7 => "7",
             Series::Sid => "sid",
+            Series::Lab6_12 => "lab-6.12",
+            Series::Lab7_3 => "lab-7.3",
         }
     }
 
     fn archive(self) -> &'static apt::Archive {
         match self {
-            Series::V6_12 | Series::V6_1 => &apt::BOOKWORM,
+            Series::V6_12 | Series::V6_1 | Series::Lab6_12 => &apt::BOOKWORM,
             Series::V5_10 => &apt::BULLSEYE,
-            Series::V7 => &apt::TRIXIE_BACKPORTS,
+            Series::V7 | Series::Lab7_3 => &apt::TRIXIE_BACKPORTS,
             Series::Sid => &apt::SID,
         }
     }
@@ -71,6 +81,10 @@ impl Series {
             Series::V6_12 => Series::V6_1,
             Series::V6_1 | Series::V5_10 | Series::V7 => Series::V6_12,
             Series::Sid => Series::V7,
+            // Debian's packaged kernel of the same series: the real
+            // modules' vermagic must not pass there.
+            Series::Lab6_12 => Series::V6_12,
+            Series::Lab7_3 => Series::V7,
         }
     }
 
@@ -80,19 +94,23 @@ impl Series {
             Series::V6_12 => "6.12.",
             Series::V6_1 => "6.1.",
             Series::V5_10 => "5.10.",
-            Series::V7 => "7.",
+            Series::V7 | Series::Lab7_3 => "7.",
             Series::Sid => "",
+            Series::Lab6_12 => "6.12.",
         }
     }
 }
 
 /// An extracted Debian kernel.
 pub struct Kernel {
-    /// Debian's ABI name, e.g. `6.12.117+deb12`, `6.1.0-56` or `7.3.4+deb13`.
+    /// Debian's ABI name, e.g. `6.12.117+deb12`, `6.1.0-56` or `7.3.4+deb13`;
+    /// for a lab build, its release.
     pub abi: String,
     /// The cache folder: `root` (the extracted packages) and `tools`.
     dir: PathBuf,
     root: PathBuf,
+    /// A kernel built from source by real.rs instead.
+    built: Option<real::Built>,
 }
 
 impl Kernel {
@@ -101,19 +119,32 @@ impl Kernel {
             abi: abi.to_string(),
             root: dir.join("root"),
             dir,
+            built: None,
+        }
+    }
+
+    fn lab_build(built: real::Built) -> Kernel {
+        Kernel {
+            abi: built.release.clone(),
+            dir: built.out.clone(),
+            root: built.out.clone(),
+            built: Some(built),
         }
     }
 
     /// `uname -r` in the guest.
     pub fn release(&self) -> String {
-        format!("{}-amd64", self.abi)
+        match &self.built {
+            Some(built) => built.release.clone(),
+            None => format!("{}-amd64", self.abi),
+        }
     }
 
     /// Up to 6.12 the image package holds /boot/vmlinuz-RELEASE and
     /// /boot/config-RELEASE; from 7.x, linux-binary-ABI holds
     /// /usr/lib/modules/RELEASE/vmlinuz and linux-base-ABI the config there.
     fn split_layout(&self) -> bool {
-        self.modules_dir().join("vmlinuz").exists()
+        self.built.is_none() && self.modules_dir().join("vmlinuz").exists()
     }
 
     fn modules_dir(&self) -> PathBuf {
@@ -122,7 +153,9 @@ impl Kernel {
     }
 
     pub fn vmlinuz(&self) -> PathBuf {
-        if self.split_layout() {
+        if let Some(built) = &self.built {
+            built.out.join("vmlinuz")
+        } else if self.split_layout() {
             self.modules_dir().join("vmlinuz")
         } else {
             self.root.join(format!("boot/vmlinuz-{}", self.release()))
@@ -131,7 +164,9 @@ impl Kernel {
 
     /// The kernel's build configuration.
     pub fn config(&self) -> PathBuf {
-        if self.split_layout() {
+        if let Some(built) = &self.built {
+            built.out.join("config")
+        } else if self.split_layout() {
             self.modules_dir().join("config")
         } else {
             self.root.join(format!("boot/config-{}", self.release()))
@@ -152,18 +187,28 @@ impl Kernel {
 
     /// The folder to pass to `make -C` for out-of-tree modules.
     pub fn headers(&self) -> PathBuf {
+        if let Some(built) = &self.built {
+            return built.tree.clone();
+        }
         self.root
             .join(format!("usr/src/linux-headers-{}", self.release()))
     }
 
     /// Extra `make` arguments the headers need on this host (toolchain.rs).
     pub fn make_args(&self) -> Vec<String> {
+        if self.built.is_some() {
+            // Built here with this host's gcc-12 and pahole.
+            return Vec::new();
+        }
         toolchain::make_args(&self.dir)
     }
 }
 
 /// The series' current kernel, downloaded and extracted on first use.
 pub fn prepare(series: Series) -> Result<Kernel> {
+    if let Some(recipe) = real::recipe(series) {
+        return Ok(Kernel::lab_build(recipe.built()?));
+    }
     let archive = series.archive();
     let abi = resolve(series)?;
     let dir = cache::dir().join("kernels").join(&abi);

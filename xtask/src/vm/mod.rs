@@ -10,6 +10,7 @@ mod lab;
 mod modules;
 mod producers;
 mod qemu;
+mod real;
 mod scenarios;
 mod toolchain;
 
@@ -24,6 +25,19 @@ use clap::Args;
 
 pub use demo::{DemoArgs, demo, demo_test};
 pub use fixtures::run as fixtures;
+
+/// `cargo xtask real-fixtures`, all lab kernels or one.
+pub fn real_fixtures(only: Option<Series>) -> Result<()> {
+    if let Some(series) = only
+        && real::recipe(series).is_none()
+    {
+        bail!(
+            "real-fixtures builds lab-6.12 and lab-7.3, not {}",
+            series.name()
+        );
+    }
+    real::run(only)
+}
 pub use kernel::Series;
 pub use scenarios::{Kernels, test};
 
@@ -98,6 +112,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let lab = Lab::prepare()?;
     let kernel = kernel::prepare(args.kernel)?;
     files.extend(modules::foreign(args.kernel)?);
+    files.extend(real::guest_files(args.kernel)?);
     let machine = lab.machine(&kernel)?;
     println!(
         "vm: booting Debian kernel {} (qemu, {})",

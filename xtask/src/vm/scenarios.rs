@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
-use super::{Series, kernel, lab::Lab, modules, qemu};
+use super::{Series, kernel, lab::Lab, modules, qemu, real};
 use crate::cache;
 
 /// Bounds one scenario boot. An idle host runs most in about a minute, but
@@ -35,6 +35,13 @@ pub enum Kernels {
     /// Debian unstable's kernel; not part of `all`.
     #[value(name = "sid")]
     Sid,
+    /// The lab's 6.12 built from source (`cargo xtask real-fixtures`);
+    /// not part of `all`.
+    #[value(name = "lab-6.12")]
+    Lab6_12,
+    /// The lab's 7.3 built from source; not part of `all`.
+    #[value(name = "lab-7.3")]
+    Lab7_3,
     /// 6.12, 6.1, 5.10 and 7.
     All,
 }
@@ -47,6 +54,8 @@ impl Kernels {
             Kernels::V5_10 => vec![Series::V5_10],
             Kernels::V7 => vec![Series::V7],
             Kernels::Sid => vec![Series::Sid],
+            Kernels::Lab6_12 => vec![Series::Lab6_12],
+            Kernels::Lab7_3 => vec![Series::Lab7_3],
             Kernels::All => Series::ALL.to_vec(),
         }
     }
@@ -110,7 +119,7 @@ pub fn test(kernels: Kernels) -> Result<()> {
     let started = Instant::now();
     let lab = Lab::prepare()?;
     let dir = cache::workspace_root().join("tests/scenarios");
-    let scenarios = scenario_scripts(&dir)?;
+    let all_scenarios = scenario_scripts(&dir)?;
     let mut runs = Vec::new();
     let mut first = true;
     for series in kernels.series() {
@@ -125,6 +134,7 @@ pub fn test(kernels: Kernels) -> Result<()> {
         };
         // A kernel that cannot be had or built for fails alone, in one
         // line; the others still run.
+        let scenarios = for_kernel(&all_scenarios, series)?;
         let prepared = (|| {
             let t0 = Instant::now();
             let kernel = kernel::prepare(series)?;
@@ -132,7 +142,8 @@ pub fn test(kernels: Kernels) -> Result<()> {
             run.kernel = t0.elapsed();
             let t1 = Instant::now();
             modules::build(&kernel)?;
-            let foreign = modules::foreign(series)?;
+            let mut foreign = modules::foreign(series)?;
+            foreign.extend(real::guest_files(series)?);
             run.modules = t1.elapsed();
             let machine = lab.machine(&kernel)?;
             anyhow::Ok((kernel, machine, foreign))
@@ -255,6 +266,26 @@ pub fn test(kernels: Kernels) -> Result<()> {
         bail!("vm-test: {failed} failed");
     }
     Ok(())
+}
+
+/// The scenarios that run on `series`: a scenario whose header has a
+/// `# kernels: NAME...` line runs on those kernels only (17-real-modules
+/// needs the lab kernels built from source and their real modules).
+fn for_kernel(scripts: &[PathBuf], series: Series) -> Result<Vec<PathBuf>> {
+    let mut chosen = Vec::new();
+    for script in scripts {
+        let text = fs::read_to_string(script)
+            .with_context(|| format!("cannot read {}", script.display()))?;
+        let only = text
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .find_map(|l| l.strip_prefix("# kernels:"));
+        match only {
+            Some(names) if !names.split_whitespace().any(|n| n == series.name()) => {}
+            _ => chosen.push(script.clone()),
+        }
+    }
+    Ok(chosen)
 }
 
 /// `NN-name.sh` files, in order.
