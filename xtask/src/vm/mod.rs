@@ -12,6 +12,7 @@ mod producers;
 mod qemu;
 mod real;
 mod scenarios;
+mod series;
 mod toolchain;
 
 use std::{
@@ -38,8 +39,8 @@ pub fn real_fixtures(only: Option<Series>) -> Result<()> {
     }
     real::run(only)
 }
-pub use kernel::Series;
 pub use scenarios::{Kernels, test};
+pub use series::Series;
 
 use lab::Lab;
 
