@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::cli::{check_json, kernel_check, klpscope};
 use livepatch_user::{
     kernel::livepatch_module::{
         Callback, Failure, Hook, LivepatchModule, ModuleError, ModuleObject, Producer, Reference,
@@ -947,48 +948,6 @@ fn producer_kernel(release: &str) -> common::fixture::Fixture {
         .file("sys/kernel/tracing/enabled_functions", "")
         .user_thread(100, 100, "-1");
     fixture
-}
-
-fn klpscope(root: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_klpscope"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("klpscope runs")
-}
-
-fn check_json(root: &Path, module: &Path) -> (i32, serde_json::Value) {
-    let output = klpscope(
-        root,
-        &[
-            "check",
-            "--no-ebpf",
-            "--duration",
-            "0",
-            "--json",
-            "--module",
-            module.to_str().unwrap(),
-        ],
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    common::json_schema::assert_valid("check", &doc);
-    (output.status.code().unwrap_or(-1), doc)
-}
-
-fn kernel_check<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    doc["kernel_checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no kernel check {id}: {doc}"))
 }
 
 #[test]

@@ -1,3 +1,4 @@
+pub mod cli;
 pub mod exposition;
 pub mod fixture;
 pub mod json_schema;
