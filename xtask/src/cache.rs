@@ -44,3 +44,27 @@ pub fn publish(staging: &Path, dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// FNV-1a over a cache folder's inputs: a key that stays the same across
+/// Rust releases, unlike std's hasher.
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn add(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separates consecutive inputs: ("ab", "c") differs from ("a", "bc").
+        self.0 = (self.0 ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    }
+
+    pub fn value(&self) -> u64 {
+        self.0
+    }
+}

@@ -42,7 +42,7 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
     // The producers' own init code, linked into klp_test_kpatch and
     // klp_test_klpbuild.
     files.extend(super::producers::sources()?);
-    let mut hash = Fnv::default();
+    let mut hash = cache::Fnv::default();
     for file in &files {
         hash.add(file.file_name().unwrap_or_default().as_encoded_bytes());
         hash.add(&fs::read(file)?);
@@ -52,7 +52,7 @@ pub fn build(kernel: &Kernel) -> Result<Vec<PathBuf>> {
     for arg in &make_args {
         hash.add(arg.as_bytes());
     }
-    let name = format!("{}-{:016x}", kernel.release(), hash.0);
+    let name = format!("{}-{:016x}", kernel.release(), hash.value());
     let dir = cache::dir().join("modules").join(&name);
     if !dir.join(cache::COMPLETE).exists() {
         let started = Instant::now();
@@ -114,24 +114,4 @@ fn source_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
-}
-
-/// FNV-1a: a cache key that stays the same across Rust releases, unlike
-/// std's hasher.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn add(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        // Separates consecutive inputs: ("ab", "c") differs from ("a", "bc").
-        self.0 = (self.0 ^ 0xff).wrapping_mul(0x0100_0000_01b3);
-    }
 }

@@ -136,7 +136,7 @@ impl Recipe {
 
     /// `out/MODULE-HASH`: a changed patch or script is another build.
     fn out_dir(&self) -> Result<PathBuf> {
-        let mut hash = Fnv::default();
+        let mut hash = cache::Fnv::default();
         hash.add(
             &fs::read(self.patch_path())
                 .with_context(|| format!("no patch at {}", self.patch_path().display()))?,
@@ -145,7 +145,7 @@ impl Recipe {
         hash.add(BUILD_SCRIPT.as_bytes());
         Ok(dir()
             .join("out")
-            .join(format!("{}-{:016x}", self.module, hash.0)))
+            .join(format!("{}-{:016x}", self.module, hash.value())))
     }
 
     /// The kernel and module if `real-fixtures` has built them.
@@ -514,22 +514,4 @@ fn modinfo(file: &Path, field: &str) -> Result<String> {
         .split('\0')
         .find_map(|entry| entry.strip_prefix(&prefix).map(str::to_string))
         .with_context(|| format!("no {field} in the .modinfo of {}", file.display()))
-}
-
-/// FNV-1a, as modules.rs keys its cache.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn add(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = (self.0 ^ 0xff).wrapping_mul(0x0100_0000_01b3);
-    }
 }
