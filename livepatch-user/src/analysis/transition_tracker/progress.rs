@@ -119,8 +119,11 @@ impl TransitionTracker {
                 self.started_since_completion = false;
             }
         }
+        // A poll that read sysfs before a reversal the tracer heard shows
+        // the direction the reversal undid.
+        let stale = self.reversed_ns.is_some_and(|at| poll.read_ns < at);
         if let (Some(current), Some(seen)) = (self.transition.as_mut(), &poll.transition) {
-            if seen.direction != current.direction {
+            if seen.direction != current.direction && !stale {
                 current.direction = seen.direction;
                 events.push(TransitionEvent::Reverse {
                     patch: current.patch.clone(),

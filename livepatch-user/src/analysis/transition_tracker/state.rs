@@ -74,6 +74,9 @@ pub struct TransitionTracker {
     /// sysfs before the log and the tracer: a patch it shows being set up
     /// is the one refused.
     pub(super) backed_out: bool,
+    /// When the tracer heard the last reversal: a poll that read sysfs
+    /// before it shows the direction the reversal undid.
+    pub(super) reversed_ns: Option<u64>,
 }
 
 impl TransitionTracker {
@@ -96,6 +99,7 @@ impl TransitionTracker {
             traced: false,
             completing: None,
             backed_out: false,
+            reversed_ns: None,
         }
     }
 

@@ -32,7 +32,8 @@ impl TransitionTracker {
                     self.signals(SignalsSeen::FailedRounds, events);
                 }
             }
-            TraceEvent::Reverse { .. } => {
+            TraceEvent::Reverse { timestamp_ns } => {
+                self.reversed_ns = Some(timestamp_ns);
                 if let Some(transition) = self.transition.as_mut() {
                     let direction = transition.direction.opposite();
                     transition.direction = direction;
@@ -228,6 +229,30 @@ mod tests {
             vec![],
         ));
         assert!(poll.is_empty(), "{poll:?}");
+    }
+
+    #[test]
+    fn a_poll_read_before_a_traced_reversal_does_not_turn_it_back() {
+        let mut state = tracker();
+        state.apply(patching(0, 5, vec![]));
+        state.apply(Observation::Trace(TraceEvent::Reverse {
+            timestamp_ns: 2 * SEC,
+        }));
+        // Read at 1 s, applied after the tracer's news: still patching.
+        let stale = state.apply(poll(
+            1,
+            vec![patch("p", true, true)],
+            Some((Direction::Patching, 5)),
+            vec![],
+        ));
+        assert!(
+            names(&stale).iter().all(|name| name != "reverse"),
+            "{stale:?}"
+        );
+        assert_eq!(
+            state.transition.as_ref().map(|t| t.direction),
+            Some(Direction::Unpatching)
+        );
     }
 
     #[test]
