@@ -60,12 +60,6 @@ struct CallCounters {
     counted: Vec<Target>,
     /// Functions that cannot be counted, and why.
     uncounted: Vec<(String, String)>,
-    /// The first round waits for the counters it starts to attach: once
-    /// the feed's user is told klpscope is ready, a transition it then
-    /// starts must not find klpscope patching kernel text (the kernel's
-    /// set-up and the counters' attach wait on each other, and the
-    /// kernel's first round comes seconds late).
-    first_done: bool,
 }
 
 /// What watch's TUI says of a function until its counter is attached.
@@ -370,13 +364,12 @@ impl TransitionFeed {
                 }
             };
         }
-        let attached = !counters.first_done
-            || counters
-                .attaching
-                .as_ref()
-                .is_some_and(JoinHandle::is_finished);
-        counters.first_done = true;
-        if attached && let Some(attaching) = counters.attaching.take() {
+        if counters
+            .attaching
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+            && let Some(attaching) = counters.attaching.take()
+        {
             match attaching.join() {
                 Ok((probes, caps)) => {
                     counters.probes = probes;
