@@ -9,11 +9,14 @@
 # .config); OUT receives vmlinuz, config, System.map, release, NAME.ko and
 # times (seconds per step). Run again, it rebuilds only what changed.
 #
-# kpatch-build builds the tree once more with its compiler wrapper and
-# -ffunction-sections -fdata-sections; the lab kernel is built with the very
-# same make variables, so that build only relinks. klp-build cleans the tree
-# and builds the original kernel itself; the lab kernel is that build,
-# finished with bzImage afterwards.
+# The kpatch lab kernel is built plainly: 6.12's linker script (TEXT_MAIN)
+# places -ffunction-sections' .text.* sections outside the kernel text, and
+# such a kernel cannot patch its own jump labels and hangs at boot under
+# qemu. kpatch-build then builds the tree once more, all of it, with its
+# compiler wrapper and those flags (a rerun of the kernel step recompiles
+# everything). klp-build cleans the tree and builds the original kernel
+# itself; 7.x places .text.* in the kernel text, so the lab kernel is that
+# build, finished with bzImage afterwards.
 set -euo pipefail
 mode=$1 tree=$2 out=$3 patch=$4 name=$5
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,17 +37,7 @@ cd "$tree"
 case $mode in
 kpatch)
     kroot=$6
-    tools=$kroot/usr/lib/kpatch
-    data=$kroot/usr/share/kpatch
-    # kpatch-build's own KCFLAGS, with the -gz=none it adds when gcc
-    # knows it: any difference and its build recompiles every file.
-    gz=
-    if echo 'int x;' | gcc -x c -c -gz=none -o /dev/null - 2>/dev/null; then
-        gz=" -gz=none"
-    fi
-    kvars=(CC="$tools/kpatch-cc gcc" LD="$tools/kpatch-cc ld"
-        KCFLAGS="-I$data/patch -ffunction-sections -fdata-sections$gz")
-    step kernel make -s -j"$jobs" "${kvars[@]}" vmlinux modules bzImage
+    step kernel make -s -j"$jobs" vmlinux modules bzImage
     cp -f arch/x86/boot/bzImage "$out/vmlinuz"
     cp -f vmlinux "$out/vmlinux"
     ;;
