@@ -370,6 +370,18 @@ fn a_patch_unloaded_between_two_reads() {
     assert!(gone.objects.is_empty());
 }
 
+/// Seen on 7.3 right after a quick unpatching: the kernel had removed the
+/// patch's attribute files, not yet its folder.
+#[test]
+fn a_patch_whose_attributes_are_removed_is_gone() {
+    let fixture = idle_patches();
+    fixture.remove("sys/kernel/livepatch/klp_b/enabled");
+    fixture.remove("sys/kernel/livepatch/klp_b/transition");
+    let freed = read_patch(fixture.root(), "klp_b");
+    assert!(freed.gone, "{freed:?}");
+    assert!(!read_patch(fixture.root(), "klp_a").gone);
+}
+
 #[test]
 fn a_thread_that_exits_mid_scan_is_skipped() {
     let fixture = idle_patches();

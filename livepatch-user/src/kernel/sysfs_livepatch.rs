@@ -36,7 +36,12 @@ pub fn read_patch(root: &Path, name: &str) -> Patch {
         let path = dir.join(file);
         read_attr(&path).parse(&path, "0 or 1", parse_flag)
     };
-    let enabled = flag("enabled");
+    let enabled_path = dir.join("enabled");
+    let enabled_attr = read_attr(&enabled_path);
+    // The kernel removes a freed patch's attribute files before its
+    // directory: without `enabled`, the patch is on its way out.
+    let being_freed = matches!(enabled_attr, Attr::Missing);
+    let enabled = enabled_attr.parse(&enabled_path, "0 or 1", parse_flag);
     let transition = flag("transition");
     let force = read_force(&dir);
     let replace = match read_attr(&dir.join("replace")) {
@@ -73,7 +78,7 @@ pub fn read_patch(root: &Path, name: &str) -> Patch {
         objects,
         // Checked last: a directory that vanished at any point above is gone.
         // A symlink is no patch of the kernel's, as the listing has it.
-        gone: !fs::symlink_metadata(&dir).is_ok_and(|dir| dir.is_dir()),
+        gone: being_freed || !fs::symlink_metadata(&dir).is_ok_and(|dir| dir.is_dir()),
     }
 }
 
