@@ -60,6 +60,12 @@ struct CallCounters {
     counted: Vec<Target>,
     /// Functions that cannot be counted, and why.
     uncounted: Vec<(String, String)>,
+    /// The first round waits for the counters it starts to attach: once
+    /// the feed's user is told klpscope is ready, a transition it then
+    /// starts must not find klpscope patching kernel text (the kernel's
+    /// set-up and the counters' attach wait on each other, and the
+    /// kernel's first round comes seconds late).
+    first_done: bool,
 }
 
 /// What watch's TUI says of a function until its counter is attached.
@@ -157,12 +163,14 @@ impl TransitionFeed {
         let scan = || tasks.patch_states();
         let read_ns = monotonic_ns();
         let (patches, threads) = read_patches_and_threads(root, patches_changed, scan)?;
+        log::debug!("sysfs: read at {read_ns} ns, {} patches", patches.len());
         for patch in &patches {
             log::debug!(
-                "sysfs: {} enabled {:?} transition {:?}",
+                "sysfs: {} enabled {:?} transition {:?} gone {}",
                 patch.name,
                 patch.enabled,
-                patch.transition
+                patch.transition,
+                patch.gone
             );
         }
         // The tracer after sysfs: every event of a transition this read saw
@@ -364,12 +372,13 @@ impl TransitionFeed {
                 }
             };
         }
-        if counters
-            .attaching
-            .as_ref()
-            .is_some_and(JoinHandle::is_finished)
-            && let Some(attaching) = counters.attaching.take()
-        {
+        let attached = !counters.first_done
+            || counters
+                .attaching
+                .as_ref()
+                .is_some_and(JoinHandle::is_finished);
+        counters.first_done = true;
+        if attached && let Some(attaching) = counters.attaching.take() {
             match attaching.join() {
                 Ok((probes, caps)) => {
                     counters.probes = probes;
