@@ -9,7 +9,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use clap::ValueEnum;
 
 use super::{Series, kernel, lab::Lab, modules, qemu, real};
 use crate::cache;
@@ -20,46 +19,6 @@ use crate::cache;
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bounds the hang self-check: enough to boot and start the script.
 const HANG_TIMEOUT: Duration = Duration::from_secs(25);
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Kernels {
-    #[value(name = "6.12")]
-    V6_12,
-    #[value(name = "6.1")]
-    V6_1,
-    #[value(name = "5.10")]
-    V5_10,
-    /// Linux 7.x from trixie-backports.
-    #[value(name = "7")]
-    V7,
-    /// Debian unstable's kernel; not part of `all`.
-    #[value(name = "sid")]
-    Sid,
-    /// The lab's 6.12 built from source (`cargo xtask real-fixtures`);
-    /// not part of `all`.
-    #[value(name = "lab-6.12")]
-    Lab6_12,
-    /// The lab's 7.3 built from source; not part of `all`.
-    #[value(name = "lab-7.3")]
-    Lab7_3,
-    /// 6.12, 6.1, 5.10 and 7.
-    All,
-}
-
-impl Kernels {
-    fn series(self) -> Vec<Series> {
-        match self {
-            Kernels::V6_12 => vec![Series::V6_12],
-            Kernels::V6_1 => vec![Series::V6_1],
-            Kernels::V5_10 => vec![Series::V5_10],
-            Kernels::V7 => vec![Series::V7],
-            Kernels::Sid => vec![Series::Sid],
-            Kernels::Lab6_12 => vec![Series::Lab6_12],
-            Kernels::Lab7_3 => vec![Series::Lab7_3],
-            Kernels::All => Series::ALL.to_vec(),
-        }
-    }
-}
 
 /// A broken script and the failure the harness must report for it.
 struct SelfCheck {
@@ -115,14 +74,16 @@ struct KernelRun {
     broken: Option<String>,
 }
 
-pub fn test(kernels: Kernels) -> Result<()> {
+/// Runs every scenario on `kernel`, or on each of `Series::ALL`.
+pub fn test(kernel: Option<Series>) -> Result<()> {
     let started = Instant::now();
     let lab = Lab::prepare()?;
     let dir = cache::workspace_root().join("tests/scenarios");
     let all_scenarios = scenario_scripts(&dir)?;
     let mut runs = Vec::new();
     let mut first = true;
-    for series in kernels.series() {
+    let kernels = kernel.map_or(Series::ALL.to_vec(), |one| vec![one]);
+    for series in kernels {
         let mut run = KernelRun {
             name: series.name().to_string(),
             kernel: Duration::ZERO,
