@@ -15,6 +15,10 @@ use crate::model::VMLINUX;
 
 const SHN_LIVEPATCH: u16 = 0xff20;
 const PREFIX: &str = ".klp.sym.";
+/// klp-build (7.x objtool `klp diff`) keeps a patched function's original
+/// relocation aimed at `.klp.tombstone.NAME`, a livepatch symbol that
+/// `klp post-link` leaves unused: no reference, the kernel never reads it.
+const TOMBSTONE: &str = ".klp.tombstone.";
 
 pub fn read(file: &object::read::File) -> Result<Vec<Reference>, Failure> {
     let object::read::File::Elf64(elf) = file else {
@@ -30,6 +34,9 @@ pub fn read(file: &object::read::File) -> Result<Vec<Reference>, Failure> {
         let name = symbol
             .name()
             .map_err(|e| Failure::Corrupt(format!("a livepatch symbol's name: {e}")))?;
+        if name.starts_with(TOMBSTONE) {
+            continue;
+        }
         let reference = parse(name).ok_or_else(|| {
             Failure::Layout(format!(
                 "livepatch symbol {:?} is not .klp.sym.OBJECT.NAME,POSITION",
