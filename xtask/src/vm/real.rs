@@ -99,24 +99,27 @@ pub struct Built {
     pub tree: PathBuf,
 }
 
-/// The committed real module of a lab kernel, as a guest file
-/// `/lib/klpscope-test/real/MODULE.ko`; none for Debian's kernels.
+/// The committed real modules a guest of `series` gets, as
+/// `/lib/klpscope-test/real/MODULE.ko`: a lab kernel its own, to apply;
+/// Debian's kernel of the same series the lab's, which `check --module`
+/// must refuse by its vermagic.
 pub fn guest_files(series: Series) -> Result<Vec<(PathBuf, String)>> {
-    let Some(recipe) = recipe(series) else {
-        return Ok(Vec::new());
-    };
-    let fixture = fixtures_dir().join(format!("{}.ko", recipe.module));
-    if !fixture.is_file() {
-        bail!(
-            "no {}: `cargo xtask real-fixtures --kernel {}` makes it",
-            fixture.display(),
-            series.name()
-        );
+    let mut files = Vec::new();
+    for recipe in RECIPES
+        .iter()
+        .filter(|r| r.series == series || r.series.neighbour() == series)
+    {
+        let fixture = fixtures_dir().join(format!("{}.ko", recipe.module));
+        if !fixture.is_file() {
+            bail!(
+                "no {}: `cargo xtask real-fixtures --kernel {}` makes it",
+                fixture.display(),
+                recipe.series.name()
+            );
+        }
+        files.push((fixture, format!("{TEST_DIR}/real/{}.ko", recipe.module)));
     }
-    Ok(vec![(
-        fixture,
-        format!("{TEST_DIR}/real/{}.ko", recipe.module),
-    )])
+    Ok(files)
 }
 
 fn fixtures_dir() -> PathBuf {
