@@ -68,10 +68,8 @@ enum Command {
     VmRun(vm::RunArgs),
     /// Run every VM scenario and the harness self-checks.
     VmTest {
-        /// One kernel; without it, Debian's stable ones: 6.12, 6.1, 5.10
-        /// and 7 (sid and the lab's own builds are opt-in).
-        #[arg(long, value_enum)]
-        kernel: Option<vm::Series>,
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: vm::Kernels,
     },
     /// Watch a blocked livepatch transition live in a VM: klpscope watch in this terminal.
     Demo(vm::DemoArgs),

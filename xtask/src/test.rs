@@ -51,7 +51,7 @@ pub fn all() -> Result<ExitCode> {
     // The parsers of untrusted input, fuzzed from their seeds.
     crate::fuzz::run(None)?;
     // Real livepatch transitions, on every supported Debian kernel.
-    crate::vm::test(None)?;
+    crate::vm::test(crate::vm::Kernels::All)?;
     // The TUI as a person sees it, in a terminal.
     crate::vm::demo_test()?;
     Ok(ExitCode::SUCCESS)

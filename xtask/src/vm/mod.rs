@@ -39,7 +39,7 @@ pub fn real_fixtures(only: Option<Series>) -> Result<()> {
     }
     real::run(only)
 }
-pub use scenarios::test;
+pub use scenarios::{Kernels, test};
 pub use series::Series;
 
 use lab::Lab;

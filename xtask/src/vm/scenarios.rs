@@ -4,11 +4,12 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use clap::{ValueEnum, builder::PossibleValue};
 
 use super::{Series, kernel, lab::Lab, modules, qemu, real};
 use crate::cache;
@@ -19,6 +20,40 @@ use crate::cache;
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bounds the hang self-check: enough to boot and start the script.
 const HANG_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// What vm-test runs on: one kernel of the lab, or `all`, Debian's stable
+/// ones (`Series::ALL`).
+#[derive(Clone, Copy)]
+pub enum Kernels {
+    All,
+    One(Series),
+}
+
+impl ValueEnum for Kernels {
+    fn value_variants<'a>() -> &'a [Self] {
+        static VARIANTS: OnceLock<Vec<Kernels>> = OnceLock::new();
+        VARIANTS.get_or_init(|| {
+            let series = Series::value_variants().iter().copied().map(Kernels::One);
+            std::iter::once(Kernels::All).chain(series).collect()
+        })
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            Kernels::All => Some(PossibleValue::new("all").help("6.12, 6.1, 5.10 and 7")),
+            Kernels::One(series) => series.to_possible_value(),
+        }
+    }
+}
+
+impl Kernels {
+    fn series(self) -> Vec<Series> {
+        match self {
+            Kernels::All => Series::ALL.to_vec(),
+            Kernels::One(series) => vec![series],
+        }
+    }
+}
 
 /// A broken script and the failure the harness must report for it.
 struct SelfCheck {
@@ -74,16 +109,14 @@ struct KernelRun {
     broken: Option<String>,
 }
 
-/// Runs every scenario on `kernel`, or on each of `Series::ALL`.
-pub fn test(kernel: Option<Series>) -> Result<()> {
+pub fn test(kernels: Kernels) -> Result<()> {
     let started = Instant::now();
     let lab = Lab::prepare()?;
     let dir = cache::workspace_root().join("tests/scenarios");
     let all_scenarios = scenario_scripts(&dir)?;
     let mut runs = Vec::new();
     let mut first = true;
-    let kernels = kernel.map_or(Series::ALL.to_vec(), |one| vec![one]);
-    for series in kernels {
+    for series in kernels.series() {
         let mut run = KernelRun {
             name: series.name().to_string(),
             kernel: Duration::ZERO,
