@@ -25,6 +25,12 @@ const CRASHES: [&str; 4] = ["Kernel panic", "Oops:", "BUG:", "general protection
 /// After a crash line, how long to keep reading the trace that follows.
 const CRASH_GRACE: Duration = Duration::from_secs(5);
 const TAIL_LINES: usize = 60;
+/// How a scenario says why it failed (tests/scenarios/lib.sh `fail`).
+const SCRIPT_FAILURE: &str = "FAIL: ";
+/// Lines kept before the script's failure: the output it names (a JSON
+/// file, a command's stderr). The state dump after it can push them out of
+/// the tail.
+const FAILURE_CONTEXT_LINES: usize = 40;
 
 pub enum Outcome {
     /// The script finished with this status.
@@ -52,6 +58,8 @@ pub struct Report {
     pub outcome: Outcome,
     /// The last console lines, for failure reports.
     pub tail: VecDeque<String>,
+    /// The script's first `FAIL: ` line and the lines before it.
+    pub failure: Option<Vec<String>>,
     pub elapsed: Duration,
 }
 
@@ -59,12 +67,30 @@ impl Report {
     /// The console's last lines, in one piece: boots running side by side
     /// must not interleave them.
     pub fn print_tail(&self) {
-        let mut text = format!("---- last {} console lines ----\n", self.tail.len());
+        let mut text = String::new();
+        if let Some(failure) = &self.failure {
+            text.push_str("---- where the script failed ----\n");
+            for line in failure {
+                text.push_str(&format!("| {line}\n"));
+            }
+        }
+        text.push_str(&format!(
+            "---- last {} console lines ----\n",
+            self.tail.len()
+        ));
         for line in &self.tail {
             text.push_str(&format!("| {line}\n"));
         }
         text.push_str("---- end of console ----\n");
         eprint!("{text}");
+    }
+
+    /// The outcome, with the script's own reason when it gave one.
+    pub fn summary(&self) -> String {
+        match self.failure.as_ref().and_then(|lines| lines.last()) {
+            Some(reason) => format!("{} ({})", self.outcome, reason.trim()),
+            None => self.outcome.to_string(),
+        }
     }
 }
 
@@ -137,6 +163,7 @@ fn watch(child: &mut Child, started: Instant, timeout: Duration, echo: bool) -> 
     forward(stderr, sender);
 
     let mut tail = VecDeque::new();
+    let mut failure = None;
     let mut deadline = started + timeout;
     let mut outcome = None;
     loop {
@@ -156,6 +183,10 @@ fn watch(child: &mut Child, started: Instant, timeout: Duration, echo: bool) -> 
             tail.pop_front();
         }
         tail.push_back(line.clone());
+        if failure.is_none() && line.starts_with(SCRIPT_FAILURE) {
+            let from = tail.len().saturating_sub(FAILURE_CONTEXT_LINES);
+            failure = Some(tail.iter().skip(from).cloned().collect());
+        }
         if outcome.is_some() {
             continue;
         }
@@ -173,6 +204,7 @@ fn watch(child: &mut Child, started: Instant, timeout: Duration, echo: bool) -> 
     Ok(Report {
         outcome: outcome.unwrap_or(Outcome::TimedOut),
         tail,
+        failure,
         elapsed: started.elapsed(),
     })
 }

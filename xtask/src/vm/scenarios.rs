@@ -104,7 +104,9 @@ struct KernelRun {
     modules: Duration,
     scenarios: Duration,
     passed: usize,
-    failed: usize,
+    /// Each failure's summary line, repeated at the end where a log's tail
+    /// shows it.
+    failures: Vec<String>,
     /// Why the kernel could not be booted at all.
     broken: Option<String>,
 }
@@ -123,7 +125,7 @@ pub fn test(kernels: Kernels) -> Result<()> {
             modules: Duration::ZERO,
             scenarios: Duration::ZERO,
             passed: 0,
-            failed: 0,
+            failures: Vec::new(),
             broken: None,
         };
         // A kernel that cannot be had or built for fails alone, in one
@@ -176,20 +178,23 @@ pub fn test(kernels: Kernels) -> Result<()> {
                                 let secs = report.elapsed.as_secs_f64();
                                 if matches!(report.outcome, qemu::Outcome::Exited(0)) {
                                     println!("PASS {name} on {} ({secs:.1}s)", kernel.release());
-                                    true
+                                    Ok(())
                                 } else {
                                     report.print_tail();
-                                    println!(
+                                    let failure = format!(
                                         "FAIL {name} on {}: {} ({secs:.1}s)",
                                         kernel.release(),
-                                        report.outcome
+                                        report.summary()
                                     );
-                                    false
+                                    println!("{failure}");
+                                    Err(failure)
                                 }
                             }
                             Err(error) => {
-                                println!("FAIL {name} on {}: {error:#}", kernel.release());
-                                false
+                                let failure =
+                                    format!("FAIL {name} on {}: {error:#}", kernel.release());
+                                println!("{failure}");
+                                Err(failure)
                             }
                         };
                         results.lock().unwrap().push(passed);
@@ -197,11 +202,10 @@ pub fn test(kernels: Kernels) -> Result<()> {
                 });
             }
         });
-        for passed in results.into_inner().unwrap() {
-            if passed {
-                run.passed += 1;
-            } else {
-                run.failed += 1;
+        for result in results.into_inner().unwrap() {
+            match result {
+                Ok(()) => run.passed += 1,
+                Err(failure) => run.failures.push(failure),
             }
         }
         // The harness does not depend on the kernel: check it on one.
@@ -222,12 +226,13 @@ pub fn test(kernels: Kernels) -> Result<()> {
                         report.outcome
                     );
                 } else {
-                    run.failed += 1;
                     report.print_tail();
-                    println!(
+                    let failure = format!(
                         "FAIL {name}: expected the harness to catch it, got \"{}\" ({secs:.1}s)",
                         report.outcome
                     );
+                    println!("{failure}");
+                    run.failures.push(failure);
                 }
             }
         }
@@ -237,7 +242,7 @@ pub fn test(kernels: Kernels) -> Result<()> {
     let (mut passed, mut failed) = (0, 0);
     for run in &runs {
         passed += run.passed;
-        failed += run.failed;
+        failed += run.failures.len();
         match &run.broken {
             Some(why) => {
                 failed += 1;
@@ -247,12 +252,15 @@ pub fn test(kernels: Kernels) -> Result<()> {
                 "vm-test: kernel {}: {} passed, {} failed; kernel {:.1}s, modules {:.1}s, boots {:.1}s",
                 run.name,
                 run.passed,
-                run.failed,
+                run.failures.len(),
                 run.kernel.as_secs_f64(),
                 run.modules.as_secs_f64(),
                 run.scenarios.as_secs_f64()
             ),
         }
+    }
+    for failure in runs.iter().flat_map(|run| &run.failures) {
+        println!("vm-test: {failure}");
     }
     println!("vm-test: {:.1}s in all", started.elapsed().as_secs_f64());
     println!("{passed} passed, {failed} failed");
