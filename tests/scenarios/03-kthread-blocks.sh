@@ -46,7 +46,7 @@ log "transition reversed"
 wait_for_unpatched $P
 assert_dmesg "'$P': unpatching complete"
 assert_all_switched
-on_stack "$BUSY_PID" klp_test_busy_loop || fail "kthread $BUSY_PID left klp_test_busy_loop"
+still_on_stack "$BUSY_PID" klp_test_busy_loop
 checkpoint reversed
 unload $P
 
@@ -63,7 +63,7 @@ assert_dmesg "'$P': patching complete"
 assert_eq "$(attr $P enabled)" 1 "$P enabled"
 assert_all_switched
 # Forced, not switched: the kthread still runs the original function.
-on_stack "$BUSY_PID" klp_test_busy_loop || fail "kthread $BUSY_PID left klp_test_busy_loop"
+still_on_stack "$BUSY_PID" klp_test_busy_loop
 checkpoint forced
 
 park livepatch_klp_test_park_wait

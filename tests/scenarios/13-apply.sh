@@ -66,7 +66,7 @@ jq_true "$KS/apply-stalled-steps.json" "
 no_trace_of $P
 assert_dmesg "'$P': unpatching complete"
 # The target still works, unpatched.
-on_stack "$BUSY_PID" klp_test_busy_loop || fail "kthread $BUSY_PID left klp_test_busy_loop"
+still_on_stack "$BUSY_PID" klp_test_busy_loop
 park klp_test_park_wait
 release
 assert_eq "$PARKED_VERSION" original "function that released a reader after the back-out"

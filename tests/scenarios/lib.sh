@@ -156,6 +156,11 @@ assert_dmesg() { wait_until 5 "dmesg shows: $1" dmesg_has "$1"; }
 # on_stack PID FUNCTION: FUNCTION is in the task's kernel stack.
 on_stack() { grep -q " $2+" "/proc/$1/stack" 2>/dev/null; }
 
+# still_on_stack PID FUNCTION: a task that wakes now and then is still
+# inside FUNCTION. One read is not enough: a task on a CPU shows no stack (the
+# unwinder does not walk a running task).
+still_on_stack() { wait_until 5 "pid $1 still in $2" on_stack "$1" "$2"; }
+
 exited() { [ ! -e "/proc/$1" ] || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 
 PARKED_OUT=/tmp/klp-test-parked.out

@@ -297,13 +297,21 @@ fn inferred(task: &Task, code: &PatchedCode) -> Option<Blocker> {
     };
     if code.blocking_frame(stack).is_some() {
         Some(blocker(task, BlockReason::FunctionOnStack, code))
-    } else if task.state == 'R' {
+    } else if task.state == 'R' || caught_on_a_cpu(task.state, stack) {
         Some(blocker(task, BlockReason::Running, code))
     } else {
         // Asleep with none of the patch on its stack: the next retry round
         // switches it.
         None
     }
+}
+
+/// A live task's kernel stack always holds a frame, at least the
+/// scheduler's: an empty one was read while the task ran on a CPU, whose
+/// stack the unwinder does not walk (its state letter, read a moment
+/// apart, may already say asleep). An exited task has no stack left.
+fn caught_on_a_cpu(state: char, stack: &[StackFrame]) -> bool {
+    stack.is_empty() && !matches!(state, 'Z' | 'X')
 }
 
 fn from_kernel(
@@ -384,6 +392,27 @@ mod tests {
         assert_eq!(blockers[0].marked_frame, Some(1));
         assert_eq!(blockers[1].tid, 12);
         assert_eq!(blockers[1].reason, BlockReason::Running);
+    }
+
+    /// Its state letter read as asleep, its stack read empty a moment
+    /// apart: it was on a CPU, where the kernel would fail it as running.
+    #[test]
+    fn an_empty_stack_is_a_task_caught_running_unless_it_exited() {
+        let patch = patch();
+        let code = PatchedCode {
+            patch: &patch,
+            direction: Direction::Patching,
+            loaded: std::slice::from_ref(&patch),
+        };
+        let tasks = vec![
+            task(10, 'S', PatchState::Unpatched, vec![]),
+            task(11, 'Z', PatchState::Unpatched, vec![]),
+        ];
+        let blockers = find_blockers(&tasks, &code, None, 0);
+        assert_eq!(blockers.len(), 1, "{blockers:#?}");
+        assert_eq!(blockers[0].tid, 10);
+        assert_eq!(blockers[0].reason, BlockReason::Running);
+        assert_eq!(blockers[0].function, None);
     }
 
     #[test]

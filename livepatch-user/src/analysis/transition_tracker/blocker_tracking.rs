@@ -15,6 +15,29 @@ fn key(blocker: &Blocker) -> TaskKey {
     (blocker.tid, blocker.comm.clone())
 }
 
+/// Caught running with no stack to read (the unwinder does not walk a task
+/// on a CPU), a task shown blocking with a patched function on its stack:
+/// nothing says it has left that function. A kthread that wakes in a loop
+/// inside one is caught so now and then, and must not flap between the
+/// two reasons, nor lose the function that keeps it from switching.
+fn stack_unwalked(now: &Blocker, shown: &Blocker) -> bool {
+    now.reason == BlockReason::Running
+        && now.stack.is_empty()
+        && shown.reason == BlockReason::FunctionOnStack
+}
+
+/// What was seen of a blocker's stack, with what is known of it now.
+fn still_as_seen(now: Blocker, seen: &Blocker) -> Blocker {
+    Blocker {
+        reason: seen.reason,
+        function: seen.function.clone(),
+        version: seen.version.clone(),
+        stack: seen.stack.clone(),
+        marked_frame: seen.marked_frame,
+        ..now
+    }
+}
+
 /// Where klpscope infers the verdicts: how long a running task or an
 /// unreliable stack goes on blocking before it shows. Far more than a task
 /// caught running takes to switch itself on its way to user space.
@@ -38,6 +61,10 @@ impl TransitionTracker {
         let mut shown = Vec::new();
         let mut candidates = BTreeMap::new();
         for mut blocker in blockers {
+            let previous = transition.blockers.iter().find(|b| key(b) == key(&blocker));
+            if let Some(seen) = previous.filter(|p| stack_unwalked(&blocker, p)) {
+                blocker = still_as_seen(blocker, seen);
+            }
             let candidate = self.candidates.remove(&key(&blocker)).unwrap_or(Candidate {
                 first_seen_ns: at_ns,
             });
@@ -150,6 +177,40 @@ mod tests {
         assert_eq!(shown[0].blocked_secs, Some(2.0), "blocked since first seen");
         let cleared = state.apply(patching(4, 1, vec![(10, BlockReason::FunctionOnStack)]));
         assert_eq!(names(&cleared), ["progress", "blocker_cleared"]);
+    }
+
+    /// A kthread that wakes now and then in a loop inside the patched
+    /// function: a poll that catches it on a CPU reads no stack.
+    #[test]
+    fn a_blocker_caught_running_keeps_the_function_its_stack_last_showed() {
+        let mut state = tracker();
+        state.apply(patching(0, 2, vec![]));
+        let events = state.apply(patching(1, 2, vec![(11, BlockReason::FunctionOnStack)]));
+        assert_eq!(names(&events), ["blocker"]);
+        let events = state.apply(patching(2, 2, vec![(11, BlockReason::Running)]));
+        assert!(events.is_empty(), "{events:?}");
+        let shown = &state.transition.as_ref().unwrap().blockers;
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].reason, BlockReason::FunctionOnStack);
+        assert_eq!(shown[0].function.as_deref(), Some("cmdline_proc_show"));
+        assert_eq!(shown[0].state, 'R', "what it does now");
+        assert_eq!(shown[0].blocked_secs, Some(1.0), "blocked since first seen");
+
+        // Running with a stack that shows it left the function: running.
+        let Observation::Poll(mut poll) = patching(3, 2, vec![]) else {
+            unreachable!("patching is a poll");
+        };
+        poll.pending = vec![crate::testing::task(
+            11,
+            'R',
+            PatchState::Unpatched,
+            vec![crate::testing::frame("do_nanosleep", None)],
+        )];
+        let events = state.apply(Observation::Poll(poll));
+        assert_eq!(names(&events), ["blocker"], "{events:?}");
+        let shown = &state.transition.as_ref().unwrap().blockers;
+        assert_eq!(shown[0].reason, BlockReason::Running);
+        assert_eq!(shown[0].function, None);
     }
 
     /// `patching` at `at_ms` milliseconds.
