@@ -37,6 +37,22 @@ fn task(tid: u32, in_target: bool) -> Task {
     }
 }
 
+fn kthread(task: Task) -> Task {
+    Task {
+        kthread: true,
+        ..task
+    }
+}
+
+/// Read while it ran on a CPU: the unwinder gives no stack.
+fn on_a_cpu(task: Task) -> Task {
+    Task {
+        state: 'R',
+        stack: Known::Value(Vec::new()),
+        ..task
+    }
+}
+
 #[test]
 fn persistent_blockers_are_told_from_passers_by() {
     let fixture = Fixture::livepatch_kernel();
@@ -57,10 +73,28 @@ fn persistent_blockers_are_told_from_passers_by() {
         sympos: 0,
     }];
     // Task 1 sits in the target throughout; task 2 passes through once.
+    // Kthread 3 is caught on a CPU once, where no stack can be read: it
+    // never returns to user space, so it is still in the target. User task
+    // 4, caught so, may have been in user space, where it switches.
     let samples = vec![
-        vec![task(1, true), task(2, false)],
-        vec![task(1, true), task(2, true)],
-        vec![task(1, true), task(2, false)],
+        vec![
+            task(1, true),
+            task(2, false),
+            kthread(task(3, true)),
+            task(4, true),
+        ],
+        vec![
+            task(1, true),
+            task(2, true),
+            on_a_cpu(kthread(task(3, true))),
+            on_a_cpu(task(4, true)),
+        ],
+        vec![
+            task(1, true),
+            task(2, false),
+            kthread(task(3, true)),
+            task(4, true),
+        ],
     ];
     let ftrace_users = Known::Value(Vec::new());
     let resolutions = [resolve(&symbols, None, &targets[0])];
@@ -86,14 +120,22 @@ fn persistent_blockers_are_told_from_passers_by() {
         samples: &samples,
     };
     let readiness = assess(&base);
-    let blockers: Vec<(u32, bool, usize)> = readiness
+    let blockers: Vec<(u32, bool, usize, usize)> = readiness
         .predicted_blockers
         .iter()
-        .map(|b| (b.tid, b.persistent, b.seen_in))
+        .map(|b| (b.tid, b.persistent, b.seen_in, b.on_cpu_in))
         .collect();
-    assert_eq!(blockers, [(1, true, 3), (2, false, 1)]);
+    assert_eq!(
+        blockers,
+        [
+            (1, true, 3, 0),
+            (3, true, 2, 1),
+            (2, false, 1, 0),
+            (4, false, 2, 0)
+        ]
+    );
     assert!(
-        readiness.predicted_blockers[1]
+        readiness.predicted_blockers[2]
             .why
             .contains("1 of 3 samples")
     );

@@ -310,7 +310,7 @@ fn inferred(task: &Task, code: &PatchedCode) -> Option<Blocker> {
 /// scheduler's: an empty one was read while the task ran on a CPU, whose
 /// stack the unwinder does not walk (its state letter, read a moment
 /// apart, may already say asleep). An exited task has no stack left.
-fn caught_on_a_cpu(state: char, stack: &[StackFrame]) -> bool {
+pub(crate) fn caught_on_a_cpu(state: char, stack: &[StackFrame]) -> bool {
     stack.is_empty() && !matches!(state, 'Z' | 'X')
 }
 

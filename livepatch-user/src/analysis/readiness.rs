@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::blockers::{CodeVersion, PatchedCode};
+use super::blockers::{CodeVersion, PatchedCode, caught_on_a_cpu};
 use crate::model::{
     CallCount, Direction, FilterFunctions, FtraceUse, Kernel, KernelSeries, Known, Patch,
     PatchFunction, PatchObject, Replace, StackFrame, SymbolTable, Target, Task, VMLINUX,
@@ -118,6 +118,10 @@ pub struct PredictedBlocker {
     /// On the stack in every sample: it will hold the transition up.
     pub persistent: bool,
     pub seen_in: usize,
+    /// Samples that caught the kthread on a CPU, where its stack cannot be
+    /// read: they do not count against it, since a kthread never switches
+    /// on its way to user space. A user task's do (it may be in user space).
+    pub on_cpu_in: usize,
     pub samples: usize,
     /// The scheduler state at the last sighting.
     pub state: char,
@@ -861,7 +865,8 @@ fn patched_code(seen: &CheckInputs) -> (Patch, Direction) {
 }
 
 /// Tasks with a target on their kernel stack in any sample. Persistent:
-/// there in every sample, so it will be there when the transition tries it.
+/// there in every sample, so it will be there when the transition tries it;
+/// for a kthread, in every sample its stack could be read.
 fn predict_blockers(seen: &CheckInputs) -> Vec<PredictedBlocker> {
     let (patch, direction) = patched_code(seen);
     let code = PatchedCode {
@@ -871,11 +876,16 @@ fn predict_blockers(seen: &CheckInputs) -> Vec<PredictedBlocker> {
     };
     let samples = seen.samples.len();
     let mut found: BTreeMap<(u32, u32), PredictedBlocker> = BTreeMap::new();
+    let mut kthreads_on_cpu: BTreeMap<(u32, u32), usize> = BTreeMap::new();
     for sample in seen.samples {
         for task in sample {
             let Some(stack) = task.stack.value() else {
                 continue;
             };
+            if task.kthread && caught_on_a_cpu(task.state, stack) {
+                *kthreads_on_cpu.entry((task.pid, task.tid)).or_default() += 1;
+                continue;
+            }
             let Some(marked) = code.blocking_frame(stack) else {
                 continue;
             };
@@ -890,6 +900,7 @@ fn predict_blockers(seen: &CheckInputs) -> Vec<PredictedBlocker> {
                     version: marked.version.clone(),
                     persistent: false,
                     seen_in: 0,
+                    on_cpu_in: 0,
                     samples,
                     state: task.state,
                     why: String::new(),
@@ -907,7 +918,11 @@ fn predict_blockers(seen: &CheckInputs) -> Vec<PredictedBlocker> {
     let mut blockers: Vec<PredictedBlocker> = found
         .into_values()
         .map(|mut blocker| {
-            blocker.persistent = samples > 0 && blocker.seen_in == samples;
+            blocker.on_cpu_in = kthreads_on_cpu
+                .get(&(blocker.pid, blocker.tid))
+                .copied()
+                .unwrap_or(0);
+            blocker.persistent = samples > 0 && blocker.seen_in + blocker.on_cpu_in == samples;
             blocker.why = why(&blocker);
             blocker
         })

@@ -202,7 +202,7 @@ fn write_blocker(out: &mut Text, blocker: &PredictedBlocker) -> std::fmt::Result
     }
     writeln!(
         out,
-        " {}/{} {}{} in {}{} ({} of {})",
+        " {}/{} {}{} in {}{} ({} of {}{})",
         blocker.pid,
         blocker.tid,
         printable(&blocker.comm),
@@ -213,7 +213,11 @@ fn write_blocker(out: &mut Text, blocker: &PredictedBlocker) -> std::fmt::Result
             CodeVersion::Original => String::new(),
         },
         blocker.seen_in,
-        counted(blocker.samples, "sample")
+        counted(blocker.samples, "sample"),
+        match blocker.on_cpu_in {
+            0 => String::new(),
+            n => format!(", on a CPU with no stack to read in {n}"),
+        }
     )?;
     writeln!(out, "        {}", blocker.why)?;
     for (index, frame) in blocker.stack.iter().enumerate() {
