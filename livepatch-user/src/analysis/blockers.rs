@@ -357,6 +357,15 @@ mod tests {
         )
     }
 
+    /// `patch` in transition towards `direction`, the only one loaded.
+    fn alone(patch: &Patch, direction: Direction) -> PatchedCode<'_> {
+        PatchedCode {
+            patch,
+            direction,
+            loaded: std::slice::from_ref(patch),
+        }
+    }
+
     fn parked() -> Vec<StackFrame> {
         vec![
             frame("__schedule", None),
@@ -368,11 +377,7 @@ mod tests {
     #[test]
     fn patching_blocks_on_the_old_function_in_its_object() {
         let patch = patch();
-        let code = PatchedCode {
-            patch: &patch,
-            direction: Direction::Patching,
-            loaded: std::slice::from_ref(&patch),
-        };
+        let code = alone(&patch, Direction::Patching);
         let tasks = vec![
             task(10, 'S', PatchState::Unpatched, parked()),
             task(
@@ -399,11 +404,7 @@ mod tests {
     #[test]
     fn an_empty_stack_is_a_task_caught_running_unless_it_exited() {
         let patch = patch();
-        let code = PatchedCode {
-            patch: &patch,
-            direction: Direction::Patching,
-            loaded: std::slice::from_ref(&patch),
-        };
+        let code = alone(&patch, Direction::Patching);
         let tasks = vec![
             task(10, 'S', PatchState::Unpatched, vec![]),
             task(11, 'Z', PatchState::Unpatched, vec![]),
@@ -418,11 +419,7 @@ mod tests {
     #[test]
     fn a_same_named_function_in_another_object_does_not_block() {
         let patch = patch();
-        let code = PatchedCode {
-            patch: &patch,
-            direction: Direction::Patching,
-            loaded: std::slice::from_ref(&patch),
-        };
+        let code = alone(&patch, Direction::Patching);
         let tasks = vec![task(
             10,
             'S',
@@ -435,11 +432,7 @@ mod tests {
     #[test]
     fn unpatching_blocks_on_the_new_function_in_the_patch_module() {
         let patch = patch();
-        let code = PatchedCode {
-            patch: &patch,
-            direction: Direction::Unpatching,
-            loaded: std::slice::from_ref(&patch),
-        };
+        let code = alone(&patch, Direction::Unpatching);
         let stack = vec![
             frame("__schedule", None),
             frame(
@@ -463,11 +456,7 @@ mod tests {
     #[test]
     fn kernel_verdicts_win_carry_their_age_and_need_two_failed_rounds() {
         let patch = patch();
-        let code = PatchedCode {
-            patch: &patch,
-            direction: Direction::Patching,
-            loaded: std::slice::from_ref(&patch),
-        };
+        let code = alone(&patch, Direction::Patching);
         let tasks = vec![
             task(10, 'S', PatchState::Unpatched, parked()),
             task(11, 'S', PatchState::Unpatched, vec![]),
@@ -520,11 +509,7 @@ mod tests {
     #[test]
     fn a_pending_task_with_an_unreadable_stack_is_unexplained() {
         let patch = patch();
-        let code = PatchedCode {
-            patch: &patch,
-            direction: Direction::Patching,
-            loaded: std::slice::from_ref(&patch),
-        };
+        let code = alone(&patch, Direction::Patching);
         let mut hidden = task(10, 'S', PatchState::Unpatched, vec![]);
         hidden.stack = Known::unknown("/proc/10/task/10/stack: Permission denied");
         let mut garbled = task(11, 'S', PatchState::Unpatched, vec![]);
@@ -671,11 +656,7 @@ mod tests {
     #[test]
     fn each_cpus_idle_task_the_kernel_failed_is_a_blocker() {
         let patch = patch();
-        let code = PatchedCode {
-            patch: &patch,
-            direction: Direction::Patching,
-            loaded: std::slice::from_ref(&patch),
-        };
+        let code = alone(&patch, Direction::Patching);
         let idle = |cpu: u32, reason| TaskVerdict {
             tid: 0,
             tgid: 0,
