@@ -75,7 +75,6 @@ impl TransitionTracker {
                 blocker
                     .blocked_secs
                     .get_or_insert(secs_between(candidate.first_seen_ns, at_ns));
-                let previous = transition.blockers.iter().find(|b| key(b) == key(&blocker));
                 if previous
                     .is_none_or(|p| p.reason != blocker.reason || p.function != blocker.function)
                 {
