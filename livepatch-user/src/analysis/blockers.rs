@@ -297,21 +297,13 @@ fn inferred(task: &Task, code: &PatchedCode) -> Option<Blocker> {
     };
     if code.blocking_frame(stack).is_some() {
         Some(blocker(task, BlockReason::FunctionOnStack, code))
-    } else if task.state == 'R' || caught_on_a_cpu(task.state, stack) {
+    } else if task.state == 'R' || task.caught_on_a_cpu() {
         Some(blocker(task, BlockReason::Running, code))
     } else {
         // Asleep with none of the patch on its stack: the next retry round
         // switches it.
         None
     }
-}
-
-/// A live task's kernel stack always holds a frame, at least the
-/// scheduler's: an empty one was read while the task ran on a CPU, whose
-/// stack the unwinder does not walk (its state letter, read a moment
-/// apart, may already say asleep). An exited task has no stack left.
-pub(crate) fn caught_on_a_cpu(state: char, stack: &[StackFrame]) -> bool {
-    stack.is_empty() && !matches!(state, 'Z' | 'X')
 }
 
 fn from_kernel(

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::blockers::{CodeVersion, PatchedCode, caught_on_a_cpu};
+use super::blockers::{CodeVersion, PatchedCode};
 use crate::model::{
     CallCount, Direction, FilterFunctions, FtraceUse, Kernel, KernelSeries, Known, Patch,
     PatchFunction, PatchObject, Replace, StackFrame, SymbolTable, Target, Task, VMLINUX,
@@ -882,7 +882,7 @@ fn predict_blockers(seen: &CheckInputs) -> Vec<PredictedBlocker> {
             let Some(stack) = task.stack.value() else {
                 continue;
             };
-            if task.kthread && caught_on_a_cpu(task.state, stack) {
+            if task.kthread && task.caught_on_a_cpu() {
                 *kthreads_on_cpu.entry((task.pid, task.tid)).or_default() += 1;
                 continue;
             }

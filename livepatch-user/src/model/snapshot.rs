@@ -164,6 +164,17 @@ pub struct Task {
     pub stack: Known<Vec<StackFrame>>,
 }
 
+impl Task {
+    /// Read while it ran on a CPU: a live task's kernel stack always holds
+    /// a frame, at least the scheduler's, but the unwinder does not walk a
+    /// task running elsewhere and gives none (its state letter, read a
+    /// moment apart, may already say asleep). An exited task has no stack
+    /// left.
+    pub fn caught_on_a_cpu(&self) -> bool {
+        self.stack.value().is_some_and(Vec::is_empty) && !matches!(self.state, 'Z' | 'X')
+    }
+}
+
 /// One thread's patch_state alone: what the once-a-second scan reads.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ThreadPatchState {

@@ -36,6 +36,12 @@ const SAMPLE_PROCFS: Duration = Duration::from_millis(500);
 /// once to name the frames: 50 ms, half a second under TCG).
 const FEW_THREADS: usize = 64;
 
+/// How many times, and how far apart, a kthread caught on a CPU is read
+/// again: a kthread that wakes in a loop runs for microseconds, one that
+/// never sleeps costs three reads a poll.
+const ON_CPU_REREADS: usize = 3;
+const ON_CPU_REREAD_GAP: Duration = Duration::from_millis(1);
+
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct TaskSourceError(String);
@@ -263,18 +269,25 @@ impl TaskSource {
     /// These threads read again; those that exited are left out. A few
     /// through procfs (the kernel names their frames itself), many in one
     /// pass of the iterator over every task.
+    /// With stacks, a kthread caught on a CPU is read again (see
+    /// `ON_CPU_REREADS`).
     pub fn tasks_of(&mut self, threads: &[ThreadId], stacks: Stacks) -> io::Result<Vec<Task>> {
-        match &mut self.reader {
-            Reader::Procfs(procfs) => return Ok(procfs.tasks_of(threads, stacks)),
+        let mut tasks = match &mut self.reader {
+            Reader::Procfs(procfs) => procfs.tasks_of(threads, stacks),
             Reader::Iterator { procfs, .. } if threads.len() <= FEW_THREADS => {
-                return Ok(procfs.tasks_of(threads, stacks));
+                procfs.tasks_of(threads, stacks)
             }
-            Reader::Iterator { .. } => {}
+            Reader::Iterator { .. } => {
+                let mut wanted: Vec<u32> = threads.iter().map(|t| t.tid).collect();
+                wanted.sort_unstable();
+                let mut tasks = self.tasks(stacks)?;
+                tasks.retain(|task| wanted.binary_search(&task.tid).is_ok());
+                tasks
+            }
+        };
+        if stacks == Stacks::Read {
+            reread_kthreads_on_a_cpu(&mut tasks, |thread| self.task(thread, Stacks::Read));
         }
-        let mut wanted: Vec<u32> = threads.iter().map(|t| t.tid).collect();
-        wanted.sort_unstable();
-        let mut tasks = self.tasks(stacks)?;
-        tasks.retain(|task| wanted.binary_search(&task.tid).is_ok());
         Ok(tasks)
     }
 
@@ -285,6 +298,34 @@ impl TaskSource {
             Reader::Iterator { procfs, .. } | Reader::Procfs(procfs) => procfs.task(thread, stacks),
         }
     }
+}
+
+/// A kthread caught on a CPU has no stack to read; a moment later it is
+/// most likely asleep again, and its stack shows where. A user task so
+/// caught may well be in user space, where it switches by itself, and
+/// there may be many: they are left as read. A kthread that exited since
+/// is left out.
+fn reread_kthreads_on_a_cpu(tasks: &mut Vec<Task>, mut read: impl FnMut(ThreadId) -> Option<Task>) {
+    tasks.retain_mut(|task| {
+        if !(task.kthread && task.caught_on_a_cpu()) {
+            return true;
+        }
+        let thread = ThreadId {
+            pid: task.pid,
+            tid: task.tid,
+        };
+        for _ in 0..ON_CPU_REREADS {
+            std::thread::sleep(ON_CPU_REREAD_GAP);
+            let Some(fresh) = read(thread) else {
+                return false;
+            };
+            *task = fresh;
+            if !task.caught_on_a_cpu() {
+                break;
+            }
+        }
+        true
+    });
 }
 
 /// `tasks` with the stacks at `unnamed` read again from /proc, which
@@ -339,4 +380,55 @@ fn load_iterator(root: &Path) -> Result<TaskIterator, String> {
     load(root, &request)
         .task_iterator
         .expect("asked for the iterator")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        model::PatchState,
+        testing::{frame, task},
+    };
+
+    fn kthread(tid: u32, state: char, stack: Vec<crate::model::StackFrame>) -> Task {
+        Task {
+            kthread: true,
+            ..task(tid, state, PatchState::Unpatched, stack)
+        }
+    }
+
+    fn in_its_loop(tid: u32) -> Task {
+        kthread(
+            tid,
+            'S',
+            vec![frame("__schedule", None), frame("klp_test_busy_loop", None)],
+        )
+    }
+
+    #[test]
+    fn a_kthread_caught_on_a_cpu_is_read_again_until_its_stack_shows() {
+        let mut tasks = vec![
+            kthread(1, 'R', vec![]),
+            task(2, 'R', PatchState::Unpatched, vec![]),
+            kthread(3, 'R', vec![]),
+            kthread(4, 'R', vec![]),
+        ];
+        let mut reads = Vec::new();
+        reread_kthreads_on_a_cpu(&mut tasks, |thread| {
+            reads.push(thread.tid);
+            match thread.tid {
+                // Asleep in its loop on the second read.
+                1 if reads.iter().filter(|&&t| t == 1).count() == 2 => Some(in_its_loop(1)),
+                1 | 4 => Some(kthread(thread.tid, 'R', vec![])),
+                _ => None,
+            }
+        });
+        // The user task is never read again; the kthread that exited (3)
+        // is left out; one that never sleeps (4) is read three times.
+        assert_eq!(reads, [1, 1, 3, 4, 4, 4]);
+        let tids: Vec<u32> = tasks.iter().map(|t| t.tid).collect();
+        assert_eq!(tids, [1, 2, 4]);
+        assert_eq!(tasks[0].stack.value().map(Vec::len), Some(2));
+        assert!(tasks[2].caught_on_a_cpu());
+    }
 }
