@@ -173,15 +173,17 @@ impl TransitionFeed {
                 patch.gone
             );
         }
-        // The tracer after sysfs: every event of a transition this read saw
-        // end is in by now, so none is left for a read that knows no
-        // transition to put it under.
-        let verdicts = self.drain_tracer(&mut observations);
-        self.follow_set_up(&patches, read_ns, &observations);
         // After the scan: a switched task it saw is logged by then. Read on
         // every poll, patches or none: a refused load leaves only its
         // message behind.
         let (log, messages) = self.kernel_log();
+        // The tracer last: every event behind what sysfs and the log showed
+        // is in by now. A transition this read saw end has its completion
+        // here, and a reversal the log already tells (its "starting" line)
+        // is heard before the poll that shows it: heard a round later, it
+        // would turn the transition back the way it came.
+        let verdicts = self.drain_tracer(&mut observations);
+        self.follow_set_up(&patches, read_ns, &observations);
         observations.extend(messages);
         let at_ns = monotonic_ns();
         let pending = match &threads {
