@@ -241,6 +241,21 @@ fn read_stack(reader: &mut ThreadFileReader, thread: ThreadId) -> Option<Known<V
     })
 }
 
+/// How many threads the kernel has, from /proc/loadavg ("running/total"
+/// in its fourth field): one small read where listing /proc is thousands.
+pub fn thread_count(root: &Path) -> Option<usize> {
+    parse_loadavg_threads(&fs::read_to_string(root.join("proc/loadavg")).ok()?)
+}
+
+fn parse_loadavg_threads(text: &str) -> Option<usize> {
+    text.split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()
+}
+
 pub fn parse_patch_state(text: &str) -> Option<PatchState> {
     match text.trim() {
         "-1" => Some(PatchState::Idle),
@@ -320,6 +335,15 @@ fn parse_hex(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_thread_count_is_loadavgs_total() {
+        assert_eq!(
+            parse_loadavg_threads("0.52 0.41 0.33 2/31337 4242\n"),
+            Some(31337)
+        );
+        assert_eq!(parse_loadavg_threads("0.52 0.41 0.33"), None);
+    }
 
     #[test]
     fn stat_with_a_tricky_comm() {

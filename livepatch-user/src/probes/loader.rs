@@ -12,9 +12,10 @@ use super::{
     capabilities::{Capabilities, Facility},
     object::{KprobeSite, attach_fentry, attach_kprobe, fentry_loads_here},
     task_iterator::{TaskIterator, unused_map_sizes},
-    tracer::{TracerHook, TracerProgram, TransitionTracer},
+    tracer::{TracerHook, TracerProgram, TransitionTracer, event_ring_bytes},
 };
 use crate::{
+    kernel::procfs_tasks::thread_count,
     memory::give_back_freed_memory,
     model::{FunctionState, Target},
 };
@@ -141,6 +142,10 @@ fn try_load(
     }
     for (name, entries) in &shrunk {
         loader.map_max_entries(name, *entries);
+    }
+    if request.tracer {
+        let threads = thread_count(root).unwrap_or(0);
+        loader.map_max_entries("EVENTS", event_ring_bytes(threads));
     }
     let mut ebpf = load_object(&mut loader, caps)?;
     if request.task_iterator {

@@ -102,6 +102,22 @@ pub enum TracerHook {
     Kretprobe,
 }
 
+/// The tracer's ring buffer, in bytes, for a kernel of `threads` threads.
+/// A retry round checks every thread in one go, the first round of a
+/// transition (and of a reversal) reports each one, and user space drains
+/// only between rounds: a buffer that cannot hold a round loses events,
+/// completions included. Room for two records a thread, a power of two
+/// as the kernel wants, from 256 KiB (what the object declares) to 16 MiB.
+pub fn event_ring_bytes(threads: usize) -> u32 {
+    const MIN: usize = 256 << 10;
+    const MAX: usize = 16 << 20;
+    // Each record is preceded by the ring's 8-byte header, 8-aligned.
+    let record = (size_of::<livepatch_ebpf::TraceRecord>() + 8).next_multiple_of(8);
+    let wanted = threads.saturating_mul(2 * record).clamp(MIN, MAX);
+    // At most MAX, a u32.
+    wanted.next_power_of_two() as u32
+}
+
 pub struct TransitionTracer {
     events: RingBuf<MapData>,
     /// Keyed by task_struct address; an LRU hash map in the kernel, which
@@ -244,6 +260,15 @@ pub fn decode(raw: &livepatch_ebpf::TraceRecord) -> Option<TraceEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ring_holds_two_records_a_thread_within_bounds() {
+        assert_eq!(event_ring_bytes(0), 256 << 10);
+        assert_eq!(event_ring_bytes(150), 256 << 10);
+        // 30,000 threads, 60,000 records of 128 bytes: 7.3 MiB.
+        assert_eq!(event_ring_bytes(30_000), 8 << 20);
+        assert_eq!(event_ring_bytes(10_000_000), 16 << 20);
+    }
 
     fn raw(kind: EventKind, result: i32) -> livepatch_ebpf::TraceRecord {
         let mut function = [0u8; 64];
