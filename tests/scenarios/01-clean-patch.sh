@@ -29,18 +29,7 @@ klpscope_patched() {
         and (.[] | select(.event == \"start\") | .patch == \"$P\" and .direction == \"patching\")
         and (.[] | select(.event == \"complete\") | .reversed == false)" || return 1
     if kernel_verdicts; then
-        jq '[.[] | select(.event == "switched") | .tids[]] | unique | .[]' \
-            "$KS/watch-events.json" > "$KS/tids-switched"
-        _missed=""
-        for _tid in $(cat "$KS/tids-before"); do
-            [ -e "/proc/$_tid" ] || continue
-            grep -qx "$_tid" "$KS/tids-switched" || _missed="$_missed $_tid"
-        done
-        [ -z "$_missed" ] || {
-            echo "FAIL: the tracer did not see tids$_missed switch"
-            return 1
-        }
-        log "klpscope watch saw all $(wc -l < "$KS/tids-switched") switches"
+        all_switches_heard || return 1
     else
         log "kernel $(uname -r): no per-task check to hook, switches not all seen"
     fi

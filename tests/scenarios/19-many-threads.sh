@@ -21,19 +21,7 @@ klpscope_patched() {
         any(.[]; .event == \"start\" and .patch == \"$P\" and .tasks_total > $SLEEPERS)
         and any(.[]; .event == \"complete\" and .patch == \"$P\" and .reversed == false)" \
         || return 1
-    jq '[.[] | select(.event == "switched") | .tids[]] | unique | .[]' \
-        "$KS/watch-events.json" > "$KS/tids-switched"
-    _total=0 _missed=0
-    for _tid in $(cat "$KS/tids-before"); do
-        [ -e "/proc/$_tid" ] || continue
-        _total=$((_total + 1))
-        grep -qx "$_tid" "$KS/tids-switched" || _missed=$((_missed + 1))
-    done
-    [ "$_missed" = 0 ] || {
-        echo "FAIL: the tracer did not see $_missed of $_total threads switch"
-        return 1
-    }
-    log "klpscope watch saw all $_total threads switch"
+    all_switches_heard
 }
 
 _i=0

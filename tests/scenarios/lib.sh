@@ -588,6 +588,26 @@ tids_now() {
     done
 }
 
+# all_switches_heard: every thread of $KS/tids-before (tids_now before
+# the transition) still alive is named by a "switched" event of
+# $KS/watch-events.json; otherwise say how many were not.
+all_switches_heard() {
+    jq '[.[] | select(.event == "switched") | .tids[]] | unique | .[]' \
+        "$KS/watch-events.json" > "$KS/tids-switched"
+    _total=0 _missed=""
+    for _tid in $(cat "$KS/tids-before"); do
+        [ -e "/proc/$_tid" ] || continue
+        _total=$((_total + 1))
+        grep -qx "$_tid" "$KS/tids-switched" || _missed="$_missed $_tid"
+    done
+    [ -z "$_missed" ] || {
+        echo "FAIL: the tracer did not see $(echo $_missed | wc -w) of $_total threads switch" \
+            "(first: $(echo $_missed | cut -d' ' -f1-10))"
+        return 1
+    }
+    log "klpscope watch saw all $_total threads switch"
+}
+
 # uptime_cs: centiseconds since boot.
 uptime_cs() {
     read -r _up _ < /proc/uptime
